@@ -1,0 +1,74 @@
+//! CAPWAP wire format (RFC 5415 §4): bytes in, typed views out; typed values in, bytes out.
+//!
+//! Nothing here knows about states, sockets or time (except the reassembler, which is handed
+//! `now`). Every parser returns an error on malformed input and never panics.
+//!
+//! Layers, outermost first:
+//! - [`header`]: the 4-byte preamble and the transport header (flags, radio MAC, wireless info).
+//! - [`fragment`]: splitting a packet into fragments and reassembling them, bounded.
+//! - [`control`]: the control header (message type, sequence number, element length).
+//! - [`element`]: the message elements (TLVs), typed, with unknown and vendor ones kept.
+//! - [`msgtype`]: the message type numbers and result codes.
+//! - [`builder`]: writing a whole control packet into a reusable buffer.
+
+pub mod builder;
+pub mod control;
+pub mod element;
+pub mod fragment;
+pub mod header;
+pub mod msgtype;
+
+pub use builder::PacketBuilder;
+pub use control::ControlMessage;
+pub use element::{Element, ElementIter, RawElement};
+pub use header::{Header, Packet, Preamble};
+pub use msgtype::{MessageType, ResultCode};
+
+/// UDP port of the control channel.
+pub const CONTROL_PORT: u16 = 5246;
+/// UDP port of the data channel.
+pub const DATA_PORT: u16 = 5247;
+
+/// Why bytes could not be read as CAPWAP. Each variant says what was wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Fewer bytes than the structure needs.
+    Truncated { what: &'static str, need: usize, have: usize },
+    /// Preamble version is not 0.
+    BadVersion(u8),
+    /// A length field that points past the buffer or is inconsistent.
+    BadLength { what: &'static str, value: usize },
+    /// A field holds a value the RFC does not allow.
+    BadValue { what: &'static str, value: u32 },
+    /// A string field that is not UTF-8.
+    BadUtf8 { what: &'static str },
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Truncated { what, need, have } => {
+                write!(f, "truncated {what}: need {need} bytes, have {have}")
+            }
+            ParseError::BadVersion(v) => write!(f, "unsupported CAPWAP version {v}"),
+            ParseError::BadLength { what, value } => write!(f, "bad length {value} in {what}"),
+            ParseError::BadValue { what, value } => write!(f, "bad value {value} in {what}"),
+            ParseError::BadUtf8 { what } => write!(f, "{what} is not UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl ParseError {
+    /// A short, stable name for the kind of error, used to log each kind once and count it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ParseError::Truncated { .. } => "truncated",
+            ParseError::BadVersion(_) => "bad-version",
+            ParseError::BadLength { .. } => "bad-length",
+            ParseError::BadValue { .. } => "bad-value",
+            ParseError::BadUtf8 { .. } => "bad-utf8",
+        }
+    }
+}
