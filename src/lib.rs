@@ -7,3 +7,8 @@
 pub mod capwap;
 pub mod dtls;
 pub mod time;
+pub mod outq;
+pub mod reliable;
+pub mod rng;
+pub mod wtp;
+pub mod ac;

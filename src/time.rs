@@ -38,3 +38,22 @@ impl Sub<Instant> for Instant {
         self.saturating_since(earlier)
     }
 }
+
+/// Serde helpers for durations written in configuration files as seconds (`3`, `0.5`).
+pub mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !(0.0..=1.0e9).contains(&v) || v.is_nan() {
+            return Err(serde::de::Error::custom(format!("{v} is not a duration in seconds")));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(v.as_secs_f64())
+    }
+}

@@ -1,0 +1,78 @@
+//! What the AC state machine is told at start.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::secs;
+
+/// The AC's timers (RFC 5415 §4.7) and counters (§4.8).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcTimers {
+    #[serde(with = "secs")]
+    pub change_state_pending: Duration,
+    #[serde(with = "secs")]
+    pub data_check: Duration,
+    /// Told to WTPs in the CAPWAP Timers element; a WTP silent for three of these is dropped.
+    #[serde(with = "secs")]
+    pub echo_interval: Duration,
+    /// Told to WTPs in the CAPWAP Timers element.
+    #[serde(with = "secs")]
+    pub discovery_interval: Duration,
+    #[serde(with = "secs")]
+    pub retransmit_interval: Duration,
+    #[serde(with = "secs")]
+    pub wait_join: Duration,
+    pub max_retransmit: u32,
+}
+
+impl Default for AcTimers {
+    fn default() -> Self {
+        AcTimers {
+            change_state_pending: Duration::from_secs(25),
+            data_check: Duration::from_secs(30),
+            echo_interval: Duration::from_secs(30),
+            discovery_interval: Duration::from_secs(5),
+            retransmit_interval: Duration::from_secs(3),
+            wait_join: Duration::from_secs(60),
+            max_retransmit: 5,
+        }
+    }
+}
+
+/// The AC's identity and policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcConfig {
+    pub name: String,
+    pub vendor_id: u32,
+    /// The software version the AC reports (AC Descriptor).
+    pub version: String,
+    /// The image version the AC names in Join Responses (Image Identifier); `None` names none.
+    pub image_version: Option<String>,
+    pub max_wtps: u16,
+    /// PSK mode (for the AC Descriptor's security bits).
+    pub psk: bool,
+    /// The Result Code every Join Response carries: 0 accepts, anything else refuses.
+    pub join_result: u32,
+    /// Advertised in CAPWAP Control IPv4/IPv6 Address elements.
+    pub control_address: Option<IpAddr>,
+    pub timers: AcTimers,
+}
+
+impl Default for AcConfig {
+    fn default() -> Self {
+        AcConfig {
+            name: "acsim".into(),
+            vendor_id: 0,
+            version: "1.0.0".into(),
+            image_version: None,
+            max_wtps: 1000,
+            psk: false,
+            join_result: 0,
+            control_address: None,
+            timers: AcTimers::default(),
+        }
+    }
+}

@@ -1,0 +1,884 @@
+//! The WTP state machine (RFC 5415 §2.3): events and time in, packets, timers and actions out.
+//!
+//! [`Wtp`] owns no socket, no DTLS session and no clock. A driver (the tokio runtime, or the
+//! deterministic simulation in tests) feeds it:
+//! - [`Wtp::handle_control`] for every CAPWAP control packet (clear, or decrypted by DTLS),
+//! - [`Wtp::handle_data`] for packets on the data channel,
+//! - [`Wtp::dtls_established`], [`Wtp::dtls_failed`], [`Wtp::dtls_closed`] for DTLS news,
+//! - [`Wtp::set_targets`] with the controllers to discover, when asked,
+//! - [`Wtp::handle_timeout`] when [`Wtp::poll_timeout`] is reached,
+//!
+//! and drains [`Wtp::poll_transmit`] (packets to send) and [`Wtp::poll_action`] (DTLS sessions to
+//! open or close, reboot, exit).
+
+pub mod config;
+pub mod discovery;
+pub mod messages;
+pub mod state;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+
+use crate::capwap::fragment::{Reassembler, ReassemblyLimits};
+use crate::capwap::msgtype::is_request;
+use crate::capwap::{ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode};
+use crate::outq::OutQueue;
+use crate::reliable::{RetransmitDecision, Requester, Responder, SeqOrder};
+use crate::rng::Rng;
+use crate::time::Instant;
+
+pub use config::{Identity, Timers, Versions, WtpConfig};
+pub use discovery::{Candidate, Target, TargetKind};
+pub use state::State;
+
+/// Which way a packet leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Control channel, in clear (Discovery).
+    ControlClear,
+    /// Control channel, through the DTLS session.
+    ControlSecure,
+    /// Data channel (keep-alives), to the AC's data port.
+    Data,
+}
+
+/// A packet to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub channel: Channel,
+}
+
+/// Something the driver must do besides sending packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Gather the discovery targets and call [`Wtp::set_targets`].
+    FindControllers,
+    /// Open a DTLS session with this controller (client side).
+    DtlsConnect { peer: SocketAddr },
+    /// Send close_notify and drop the DTLS session.
+    DtlsClose,
+    /// Restart the device (after the Reset state).
+    Reboot { reason: String },
+    /// The agent was asked to stop and has closed its session: exit.
+    Exit,
+}
+
+/// Why a DTLS session failed to come up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtlsFailure {
+    /// The peer's credentials were refused (DTLSAuthenticateFail), as opposed to an abort.
+    pub auth: bool,
+    pub reason: String,
+}
+
+/// Counters an operator (or a test) can read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Malformed packets dropped, by kind.
+    pub malformed: BTreeMap<&'static str, u64>,
+    pub retransmissions: u64,
+    pub duplicate_requests: u64,
+    pub unexpected_responses: u64,
+    pub joins: u64,
+    pub teardowns: u64,
+    pub echoes_answered: u64,
+}
+
+/// What happens once DTLS Teardown has run its course.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AfterTeardown {
+    Restart,
+    Sulk,
+    Reboot(String),
+}
+
+/// The controller the WTP is attached to.
+#[derive(Debug, Clone)]
+struct Peer {
+    control: SocketAddr,
+    name: String,
+}
+
+/// The WTP side of CAPWAP.
+pub struct Wtp {
+    cfg: WtpConfig,
+    state: State,
+    rng: Rng,
+    builder: PacketBuilder,
+    out: OutQueue<Transmit>,
+    actions: VecDeque<Action>,
+    requester: Requester,
+    responder: Responder,
+    reassembler: Reassembler,
+    scratch: Vec<u8>,
+
+    targets: Vec<Target>,
+    waiting_for_targets: bool,
+    discovery_seq: u8,
+    discovery_count: u32,
+    candidates: Vec<Candidate>,
+    preferred: Vec<(u8, String)>,
+
+    peer: Option<Peer>,
+    session_id: [u8; 16],
+    local_ip: Option<IpAddr>,
+    failed_dtls_session: u32,
+    failed_dtls_auth: u32,
+
+    /// The timer of the current state: DiscoveryInterval, WaitDTLS, SilentInterval,
+    /// DTLSSessionDelete or ImageDataStartTimer.
+    state_deadline: Option<Instant>,
+    echo_due: Option<Instant>,
+    keep_alive_due: Option<Instant>,
+    data_dead_at: Option<Instant>,
+    after_teardown: AfterTeardown,
+    stopping: bool,
+    stats: Stats,
+}
+
+impl Wtp {
+    pub fn new(cfg: WtpConfig) -> Self {
+        let t = &cfg.timers;
+        let mut rng = Rng::new(cfg.seed);
+        let first_seq = rng.below(256) as u8;
+        Wtp {
+            requester: Requester::new(t.retransmit_interval, t.max_retransmit, first_seq),
+            rng,
+            state: State::Idle,
+            builder: PacketBuilder::new(),
+            out: OutQueue::default(),
+            actions: VecDeque::new(),
+            responder: Responder::new(),
+            reassembler: Reassembler::new(ReassemblyLimits::default()),
+            scratch: Vec::new(),
+            targets: Vec::new(),
+            waiting_for_targets: false,
+            discovery_seq: 0,
+            discovery_count: 0,
+            candidates: Vec::new(),
+            preferred: Vec::new(),
+            peer: None,
+            session_id: [0; 16],
+            local_ip: None,
+            failed_dtls_session: 0,
+            failed_dtls_auth: 0,
+            state_deadline: None,
+            echo_due: None,
+            keep_alive_due: None,
+            data_dead_at: None,
+            after_teardown: AfterTeardown::Restart,
+            stopping: false,
+            stats: Stats::default(),
+            cfg,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &WtpConfig {
+        &self.cfg
+    }
+
+    /// The controller the WTP is joined to (or joining).
+    pub fn controller(&self) -> Option<(SocketAddr, &str)> {
+        self.peer.as_ref().map(|p| (p.control, p.name.as_str()))
+    }
+
+    /// The address the driver's socket has, for the Join Request's CAPWAP Local address.
+    pub fn set_local_ip(&mut self, ip: IpAddr) {
+        self.local_ip = Some(ip);
+    }
+
+    /// Leaves Idle for Discovery.
+    pub fn start(&mut self, now: Instant) {
+        if self.state == State::Idle {
+            self.enter_discovery(now);
+        }
+    }
+
+    /// Stops the agent: tears the session down if there is one, then asks to exit.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        info!("Shutting down CAPWAP (reason : agent stopped)");
+        if self.state.has_session() || self.state == State::DtlsSetup {
+            self.actions.push_back(Action::DtlsClose);
+        }
+        self.clear_session_timers();
+        self.requester.cancel();
+        self.set_state(State::Idle, now);
+        self.actions.push_back(Action::Exit);
+    }
+
+    /// The next packet to send, copied into `buf`.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.out.pop_into(buf)
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        [
+            self.state_deadline,
+            self.echo_due,
+            self.keep_alive_due,
+            self.data_dead_at,
+            self.requester.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- state changes -------------------------------------------------------------------
+
+    fn set_state(&mut self, s: State, _now: Instant) {
+        if self.state != s {
+            info!("CAPWAP State: {}", s.name());
+            self.state = s;
+        }
+    }
+
+    fn clear_session_timers(&mut self) {
+        self.state_deadline = None;
+        self.echo_due = None;
+        self.keep_alive_due = None;
+        self.data_dead_at = None;
+    }
+
+    /// A random duration in `[d/2, d)`, so that a fleet does not act in lock-step.
+    fn jitter(&mut self, d: Duration) -> Duration {
+        let half = d / 2;
+        let ms = half.as_millis() as u64;
+        half + Duration::from_millis(if ms == 0 { 0 } else { self.rng.below(ms) })
+    }
+
+    fn enter_discovery(&mut self, now: Instant) {
+        self.set_state(State::Discovery, now);
+        self.peer = None;
+        self.candidates.clear();
+        self.responder.reset();
+        self.waiting_for_targets = true;
+        self.state_deadline = None;
+        self.actions.push_back(Action::FindControllers);
+    }
+
+    /// The controllers to send Discovery Requests to, gathered by the driver.
+    pub fn set_targets(&mut self, targets: Vec<Target>, now: Instant) {
+        self.targets = targets;
+        if self.state == State::Discovery && self.waiting_for_targets {
+            self.waiting_for_targets = false;
+            self.discovery_round(now);
+        }
+    }
+
+    fn discovery_round(&mut self, now: Instant) {
+        if self.discovery_count >= self.cfg.timers.max_discoveries {
+            info!(
+                "No controller answered {} Discovery rounds; sulking for {}s",
+                self.discovery_count,
+                self.cfg.timers.silent_interval.as_secs()
+            );
+            self.enter_sulking(now);
+            return;
+        }
+        self.discovery_count += 1;
+        self.discovery_seq = self.rng.below(256) as u8;
+        let unicast = self.targets.iter().any(|t| t.kind != TargetKind::Broadcast);
+        let targets: Vec<Target> = self
+            .targets
+            .iter()
+            .copied()
+            // Limited broadcast is the last resort: only once unicast has had a round.
+            .filter(|t| t.kind != TargetKind::Broadcast || !unicast || self.discovery_count > 1)
+            .collect();
+        if targets.is_empty() {
+            warn!("No controller address known (static, DNS, DHCP or broadcast); waiting");
+        }
+        for t in &targets {
+            let pkt = messages::discovery_request(
+                &mut self.builder,
+                self.discovery_seq,
+                t.kind,
+                &self.cfg.identity,
+                &self.cfg.versions,
+            );
+            self.out.push(Transmit { to: t.addr, channel: Channel::ControlClear }, pkt);
+            info!("Discovery Request sent to {} ({:?})", t.addr, t.kind);
+        }
+        // Wait DiscoveryInterval for answers; back off (up to MaxDiscoveryInterval) when none come.
+        let t = self.cfg.timers.clone();
+        let wait = if self.discovery_count == 1 {
+            t.discovery_interval
+        } else {
+            let grown = t.discovery_interval.saturating_mul(1 << (self.discovery_count - 1).min(6));
+            let capped = grown.min(t.max_discovery_interval).max(t.discovery_interval);
+            self.jitter(capped * 2).max(t.discovery_interval)
+        };
+        self.state_deadline = Some(now + wait);
+    }
+
+    fn enter_sulking(&mut self, now: Instant) {
+        self.set_state(State::Sulking, now);
+        self.discovery_count = 0;
+        self.failed_dtls_session = 0;
+        self.failed_dtls_auth = 0;
+        self.state_deadline = Some(now + self.cfg.timers.silent_interval);
+    }
+
+    fn discovery_timer(&mut self, now: Instant) {
+        let chosen = discovery::select(&self.candidates, &self.preferred).cloned();
+        match chosen {
+            Some(c) => {
+                info!(
+                    "Selected AC {} at {} ({:?}, {} of {} WTPs)",
+                    c.name, c.control, c.kind, c.active_wtps, c.max_wtps
+                );
+                self.discovery_count = 0;
+                self.peer = Some(Peer { control: c.control, name: c.name });
+                self.set_state(State::DtlsSetup, now);
+                self.state_deadline = Some(now + self.cfg.timers.wait_dtls);
+                self.actions.push_back(Action::DtlsConnect { peer: c.control });
+            }
+            None => self.discovery_round(now),
+        }
+    }
+
+    /// Moves to DTLS Teardown: closes the session, cancels what waits, and after
+    /// DTLSSessionDelete goes on as `after` says.
+    fn teardown(&mut self, reason: &str, after: AfterTeardown, now: Instant) {
+        if self.state == State::DtlsTeardown || self.stopping {
+            return;
+        }
+        match &after {
+            AfterTeardown::Reboot(_) => info!("Resetting CAPWAP (reason : {reason})"),
+            _ => info!("Going to restart CAPWAP (reason : {reason})"),
+        }
+        self.stats.teardowns += 1;
+        self.requester.cancel();
+        self.responder.reset();
+        self.clear_session_timers();
+        self.set_state(State::DtlsTeardown, now);
+        self.actions.push_back(Action::DtlsClose);
+        self.after_teardown = after;
+        self.state_deadline = Some(now + self.cfg.timers.dtls_session_delete);
+    }
+
+    fn teardown_done(&mut self, now: Instant) {
+        self.state_deadline = None;
+        self.peer = None;
+        match std::mem::replace(&mut self.after_teardown, AfterTeardown::Restart) {
+            AfterTeardown::Restart => {
+                info!("Restarting CAPWAP State Machine.");
+                self.set_state(State::Idle, now);
+                self.enter_discovery(now);
+            }
+            AfterTeardown::Sulk => self.enter_sulking(now),
+            AfterTeardown::Reboot(reason) => {
+                self.set_state(State::Idle, now);
+                self.actions.push_back(Action::Reboot { reason });
+            }
+        }
+    }
+
+    // ----- DTLS news -----------------------------------------------------------------------
+
+    /// The DTLS session with the selected AC is up: send the Join Request.
+    pub fn dtls_established(&mut self, summary: &str, now: Instant) {
+        if self.state != State::DtlsSetup {
+            debug!("DTLS established outside DTLS Setup ignored");
+            return;
+        }
+        let peer = match &self.peer {
+            Some(p) => p.clone(),
+            None => return,
+        };
+        info!("DTLS session established with {} ({summary})", peer.control);
+        self.failed_dtls_session = 0;
+        self.state_deadline = None;
+        self.set_state(State::Join, now);
+        self.rng.fill(&mut self.session_id);
+        let seq = self.requester.next_seq();
+        messages::join_request(
+            &mut self.builder,
+            seq,
+            &self.cfg.identity,
+            &self.cfg.versions,
+            &self.session_id,
+            self.local_ip,
+        );
+        self.send_request(MessageType::JoinRequest, now);
+        info!("Join Request sent to {}", peer.control);
+    }
+
+    /// The DTLS handshake failed (bad credentials, abort, timeout).
+    pub fn dtls_failed(&mut self, failure: DtlsFailure, now: Instant) {
+        if self.state != State::DtlsSetup && !self.state.has_session() {
+            return;
+        }
+        warn!("DTLS session with {} failed: {}", self.peer_addr_text(), failure.reason);
+        if self.state == State::DtlsSetup {
+            if failure.auth {
+                self.failed_dtls_auth += 1;
+            } else {
+                self.failed_dtls_session += 1;
+            }
+        }
+        let max = self.cfg.timers.max_failed_dtls_session_retry;
+        let after = if self.failed_dtls_auth >= max || self.failed_dtls_session >= max {
+            AfterTeardown::Sulk
+        } else {
+            AfterTeardown::Restart
+        };
+        let reason = format!("DTLS failure: {}", failure.reason);
+        self.teardown(&reason, after, now);
+    }
+
+    /// The AC closed the DTLS session (close_notify: DTLSPeerDisconnect).
+    pub fn dtls_closed(&mut self, now: Instant) {
+        if self.state.has_session() || self.state == State::DtlsSetup {
+            self.teardown("DTLS peer disconnect", AfterTeardown::Restart, now);
+        }
+    }
+
+    fn peer_addr_text(&self) -> String {
+        self.peer.as_ref().map(|p| p.control.to_string()).unwrap_or_else(|| "?".into())
+    }
+
+    // ----- sending -------------------------------------------------------------------------
+
+    /// Sends the packet just built in `self.builder` as the outstanding request.
+    fn send_request(&mut self, mt: MessageType, now: Instant) {
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else { return };
+        let pkt = self.builder.finish();
+        match self.requester.send(mt as u32, pkt, now) {
+            Some(bytes) => self.out.push(Transmit { to: peer, channel: Channel::ControlSecure }, bytes),
+            None => debug!("{} not sent: a request is outstanding", mt.name()),
+        }
+    }
+
+    fn send_response(&mut self, request_type: u32, seq: u8, result: Option<u32>) {
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else { return };
+        let pkt = messages::response(&mut self.builder, request_type, seq, result);
+        self.responder.record(seq, pkt);
+        self.out.push(Transmit { to: peer, channel: Channel::ControlSecure }, pkt);
+    }
+
+    fn send_keep_alive(&mut self, now: Instant) {
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else { return };
+        let data = SocketAddr::new(peer.ip(), peer.port().wrapping_add(1));
+        messages::keep_alive(&mut self.scratch, &self.session_id);
+        self.out.push(Transmit { to: data, channel: Channel::Data }, &self.scratch);
+        self.keep_alive_due = Some(now + self.cfg.timers.data_channel_keep_alive);
+    }
+
+    // ----- timers --------------------------------------------------------------------------
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        if self.state_deadline.is_some_and(|d| d <= now) {
+            self.state_deadline = None;
+            match self.state {
+                State::Discovery => self.discovery_timer(now),
+                State::Sulking => {
+                    info!("Silent interval over");
+                    self.set_state(State::Idle, now);
+                    self.enter_discovery(now);
+                }
+                State::DtlsSetup => {
+                    self.failed_dtls_session += 1;
+                    let after = if self.failed_dtls_session >= self.cfg.timers.max_failed_dtls_session_retry {
+                        AfterTeardown::Sulk
+                    } else {
+                        AfterTeardown::Restart
+                    };
+                    self.teardown("WaitDTLS expired: no DTLS session", after, now);
+                }
+                State::DtlsTeardown => self.teardown_done(now),
+                State::ImageData => {
+                    self.teardown("image download cannot start", AfterTeardown::Restart, now);
+                }
+                _ => {}
+            }
+        }
+        let outstanding = self.requester.outstanding_type();
+        let decision = self.requester.on_timeout(now);
+        match decision {
+            RetransmitDecision::Wait => {}
+            RetransmitDecision::Retransmit { packet, count } => {
+                self.stats.retransmissions += 1;
+                if let Some(p) = &self.peer {
+                    let name = MessageType::from_u32(outstanding.unwrap_or(0))
+                        .map(|m| m.name())
+                        .unwrap_or("request");
+                    info!("Retransmitting {name} to {} (attempt {count})", p.control);
+                    self.out.push(Transmit { to: p.control, channel: Channel::ControlSecure }, packet);
+                }
+            }
+            RetransmitDecision::GiveUp { msg_type } => {
+                let name = MessageType::from_u32(msg_type).map(|m| m.name()).unwrap_or("request");
+                let reason = format!(
+                    "no answer to {name} after {} retransmissions",
+                    self.cfg.timers.max_retransmit
+                );
+                self.teardown(&reason, AfterTeardown::Restart, now);
+            }
+        }
+        if self.state == State::Run {
+            if self.data_dead_at.is_some_and(|d| d <= now) {
+                self.teardown("data channel dead", AfterTeardown::Restart, now);
+                return;
+            }
+            if self.keep_alive_due.is_some_and(|d| d <= now) {
+                self.send_keep_alive(now);
+            }
+            if self.echo_due.is_some_and(|d| d <= now) {
+                if self.requester.busy() {
+                    // One outstanding request: the Echo waits for the current one.
+                    self.echo_due = Some(now + self.cfg.timers.retransmit_interval);
+                } else {
+                    let seq = self.requester.next_seq();
+                    messages::echo_request(&mut self.builder, seq);
+                    self.send_request(MessageType::EchoRequest, now);
+                    self.echo_due = Some(now + self.cfg.timers.echo_interval);
+                }
+            }
+        }
+    }
+
+    // ----- receiving -----------------------------------------------------------------------
+
+    fn malformed(&mut self, from: SocketAddr, what: &str, e: &ParseError) {
+        let kind = e.kind();
+        let n = self.stats.malformed.entry(kind).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            warn!("Dropping malformed {what} from {from}: {e} (further '{kind}' drops are counted, not logged)");
+        }
+    }
+
+    /// A CAPWAP packet on the data channel (keep-alives).
+    pub fn handle_data(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let pkt = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(e) => return self.malformed(from, "data packet", &e),
+        };
+        if !pkt.header.keep_alive {
+            debug!("data packet without K flag from {from} ignored");
+            return;
+        }
+        match messages::keep_alive_session(pkt.payload) {
+            Some(id) if id == self.session_id && matches!(self.state, State::Run | State::DataCheck) => {
+                if self.state == State::DataCheck {
+                    // Should not happen: Run is entered on the Change State Event Response.
+                    return;
+                }
+                self.data_dead_at = Some(now + self.cfg.timers.data_channel_dead_interval);
+            }
+            Some(_) => debug!("keep-alive for another session from {from} ignored"),
+            None => self.malformed(from, "keep-alive", &ParseError::BadValue { what: "keep-alive", value: 0 }),
+        }
+    }
+
+    /// A CAPWAP control packet. `secure` says whether it came through the DTLS session.
+    pub fn handle_control(&mut self, from: SocketAddr, bytes: &[u8], secure: bool, now: Instant) {
+        let pkt = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(e) => return self.malformed(from, "control packet", &e),
+        };
+        let reassembled;
+        let payload: &[u8] = if pkt.header.fragment {
+            match self.reassembler.push(&pkt, now) {
+                Ok(Some(p)) => {
+                    reassembled = p;
+                    &reassembled
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    debug!("fragment from {from} dropped: {e:?}");
+                    return;
+                }
+            }
+        } else {
+            pkt.payload
+        };
+        let msg = match ControlMessage::parse(payload) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(from, "control message", &e),
+        };
+        if msg.message_type() == Some(MessageType::DiscoveryResponse) {
+            return self.on_discovery_response(from, &msg);
+        }
+        let from_peer = self.peer.as_ref().is_some_and(|p| p.control == from);
+        if !secure || !from_peer || !self.state.has_session() {
+            debug!(
+                "control message type {} from {from} ignored in state {} (secure {secure})",
+                msg.msg_type, self.state
+            );
+            return;
+        }
+        if is_request(msg.msg_type) {
+            self.on_request(&msg, now);
+        } else {
+            self.on_response(&msg, now);
+        }
+    }
+
+    fn on_discovery_response(&mut self, from: SocketAddr, msg: &ControlMessage<'_>) {
+        if self.state != State::Discovery || msg.seq != self.discovery_seq {
+            debug!("Discovery Response from {from} outside a Discovery round ignored");
+            return;
+        }
+        let kind_order = self
+            .targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.addr == from)
+            .map(|(i, t)| (t.kind, i))
+            .unwrap_or((TargetKind::Broadcast, usize::MAX));
+        let mut cand = Candidate {
+            from,
+            control: from,
+            name: String::new(),
+            kind: kind_order.0,
+            order: kind_order.1,
+            active_wtps: 0,
+            max_wtps: 0,
+            supports_binding: false,
+        };
+        let mut have_descriptor = false;
+        let mut best_control: Option<(u16, SocketAddr)> = None;
+        for raw in msg.elements() {
+            let el = match raw.and_then(Element::parse) {
+                Ok(e) => e,
+                Err(e) => return self.malformed(from, "Discovery Response", &e),
+            };
+            match el {
+                Element::AcDescriptor(d) => {
+                    have_descriptor = true;
+                    cand.active_wtps = d.active_wtps;
+                    cand.max_wtps = d.max_wtps;
+                }
+                Element::AcName(n) => cand.name = n.to_string(),
+                Element::WtpRadioInformation { .. } => cand.supports_binding = true,
+                Element::ControlIpv4 { addr, wtp_count } => {
+                    let sa = SocketAddr::new(IpAddr::V4(addr), from.port());
+                    if best_control.is_none_or(|(n, _)| wtp_count < n) {
+                        best_control = Some((wtp_count, sa));
+                    }
+                }
+                Element::ControlIpv6 { addr, wtp_count } => {
+                    let sa = SocketAddr::new(IpAddr::V6(addr), from.port());
+                    if best_control.is_none_or(|(n, _)| wtp_count < n) {
+                        best_control = Some((wtp_count, sa));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !have_descriptor {
+            let e = ParseError::BadValue { what: "Discovery Response without AC Descriptor", value: 1 };
+            return self.malformed(from, "Discovery Response", &e);
+        }
+        if let Some((_, sa)) = best_control {
+            cand.control = sa;
+        }
+        info!(
+            "Discovery Response from {from}: AC {} ({} of {} WTPs)",
+            cand.name, cand.active_wtps, cand.max_wtps
+        );
+        self.candidates.retain(|c| c.from != from);
+        self.candidates.push(cand);
+    }
+
+    fn on_response(&mut self, msg: &ControlMessage<'_>, now: Instant) {
+        if !self.requester.on_response(msg.msg_type, msg.seq) {
+            self.stats.unexpected_responses += 1;
+            debug!("unexpected response type {} seq {} dropped", msg.msg_type, msg.seq);
+            return;
+        }
+        let mut result: Option<u32> = None;
+        let mut image: Option<(u32, String)> = None;
+        let mut timers: Option<(u8, u8)> = None;
+        let mut preferred = Vec::new();
+        for raw in msg.elements() {
+            match raw.and_then(Element::parse) {
+                Ok(Element::ResultCode(c)) => result = Some(c),
+                Ok(Element::ImageIdentifier { vendor, name }) => image = Some((vendor, name.to_string())),
+                Ok(Element::CapwapTimers { discovery, echo_request }) => timers = Some((discovery, echo_request)),
+                Ok(Element::AcNameWithPriority { priority, name }) => preferred.push((priority, name.to_string())),
+                Ok(_) => {}
+                Err(e) => {
+                    let from = self.peer.as_ref().map(|p| p.control);
+                    if let Some(from) = from {
+                        self.malformed(from, "response", &e);
+                    }
+                    return;
+                }
+            }
+        }
+        let ok = result.map(|c| ResultCode::from_u32(c).is_some_and(|r| r.is_success())).unwrap_or(true);
+        match msg.message_type() {
+            Some(MessageType::JoinResponse) => {
+                let code = result.unwrap_or(0);
+                if !ok || result.is_none() {
+                    let why = ResultCode::from_u32(code).map(|r| r.describe()).unwrap_or("unknown");
+                    warn!("AC refused join request with result code: {code} ({why})");
+                    return self.teardown("join refused", AfterTeardown::Restart, now);
+                }
+                info!("AC accepted join request with result code: {code}");
+                self.stats.joins += 1;
+                if !preferred.is_empty() {
+                    self.preferred = preferred;
+                }
+                self.after_join(image, now);
+            }
+            Some(MessageType::ConfigurationStatusResponse) if self.state == State::Configure => {
+                if !ok {
+                    return self.teardown("configuration refused", AfterTeardown::Restart, now);
+                }
+                if let Some((_, echo)) = timers {
+                    if echo > 0 {
+                        self.cfg.timers.echo_interval = Duration::from_secs(echo as u64);
+                        info!("AC set EchoInterval to {echo}s");
+                    }
+                }
+                self.set_state(State::DataCheck, now);
+                let seq = self.requester.next_seq();
+                messages::change_state_event_request(&mut self.builder, seq, &self.cfg.identity);
+                self.send_request(MessageType::ChangeStateEventRequest, now);
+            }
+            Some(MessageType::ChangeStateEventResponse) if self.state == State::DataCheck => {
+                if !ok {
+                    return self.teardown("change state refused", AfterTeardown::Restart, now);
+                }
+                self.set_state(State::Run, now);
+                self.send_keep_alive(now);
+                self.data_dead_at = Some(now + self.cfg.timers.data_channel_dead_interval);
+                self.echo_due = Some(now + self.cfg.timers.echo_interval);
+            }
+            Some(MessageType::EchoResponse) => debug!("Echo Response from AC"),
+            Some(other) => debug!("{} accepted", other.name()),
+            None => {}
+        }
+    }
+
+    fn after_join(&mut self, image: Option<(u32, String)>, now: Instant) {
+        let v = &self.cfg.versions;
+        match image {
+            Some((_, version)) if version != v.primary => {
+                info!(
+                    "AP image version {} backup {}, Controller {}",
+                    v.primary,
+                    v.backup.as_deref().unwrap_or("none"),
+                    version
+                );
+                info!("Version does not match.");
+                self.set_state(State::ImageData, now);
+                self.state_deadline = Some(now + self.cfg.timers.image_data_start);
+            }
+            _ => {
+                self.set_state(State::Configure, now);
+                let seq = self.requester.next_seq();
+                let ac_name = self.peer.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+                let stats = self.cfg.timers.statistics_timer.as_secs().min(u16::MAX as u64) as u16;
+                messages::configuration_status_request(&mut self.builder, seq, &self.cfg.identity, &ac_name, stats);
+                self.send_request(MessageType::ConfigurationStatusRequest, now);
+            }
+        }
+    }
+
+    fn on_request(&mut self, msg: &ControlMessage<'_>, now: Instant) {
+        match self.responder.classify(msg.seq) {
+            SeqOrder::Duplicate => {
+                self.stats.duplicate_requests += 1;
+                if let Some(p) = &self.peer {
+                    debug!("duplicate request seq {}: cached response resent", msg.seq);
+                    self.out.push(Transmit { to: p.control, channel: Channel::ControlSecure }, self.responder.cached());
+                }
+                return;
+            }
+            SeqOrder::Old => {
+                debug!("old request seq {} dropped", msg.seq);
+                return;
+            }
+            SeqOrder::New => {}
+        }
+        let run = self.state == State::Run;
+        match msg.message_type() {
+            Some(MessageType::EchoRequest) => {
+                self.stats.echoes_answered += 1;
+                self.send_response(msg.msg_type, msg.seq, None);
+            }
+            Some(MessageType::ResetRequest) if run || self.state == State::ImageData => {
+                info!("Reset Request from AC");
+                self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+                self.set_state(State::Reset, now);
+                self.teardown("reset requested by the AC", AfterTeardown::Reboot("AC reset request".into()), now);
+            }
+            Some(MessageType::ConfigurationUpdateRequest) if run => {
+                let mut echo = None;
+                for raw in msg.elements() {
+                    if let Ok(Element::CapwapTimers { echo_request, .. }) = raw.and_then(Element::parse) {
+                        echo = Some(echo_request);
+                    }
+                }
+                if let Some(e) = echo.filter(|e| *e > 0) {
+                    self.cfg.timers.echo_interval = Duration::from_secs(e as u64);
+                    info!("AC set EchoInterval to {e}s");
+                }
+                self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+            }
+            Some(MessageType::ClearConfigurationRequest) if run => {
+                info!("Clear Configuration Request from AC: nothing configured by the AC to clear");
+                self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+            }
+            Some(MessageType::StationConfigurationRequest) if run => {
+                let code = ResultCode::ConfigurationFailureServiceProvided as u32;
+                self.send_response(msg.msg_type, msg.seq, Some(code));
+            }
+            Some(MessageType::DataTransferRequest) if run => {
+                let code = ResultCode::DataTransferErrorNoInformation as u32;
+                self.send_response(msg.msg_type, msg.seq, Some(code));
+            }
+            Some(
+                MessageType::ResetRequest
+                | MessageType::ConfigurationUpdateRequest
+                | MessageType::ClearConfigurationRequest
+                | MessageType::StationConfigurationRequest
+                | MessageType::DataTransferRequest
+                | MessageType::ImageDataRequest,
+            ) => {
+                let name = msg.message_type().map(|m| m.name()).unwrap_or("request");
+                info!("Discarding msg {name}(type {}) in CAPWAP state: {}", msg.msg_type, self.state);
+                let code = ResultCode::MessageUnexpectedInvalidInCurrentState as u32;
+                self.send_response(msg.msg_type, msg.seq, Some(code));
+            }
+            _ => {
+                info!("Unrecognized request type {} from AC", msg.msg_type);
+                let code = ResultCode::MessageUnexpectedUnrecognizedRequest as u32;
+                self.send_response(msg.msg_type, msg.seq, Some(code));
+            }
+        }
+    }
+}
