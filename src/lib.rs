@@ -12,3 +12,6 @@ pub mod reliable;
 pub mod rng;
 pub mod wtp;
 pub mod ac;
+pub mod config;
+pub mod runtime;
+pub mod demo;

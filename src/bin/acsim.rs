@@ -1,1 +1,90 @@
-fn main() {}
+//! acsim: the CAPWAP controller side, for tests and labs. Argument parsing and wiring only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use wtpd::config::AcsimConfig;
+
+const HELP: &str = "\
+acsim - CAPWAP (RFC 5415) controller simulator and test harness
+
+USAGE:
+    acsim run --config FILE          run the controller in the foreground
+    acsim status --config FILE       print the table of APs of a running acsim
+    acsim demo [--dir DIR] [--dtls certificate|psk] [--hold SECONDS]
+                                     build a lab in DIR (a new temporary folder when not
+                                     given) and run the scenario: one wtpd joins over DTLS,
+                                     reaches Run, holds it with Echoes, is stopped
+    acsim --help | --version
+
+DEMO FILES (in DIR):
+    acsim.toml wtpd.toml             the two configurations
+    pki/                             controller CA and certificates, AP certificate,
+                                     image-signing chain
+    acsim.log wtpd.log               both logs
+    capwap.pcap                      decrypted CAPWAP control, as UDP 5246/5247
+    dtls-keys.log                    DTLS secrets, NSS key log format
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("acsim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<i32, Box<dyn std::error::Error>> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let cmd = match parser.next()? {
+        Some(Value(v)) => v.string()?,
+        Some(Short('h') | Long("help")) | None => {
+            print!("{HELP}");
+            return Ok(0);
+        }
+        Some(Short('V') | Long("version")) => {
+            println!("acsim {}", env!("CARGO_PKG_VERSION"));
+            return Ok(0);
+        }
+        Some(other) => return Err(other.unexpected().into()),
+    };
+    let mut config: Option<PathBuf> = None;
+    let mut demo = wtpd::demo::DemoOptions::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') | Long("config") => config = Some(parser.value()?.into()),
+            Long("dir") => demo.dir = Some(parser.value()?.into()),
+            Long("dtls") => demo.dtls = parser.value()?.string()?.parse()?,
+            Long("hold") => demo.hold_secs = parser.value()?.parse()?,
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(0);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    match cmd.as_str() {
+        "run" => {
+            let path = config.ok_or("run needs --config FILE")?;
+            let cfg = AcsimConfig::load(&path)?;
+            let (target, level) = cfg.log.resolve("acsim")?;
+            wtpd::logging::init(target, level)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            Ok(rt.block_on(wtpd::runtime::ac::run(cfg, &path))?)
+        }
+        "status" => {
+            let path = config.ok_or("status needs --config FILE")?;
+            let cfg = AcsimConfig::load(&path)?;
+            let file = cfg.status_file.ok_or("the configuration names no status_file")?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{}: {e} (is acsim running?)", file.display()))?;
+            print!("{text}");
+            Ok(0)
+        }
+        "demo" => Ok(wtpd::demo::run(demo)?),
+        other => Err(format!("unknown command '{other}' (see --help)").into()),
+    }
+}

@@ -1,1 +1,64 @@
-fn main() {}
+//! wtpd: the CAPWAP access-point agent. Argument parsing and wiring only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use wtpd::config::WtpdConfig;
+
+const HELP: &str = "\
+wtpd - CAPWAP (RFC 5415) access-point agent
+
+USAGE:
+    wtpd --config FILE [--controller HOST:PORT]...   run the agent in the foreground
+    wtpd --help | --version
+
+OPTIONS:
+    -c, --config FILE          the agent's configuration (wtpd.toml)
+        --controller HOST:PORT a controller to discover, before those in the file;
+                               may be repeated; HOST may be a DNS name
+    -h, --help                 this text
+    -V, --version              the version
+
+The agent runs until SIGTERM or SIGINT (DTLS close_notify, exit 0). After a Reset it
+reboots the board as its configuration says (reboot = \"syscall\"), or exits with
+status 75 for a supervisor to restart it (reboot = \"exit\", the simulated board).
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("wtpd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<i32, Box<dyn std::error::Error>> {
+    use lexopt::prelude::*;
+    let mut config: Option<PathBuf> = None;
+    let mut controllers = Vec::new();
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') | Long("config") => config = Some(parser.value()?.into()),
+            Long("controller") => controllers.push(parser.value()?.string()?),
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(0);
+            }
+            Short('V') | Long("version") => {
+                println!("wtpd {}", env!("CARGO_PKG_VERSION"));
+                return Ok(0);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let path = config.ok_or("--config FILE is required (see --help)")?;
+    let cfg = WtpdConfig::load(&path)?;
+    let (target, level) = cfg.log.resolve("wtpd")?;
+    wtpd::logging::init(target, level)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let code = rt.block_on(wtpd::runtime::wtp::run(cfg, &path, controllers))?;
+    Ok(code)
+}

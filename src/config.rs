@@ -1,0 +1,397 @@
+//! The configuration files of `wtpd` (wtpd.toml) and `acsim` (acsim.toml).
+//!
+//! Both are TOML; unknown keys are refused so that a typo is an error, not a silent default.
+//! Relative paths are taken relative to the file's own folder. `docs/configuration.md` and the
+//! files `acsim demo` writes show every key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ac::{AcConfig, AcTimers};
+use crate::dtls::{Credentials, DtlsConfig};
+use crate::wtp::{Identity, Timers};
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, error: std::io::Error },
+    Parse { path: PathBuf, error: String },
+    Invalid { path: PathBuf, what: String },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
+            ConfigError::Parse { path, error } => write!(f, "{}: {error}", path.display()),
+            ConfigError::Invalid { path, what } => write!(f, "{}: {what}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the DTLS session is authenticated, as written in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtlsMode {
+    Certificate,
+    Psk,
+    /// Lab only: CAPWAP control in clear. Logged as a warning at start.
+    Off,
+}
+
+/// The `[dtls]` table, shared by both programs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DtlsSection {
+    pub mode: DtlsMode,
+    /// Our certificate (chain) and key, PEM.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Trust anchors the peer's chain must reach.
+    pub ca: Option<PathBuf>,
+    /// The name the controller's certificate must carry (wtpd only).
+    pub peer_name: Option<String>,
+    pub psk_identity: Option<String>,
+    /// The PSK in hex.
+    pub psk_key: Option<String>,
+    /// OpenSSL cipher list; the default suits the mode.
+    pub ciphers: Option<String>,
+    /// NSS key log file.
+    pub keylog: Option<PathBuf>,
+    #[serde(default = "default_mtu")]
+    pub mtu: usize,
+}
+
+fn default_mtu() -> usize {
+    1400
+}
+
+impl DtlsSection {
+    /// The DTLS configuration, or `None` in `off` mode.
+    pub fn to_dtls(&self, path: &Path) -> Result<Option<DtlsConfig>, ConfigError> {
+        let invalid = |what: &str| ConfigError::Invalid { path: path.to_path_buf(), what: what.to_string() };
+        let credentials = match self.mode {
+            DtlsMode::Off => return Ok(None),
+            DtlsMode::Certificate => Credentials::Certificate {
+                cert: self.cert.clone().ok_or_else(|| invalid("dtls.cert is required in certificate mode"))?,
+                key: self.key.clone().ok_or_else(|| invalid("dtls.key is required in certificate mode"))?,
+                ca: self.ca.clone().ok_or_else(|| invalid("dtls.ca is required in certificate mode"))?,
+                peer_name: self.peer_name.clone(),
+            },
+            DtlsMode::Psk => Credentials::Psk {
+                identity: self.psk_identity.clone().ok_or_else(|| invalid("dtls.psk_identity is required in psk mode"))?,
+                key: decode_hex(self.psk_key.as_deref().ok_or_else(|| invalid("dtls.psk_key is required in psk mode"))?)
+                    .ok_or_else(|| invalid("dtls.psk_key is not hex"))?,
+            },
+        };
+        Ok(Some(DtlsConfig {
+            credentials,
+            ciphers: self.ciphers.clone(),
+            keylog: self.keylog.clone(),
+            mtu: self.mtu,
+        }))
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.cert, &mut self.key, &mut self.ca, &mut self.keylog].into_iter().flatten() {
+            *p = relative_to(base, p);
+        }
+    }
+}
+
+/// Decodes a hex string (no separators).
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.is_empty() || s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn relative_to(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `stderr` (the default on a desk), `syslog` (on a device), or a file path.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// `error`, `warn`, `info` (default), `debug`, `trace`.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// How wtpd finds controllers (RFC 5415 §3.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// Controllers as `HOST:PORT` or `HOST` (port 5246); names are resolved through DNS at each
+    /// Discovery round.
+    pub controllers: Vec<String>,
+    /// The file the board's DHCP hook writes (option 43 / addresses), read at each round.
+    pub dhcp_file: Option<PathBuf>,
+    /// Send to 255.255.255.255 as a last resort.
+    pub broadcast: bool,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        DiscoverySection { controllers: Vec::new(), dhcp_file: None, broadcast: true }
+    }
+}
+
+/// The software the WTP runs (until the board state knows better).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftwareSection {
+    pub version: String,
+    pub backup: Option<String>,
+}
+
+/// What the agent does for a Reset (RFC 5415 §9.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootMethod {
+    /// reboot(2): a real device.
+    Syscall,
+    /// Exit with status 75 for a supervisor to restart the agent: a simulated board.
+    #[default]
+    Exit,
+}
+
+/// wtpd.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WtpdConfig {
+    pub wtp: Identity,
+    pub software: SoftwareSection,
+    #[serde(default)]
+    pub discovery: DiscoverySection,
+    pub dtls: DtlsSection,
+    #[serde(default)]
+    pub timers: Timers,
+    #[serde(default)]
+    pub log: LogSection,
+    /// Local address for the control socket (`0.0.0.0:0` picks any port).
+    #[serde(default = "any_addr")]
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub reboot: RebootMethod,
+    /// Folder for the agent's state files.
+    pub state_dir: Option<PathBuf>,
+}
+
+fn any_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// acsim.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcsimConfig {
+    #[serde(default = "default_ac_name")]
+    pub name: String,
+    /// Control channel address; the data channel is the next port.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The controller's software version.
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// The image version named in Join Responses; none by default.
+    pub image_version: Option<String>,
+    #[serde(default = "default_max_wtps")]
+    pub max_wtps: u16,
+    /// Result Code of every Join Response: 0 accepts, e.g. 8 refuses "WTP hardware not supported".
+    #[serde(default)]
+    pub join_result: u32,
+    pub dtls: DtlsSection,
+    #[serde(default)]
+    pub timers: AcTimers,
+    /// Decrypted CAPWAP messages as UDP 5246/5247 frames.
+    pub pcap: Option<PathBuf>,
+    /// Written on every change: the table `acsim status` prints.
+    pub status_file: Option<PathBuf>,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+fn default_ac_name() -> String {
+    "acsim".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5246))
+}
+fn default_version() -> String {
+    "1.0.0".into()
+}
+fn default_max_wtps() -> u16 {
+    1000
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })
+}
+
+fn base_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+impl WtpdConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&read(path)?, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut c: WtpdConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), error: e.to_string() })?;
+        let base = base_of(path);
+        c.dtls.resolve(&base);
+        if let Some(p) = &mut c.discovery.dhcp_file {
+            *p = relative_to(&base, p);
+        }
+        if let Some(p) = &mut c.state_dir {
+            *p = relative_to(&base, p);
+        }
+        if crate::wtp::config::parse_mac(&c.wtp.base_mac).is_none() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what: format!("wtp.base_mac '{}' is not a MAC address", c.wtp.base_mac),
+            });
+        }
+        if c.wtp.radios.is_empty() {
+            return Err(ConfigError::Invalid { path: path.to_path_buf(), what: "wtp.radios is empty".into() });
+        }
+        c.dtls.to_dtls(path)?;
+        Ok(c)
+    }
+}
+
+impl AcsimConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&read(path)?, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut c: AcsimConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), error: e.to_string() })?;
+        let base = base_of(path);
+        c.dtls.resolve(&base);
+        for p in [&mut c.pcap, &mut c.status_file].into_iter().flatten() {
+            *p = relative_to(&base, p);
+        }
+        c.dtls.to_dtls(path)?;
+        Ok(c)
+    }
+
+    /// The AC state machine's configuration.
+    pub fn ac_config(&self) -> AcConfig {
+        AcConfig {
+            name: self.name.clone(),
+            vendor_id: 0,
+            version: self.version.clone(),
+            image_version: self.image_version.clone(),
+            max_wtps: self.max_wtps,
+            psk: self.dtls.mode == DtlsMode::Psk,
+            join_result: self.join_result,
+            control_address: Some(self.listen.ip()).filter(|ip: &IpAddr| !ip.is_unspecified()),
+            timers: self.timers.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WTPD: &str = r#"
+bind = "127.0.0.1:0"
+[wtp]
+name = "wtp-1"
+base_mac = "02:00:00:00:00:07"
+image_type = "ap1g8"
+radios = [{ id = 1, radio_type = 13 }]
+[software]
+version = "17.3.3.26"
+backup = "8.10.130.0"
+[discovery]
+controllers = ["127.0.0.1:5246", "acsim.lab"]
+dhcp_file = "dhcp-acs"
+[dtls]
+mode = "certificate"
+cert = "pki/wtp.pem"
+key = "pki/wtp.key"
+ca = "/etc/wtpd/ca.pem"
+peer_name = "acsim.lab"
+[timers]
+echo_interval = 2
+"#;
+
+    #[test]
+    fn wtpd_config_parses_and_resolves_paths() {
+        let c = WtpdConfig::parse(WTPD, Path::new("/lab/wtpd.toml")).unwrap();
+        assert_eq!(c.wtp.name, "wtp-1");
+        assert_eq!(c.software.backup.as_deref(), Some("8.10.130.0"));
+        assert_eq!(c.dtls.cert.as_deref(), Some(Path::new("/lab/pki/wtp.pem")));
+        assert_eq!(c.dtls.ca.as_deref(), Some(Path::new("/etc/wtpd/ca.pem")));
+        assert_eq!(c.discovery.dhcp_file.as_deref(), Some(Path::new("/lab/dhcp-acs")));
+        assert_eq!(c.timers.echo_interval.as_secs(), 2);
+        assert_eq!(c.timers.max_retransmit, 5, "RFC default kept");
+        assert_eq!(c.reboot, RebootMethod::Exit);
+    }
+
+    #[test]
+    fn wtpd_config_refusals_say_why() {
+        let bad_key = WTPD.replace("echo_interval", "echo_intervl");
+        let e = WtpdConfig::parse(&bad_key, Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("echo_intervl"), "{e}");
+        let bad_mac = WTPD.replace("02:00:00:00:00:07", "02:00");
+        let e = WtpdConfig::parse(&bad_mac, Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("not a MAC address"), "{e}");
+        let no_ca = WTPD.replace("ca = \"/etc/wtpd/ca.pem\"\n", "");
+        let e = WtpdConfig::parse(&no_ca, Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("dtls.ca is required"), "{e}");
+        let psk = WTPD.replace("mode = \"certificate\"", "mode = \"psk\"\npsk_identity = \"x\"\npsk_key = \"zz\"");
+        let e = WtpdConfig::parse(&psk, Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("not hex"), "{e}");
+    }
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("zz"), None);
+        assert_eq!(decode_hex(""), None);
+    }
+}
+
+impl LogSection {
+    /// The log target and level this section asks for; `ident` names the program in syslog.
+    pub fn resolve(&self, ident: &str) -> Result<(crate::logging::LogTarget, log::LevelFilter), String> {
+        use crate::logging::LogTarget;
+        let target = match self.target.as_deref() {
+            None | Some("stderr") => LogTarget::Stderr,
+            Some("syslog") => LogTarget::Syslog { ident: ident.to_string() },
+            Some(path) => LogTarget::File(PathBuf::from(path)),
+        };
+        let level = match self.level.as_deref().unwrap_or("info") {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            other => return Err(format!("log.level '{other}' is not one of error, warn, info, debug, trace")),
+        };
+        Ok((target, level))
+    }
+}

@@ -1,0 +1,298 @@
+//! Drives the AC state machine (acsim) with real sockets, one DTLS server session per WTP.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use log::{info, warn};
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{earliest, io_err, write_atomic, Clock, RuntimeError};
+use crate::ac::{Ac, AcAction};
+use crate::capwap::header::{preamble, Preamble};
+use crate::capwap::{CONTROL_PORT, DATA_PORT};
+use crate::config::AcsimConfig;
+use crate::dtls::{DtlsContext, DtlsEvent, DtlsSession};
+use crate::pcap::PcapWriter;
+use crate::time::Instant;
+use crate::wtp::Channel;
+
+/// A handshake that has not finished after this long is dropped (WaitDTLS).
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
+
+struct Peer {
+    session: DtlsSession,
+    up: bool,
+    started: Instant,
+}
+
+/// Copies of the decrypted control traffic, as UDP frames on the standard ports.
+struct Capture {
+    writer: Option<PcapWriter>,
+    listen: SocketAddr,
+}
+
+impl Capture {
+    fn record(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8], data: bool) {
+        let Some(w) = &mut self.writer else { return };
+        // The AC end is shown on 5246/5247 whatever port acsim listens on, so that Wireshark
+        // dissects the frames as CAPWAP.
+        let std_port = if data { DATA_PORT } else { CONTROL_PORT };
+        let fix = |a: SocketAddr| {
+            if a.ip() == self.listen.ip() && (a.port() == self.listen.port() || a.port() == self.listen.port() + 1) {
+                SocketAddr::new(a.ip(), std_port)
+            } else {
+                a
+            }
+        };
+        if let Err(e) = w.write_udp(SystemTime::now(), fix(from), fix(to), bytes) {
+            warn!("pcap write failed, capture stopped: {e}");
+            self.writer = None;
+        }
+    }
+}
+
+/// Runs acsim's controller until SIGTERM or SIGINT.
+pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeError> {
+    let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
+    let ctx = match &dtls_cfg {
+        Some(c) => Some(DtlsContext::server(c)?),
+        None => {
+            warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
+            None
+        }
+    };
+    let ctl = UdpSocket::bind(cfg.listen).await.map_err(io_err(format!("bind {}", cfg.listen)))?;
+    let listen = ctl.local_addr().map_err(io_err("local address"))?;
+    let data_addr = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
+    let data = UdpSocket::bind(data_addr).await.map_err(io_err(format!("bind {data_addr}")))?;
+    let writer = match &cfg.pcap {
+        Some(p) => Some(PcapWriter::create(p).map_err(io_err(format!("create {}", p.display())))?),
+        None => None,
+    };
+    let mut capture = Capture { writer, listen };
+    info!(
+        "acsim {} listening on {listen} (data {data_addr}), DTLS {:?}, controller version {}",
+        cfg.name, cfg.dtls.mode, cfg.version
+    );
+
+    let clock = Clock::new();
+    let mut ac = Ac::new(cfg.ac_config());
+    let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(2048);
+    let mut last_status = String::new();
+
+    loop {
+        loop {
+            let mut busy = false;
+            while let Some(a) = ac.poll_action() {
+                busy = true;
+                match a {
+                    AcAction::DtlsClose { peer } => {
+                        if let Some(mut p) = peers.remove(&peer) {
+                            p.session.close();
+                            flush(&ctl, peer, &mut p.session).await;
+                        }
+                    }
+                }
+            }
+            while let Some(t) = ac.poll_transmit(&mut out) {
+                busy = true;
+                match t.channel {
+                    Channel::Data => {
+                        capture.record(data_addr, t.to, &out, true);
+                        send(&data, &out, t.to).await;
+                    }
+                    Channel::ControlClear => {
+                        capture.record(listen, t.to, &out, false);
+                        send(&ctl, &out, t.to).await;
+                    }
+                    Channel::ControlSecure => {
+                        capture.record(listen, t.to, &out, false);
+                        match peers.get_mut(&t.to) {
+                            Some(p) if p.up => {
+                                if let Err(e) = p.session.send(&out) {
+                                    warn!("DTLS send to {} failed: {e}", t.to);
+                                }
+                            }
+                            _ if ctx.is_none() => send(&ctl, &out, t.to).await,
+                            _ => warn!("no DTLS session with {}: message dropped", t.to),
+                        }
+                    }
+                }
+            }
+            let mut gone = Vec::new();
+            for (addr, p) in peers.iter_mut() {
+                flush(&ctl, *addr, &mut p.session).await;
+                while let Some(ev) = p.session.poll_event() {
+                    busy = true;
+                    match ev {
+                        DtlsEvent::Connected(summary) => {
+                            p.up = true;
+                            info!("DTLS session established with {addr} ({summary})");
+                            ac.dtls_established(*addr, clock.now());
+                        }
+                        DtlsEvent::Closed => gone.push((*addr, "DTLS close_notify".to_string())),
+                        DtlsEvent::Failed(e) => gone.push((*addr, e.to_string())),
+                    }
+                }
+                while let Some(pkt) = p.session.recv() {
+                    busy = true;
+                    capture.record(*addr, listen, &pkt, false);
+                    ac.handle_control(*addr, &pkt, true, clock.now());
+                }
+            }
+            for (addr, reason) in gone {
+                if let Some(mut p) = peers.remove(&addr) {
+                    flush(&ctl, addr, &mut p.session).await;
+                    if p.up {
+                        ac.dtls_closed(addr, &reason);
+                    } else {
+                        warn!("DTLS handshake with {addr} failed: {reason}");
+                    }
+                }
+            }
+            if !busy {
+                break;
+            }
+        }
+        let status = status_table(&ac);
+        if status != last_status {
+            if let Some(p) = &cfg.status_file {
+                if let Err(e) = write_atomic(p, status.as_bytes()) {
+                    warn!("cannot write {}: {e}", p.display());
+                }
+            }
+            last_status = status;
+        }
+
+        let now = clock.now();
+        peers.retain(|addr, p| {
+            let keep = p.up || now.saturating_since(p.started) < HANDSHAKE_LIMIT;
+            if !keep {
+                warn!("DTLS handshake with {addr} did not finish in {}s: dropped", HANDSHAKE_LIMIT.as_secs());
+            }
+            keep
+        });
+        let dtls_deadline =
+            peers.values().filter(|p| !p.up).filter_map(|p| p.session.timeout()).min().map(|d| now + d);
+        let deadline = earliest(&clock, &[ac.poll_timeout(), dtls_deadline, Some(now + Duration::from_secs(5))]);
+        tokio::select! {
+            r = ctl.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let bytes = &buf[..n];
+                    match preamble(bytes) {
+                        Ok(Preamble::Dtls) => match &ctx {
+                            Some(ctx) => {
+                                if !peers.contains_key(&from) {
+                                    if peers.len() >= 2 * ac.config().max_wtps as usize {
+                                        warn!("too many DTLS sessions: {from} refused");
+                                        continue;
+                                    }
+                                    match DtlsSession::accept(ctx) {
+                                        Ok(s) => {
+                                            peers.insert(from, Peer { session: s, up: false, started: clock.now() });
+                                        }
+                                        Err(e) => {
+                                            warn!("DTLS session for {from}: {e}");
+                                            continue;
+                                        }
+                                    }
+                                }
+                                if let Some(p) = peers.get_mut(&from) {
+                                    p.session.handle_datagram(bytes);
+                                }
+                            }
+                            None => log::debug!("DTLS datagram from {from} while DTLS is off"),
+                        },
+                        _ => {
+                            capture.record(from, listen, bytes, false);
+                            let secure = ctx.is_none();
+                            if secure && ac.session(from).is_none() && is_join_start(bytes) {
+                                ac.dtls_established(from, clock.now());
+                            }
+                            ac.handle_control(from, bytes, secure, clock.now());
+                        }
+                    }
+                }
+                Err(e) => warn!("control socket: {e}"),
+            },
+            r = data.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    capture.record(from, data_addr, &buf[..n], true);
+                    ac.handle_data(from, &buf[..n], clock.now());
+                }
+                Err(e) => warn!("data socket: {e}"),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                for p in peers.values_mut().filter(|p| !p.up) {
+                    p.session.handle_timeout();
+                }
+                ac.handle_timeout(clock.now());
+            },
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    info!("acsim stopping: closing {} DTLS session(s)", peers.len());
+    for (addr, p) in peers.iter_mut() {
+        p.session.close();
+        flush(&ctl, *addr, &mut p.session).await;
+    }
+    Ok(0)
+}
+
+/// With DTLS off, a clear Join Request opens the session that DTLS would have opened.
+fn is_join_start(bytes: &[u8]) -> bool {
+    use crate::capwap::{ControlMessage, MessageType, Packet};
+    Packet::parse(bytes)
+        .ok()
+        .and_then(|p| ControlMessage::parse(p.payload).ok())
+        .is_some_and(|m| m.message_type() == Some(MessageType::JoinRequest))
+}
+
+async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(e) = sock.send_to(bytes, to).await {
+        warn!("send to {to} failed: {e}");
+    }
+}
+
+async fn flush(sock: &UdpSocket, peer: SocketAddr, session: &mut DtlsSession) {
+    while let Some(d) = session.poll_transmit() {
+        send(sock, &d, peer).await;
+    }
+}
+
+/// The table `acsim status` prints: one line per WTP.
+pub fn status_table(ac: &Ac) -> String {
+    let mut s = String::new();
+    let n = ac.sessions().count();
+    let _ = writeln!(s, "Total number of APs : {n}");
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<20} {:<22} {:<11} {:<14} {:<14} {:<10} {:>6}",
+        "AP Name", "Address", "State", "Primary Image", "Backup Image", "Model", "Echoes"
+    );
+    let _ = writeln!(s, "{}", "-".repeat(103));
+    for w in ac.sessions() {
+        let _ = writeln!(
+            s,
+            "{:<20} {:<22} {:<11} {:<14} {:<14} {:<10} {:>6}",
+            if w.info.name.is_empty() { "-" } else { &w.info.name },
+            w.peer.to_string(),
+            w.state.name(),
+            w.info.primary_version,
+            w.info.backup_version,
+            w.info.model,
+            w.info.echoes
+        );
+    }
+    s
+}

@@ -1,0 +1,117 @@
+//! The thin tokio layer: sockets, the clock, signals. It feeds datagrams to DTLS and the state
+//! machines and carries out what they decide; it decides nothing itself.
+
+pub mod ac;
+pub mod wtp;
+
+use std::time::Duration;
+
+use crate::time::Instant;
+
+/// Maps tokio's clock onto the core's [`Instant`], with the origin at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock { origin: tokio::time::Instant::now() }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_duration(self.origin.elapsed())
+    }
+
+    /// The tokio instant of a core instant.
+    pub fn to_tokio(&self, at: Instant) -> tokio::time::Instant {
+        self.origin + at.as_duration()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The earliest of some optional deadlines, or a far one when there are none.
+pub(crate) fn earliest(clock: &Clock, deadlines: &[Option<Instant>]) -> tokio::time::Instant {
+    deadlines
+        .iter()
+        .flatten()
+        .min()
+        .map(|d| clock.to_tokio(*d))
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))
+}
+
+/// Errors that stop a program before or while it runs.
+#[derive(Debug)]
+pub enum RuntimeError {
+    Config(crate::config::ConfigError),
+    Dtls(crate::dtls::DtlsError),
+    Io { what: String, error: std::io::Error },
+}
+
+impl std::fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeError::Config(e) => write!(f, "{e}"),
+            RuntimeError::Dtls(e) => write!(f, "{e}"),
+            RuntimeError::Io { what, error } => write!(f, "{what}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+impl From<crate::config::ConfigError> for RuntimeError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        RuntimeError::Config(e)
+    }
+}
+
+impl From<crate::dtls::DtlsError> for RuntimeError {
+    fn from(e: crate::dtls::DtlsError) -> Self {
+        RuntimeError::Dtls(e)
+    }
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |error| RuntimeError::Io { what, error }
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same folder, fsync, rename.
+pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = std::env::temp_dir().join(format!("wtpd-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("status");
+        super::write_atomic(&p, b"first version, long").unwrap();
+        super::write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
