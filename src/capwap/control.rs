@@ -73,3 +73,61 @@ impl<'a> ControlMessage<'a> {
         ElementIter::new(self.elements)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ECHO: [u8; 13] = [0, 0, 0, 13, 0x2a, 0, 8, 0, 0x00, 0x21, 0x00, 0x01, 0x00];
+
+    #[test]
+    fn parses_known_bytes() {
+        // Echo Request, seq 42, one 5-byte element: length = 5 + 3.
+        let m = ControlMessage::parse(&ECHO).unwrap();
+        assert_eq!(m.msg_type, 13);
+        assert_eq!(m.message_type(), Some(MessageType::EchoRequest));
+        assert_eq!(m.seq, 42);
+        assert_eq!(m.flags, 0);
+        assert_eq!(m.elements, &ECHO[8..]);
+        let mut out = Vec::new();
+        m.emit(&mut out);
+        assert_eq!(out, ECHO);
+    }
+
+    #[test]
+    fn declared_length_must_fit() {
+        let mut long = ECHO;
+        long[6] = 9; // one byte more than present
+        assert!(matches!(
+            ControlMessage::parse(&long),
+            Err(ParseError::Truncated { .. })
+        ));
+        let mut short = ECHO;
+        short[6] = 2; // less than the length field and flags
+        assert!(matches!(
+            ControlMessage::parse(&short),
+            Err(ParseError::BadLength { value: 2, .. })
+        ));
+        for n in 0..ECHO.len() {
+            assert!(ControlMessage::parse(&ECHO[..n]).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_ignored() {
+        let mut buf = ECHO.to_vec();
+        buf.extend_from_slice(&[0xff; 5]);
+        let m = ControlMessage::parse(&buf).unwrap();
+        assert_eq!(m.elements, &ECHO[8..]);
+        assert_eq!(m.elements().count(), 1);
+    }
+
+    #[test]
+    fn enterprise_types_are_kept_raw() {
+        let mut buf = ECHO;
+        buf[..4].copy_from_slice(&((14179u32 << 8) | 3).to_be_bytes());
+        let m = ControlMessage::parse(&buf).unwrap();
+        assert_eq!(m.msg_type, (14179 << 8) | 3);
+        assert_eq!(m.message_type(), None);
+    }
+}

@@ -293,3 +293,345 @@ pub const MAX_FRAGMENT_OFFSET: usize = 0x1fff;
 /// Largest payload [`fragment`] can always split: the last fragment may start at offset
 /// 8191 * 8; how much more fits depends on the MTU, so this counts only what any MTU allows.
 pub const MAX_FRAGMENTED_PAYLOAD: usize = MAX_FRAGMENT_OFFSET * 8 + 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capwap::testutil::Rng;
+
+    fn at(secs: u64) -> Instant {
+        Instant::from_duration(Duration::from_secs(secs))
+    }
+
+    fn frags(payload: &[u8], mtu: usize, id: u16) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        fragment(&Header::control(), payload, mtu, id, &mut out);
+        out
+    }
+
+    fn push(
+        r: &mut Reassembler,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<Option<Vec<u8>>, FragmentError> {
+        r.push(&Packet::parse(bytes).unwrap(), now)
+    }
+
+    /// A hand-made fragment: offset in bytes (multiple of 8).
+    fn frag(id: u16, offset: usize, last: bool, data: &[u8]) -> Vec<u8> {
+        let h = Header {
+            fragment: true,
+            last_fragment: last,
+            fragment_id: id,
+            fragment_offset: (offset / 8) as u16,
+            ..Header::control()
+        };
+        let mut v = Vec::new();
+        h.emit(&mut v);
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn payload(n: usize) -> Vec<u8> {
+        Rng::new(n as u64).bytes(n)
+    }
+
+    #[test]
+    fn small_payload_is_one_unfragmented_packet() {
+        let p = payload(100);
+        let out = frags(&p, 1400, 7);
+        assert_eq!(out.len(), 1);
+        let pkt = Packet::parse(&out[0]).unwrap();
+        assert!(!pkt.header.fragment && !pkt.header.last_fragment);
+        assert_eq!(pkt.payload, p);
+        // Exactly the MTU still fits.
+        assert_eq!(frags(&payload(1392), 1400, 7).len(), 1);
+        assert_eq!(frags(&payload(1393), 1400, 7).len(), 2);
+    }
+
+    #[test]
+    fn fragments_fit_mtu_and_align_to_8() {
+        let p = payload(5000);
+        let out = frags(&p, 1400, 0x4242);
+        assert_eq!(out.len(), 4);
+        let mut expect_offset = 0;
+        for (i, b) in out.iter().enumerate() {
+            assert!(b.len() <= 1400);
+            let pkt = Packet::parse(b).unwrap();
+            let h = pkt.header;
+            assert!(h.fragment);
+            assert_eq!(h.fragment_id, 0x4242);
+            assert_eq!(h.last_fragment, i == out.len() - 1);
+            assert_eq!(h.fragment_offset as usize * 8, expect_offset);
+            if !h.last_fragment {
+                assert_eq!(pkt.payload.len() % 8, 0);
+            }
+            assert_eq!(
+                pkt.payload,
+                &p[expect_offset..expect_offset + pkt.payload.len()]
+            );
+            expect_offset += pkt.payload.len();
+        }
+        assert_eq!(expect_offset, 5000);
+    }
+
+    #[test]
+    fn options_are_carried_on_every_fragment() {
+        let h = Header {
+            radio_mac: Some(&[1, 2, 3, 4, 5, 6]),
+            radio_id: 2,
+            ..Header::control()
+        };
+        let mut out = Vec::new();
+        fragment(&h, &payload(3000), 1000, 9, &mut out);
+        assert!(out.len() > 1);
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let mut got = None;
+        for b in &out {
+            assert!(b.len() <= 1000);
+            let pkt = Packet::parse(b).unwrap();
+            assert_eq!(pkt.header.radio_mac, h.radio_mac);
+            assert_eq!(pkt.header.radio_id, 2);
+            got = r.push(&pkt, at(0)).unwrap();
+        }
+        assert_eq!(got.unwrap(), payload(3000));
+    }
+
+    #[test]
+    fn reassembles_in_any_order_with_duplicates() {
+        let p = payload(5000);
+        let out = frags(&p, 1400, 1);
+        let mut rng = Rng::new(5415);
+        for round in 0..200 {
+            let mut order: Vec<usize> = (0..out.len()).collect();
+            // Every order of the first rounds' permutations, plus random duplicates.
+            rng.shuffle(&mut order);
+            for _ in 0..rng.below(4) {
+                let dup = order[rng.below(order.len())];
+                let at_pos = rng.below(order.len());
+                order.insert(at_pos, dup);
+            }
+            let mut r = Reassembler::new(ReassemblyLimits::default());
+            let mut done = Vec::new();
+            for &i in &order {
+                if let Some(whole) = push(&mut r, &out[i], at(0)).unwrap() {
+                    done.push(whole);
+                }
+            }
+            // Duplicates after completion start a new partial; the packet completes once.
+            assert_eq!(done.len(), 1, "round {round}: {order:?}");
+            assert_eq!(done[0], p);
+        }
+    }
+
+    #[test]
+    fn all_permutations_of_four_fragments() {
+        let p = payload(5000);
+        let out = frags(&p, 1400, 1);
+        assert_eq!(out.len(), 4);
+        let mut count = 0;
+        for a in 0..4 {
+            for b in 0..4 {
+                for c in 0..4 {
+                    for d in 0..4 {
+                        let order = [a, b, c, d];
+                        if (0..4).any(|i| !order.contains(&i)) {
+                            continue;
+                        }
+                        let mut r = Reassembler::new(ReassemblyLimits::default());
+                        let results: Vec<_> = order
+                            .iter()
+                            .map(|&i| push(&mut r, &out[i], at(0)).unwrap())
+                            .collect();
+                        assert!(results[..3].iter().all(Option::is_none));
+                        assert_eq!(results[3].as_deref(), Some(&p[..]));
+                        assert_eq!(r.held_bytes(), 0);
+                        count += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(count, 24);
+    }
+
+    #[test]
+    fn disagreeing_overlap_is_rejected() {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        assert_eq!(push(&mut r, &frag(1, 0, false, &[1; 16]), at(0)), Ok(None));
+        // Same range, different bytes.
+        assert_eq!(
+            push(&mut r, &frag(1, 8, false, &[2; 8]), at(0)),
+            Err(FragmentError::Inconsistent)
+        );
+        assert_eq!(r.pending(), 0, "the partial is dropped");
+        // Agreeing overlap is fine.
+        assert_eq!(push(&mut r, &frag(2, 0, false, &[1; 16]), at(0)), Ok(None));
+        assert_eq!(push(&mut r, &frag(2, 8, false, &[1; 16]), at(0)), Ok(None));
+        assert_eq!(
+            push(&mut r, &frag(2, 24, true, &[3; 3]), at(0)),
+            Ok(Some([[1; 24].as_slice(), &[3; 3]].concat()))
+        );
+    }
+
+    #[test]
+    fn inconsistent_ends_are_rejected() {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        assert_eq!(push(&mut r, &frag(1, 16, true, &[1; 4]), at(0)), Ok(None));
+        // A second, different last fragment.
+        assert_eq!(
+            push(&mut r, &frag(1, 8, true, &[1; 4]), at(0)),
+            Err(FragmentError::Inconsistent)
+        );
+        // Data past the announced end.
+        assert_eq!(
+            push(&mut r, &frag(2, 0, true, &[1; 4]), at(0)),
+            Ok(Some(vec![1; 4]))
+        );
+        assert_eq!(push(&mut r, &frag(3, 8, true, &[1; 4]), at(0)), Ok(None));
+        assert_eq!(
+            push(&mut r, &frag(3, 16, false, &[1; 8]), at(0)),
+            Err(FragmentError::Inconsistent)
+        );
+        // A last fragment before data already held.
+        assert_eq!(push(&mut r, &frag(4, 16, false, &[1; 8]), at(0)), Ok(None));
+        assert_eq!(
+            push(&mut r, &frag(4, 8, true, &[1; 4]), at(0)),
+            Err(FragmentError::Inconsistent)
+        );
+        // A non-last fragment whose length is not a multiple of 8.
+        assert_eq!(
+            push(&mut r, &frag(5, 0, false, &[1; 9]), at(0)),
+            Err(FragmentError::Inconsistent)
+        );
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn too_large_is_rejected() {
+        let limits = ReassemblyLimits {
+            max_payload: 4096,
+            ..Default::default()
+        };
+        let mut r = Reassembler::new(limits);
+        assert_eq!(
+            push(&mut r, &frag(1, 4096 - 8, false, &[0; 8]), at(0)),
+            Ok(None)
+        );
+        assert_eq!(
+            push(&mut r, &frag(1, 4096, true, &[0; 1]), at(0)),
+            Err(FragmentError::TooLarge)
+        );
+        assert_eq!(r.pending(), 0);
+        assert_eq!(
+            push(&mut r, &frag(2, 8191 * 8, true, &[0; 8]), at(0)),
+            Err(FragmentError::TooLarge)
+        );
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn oldest_partial_is_dropped_beyond_max_pending() {
+        let limits = ReassemblyLimits {
+            max_pending: 2,
+            ..Default::default()
+        };
+        let mut r = Reassembler::new(limits);
+        assert_eq!(push(&mut r, &frag(1, 0, false, &[1; 8]), at(0)), Ok(None));
+        assert_eq!(push(&mut r, &frag(2, 0, false, &[2; 8]), at(1)), Ok(None));
+        assert_eq!(push(&mut r, &frag(3, 0, false, &[3; 8]), at(2)), Ok(None));
+        assert_eq!(r.pending(), 2);
+        // 1 was dropped: its last fragment alone does not complete it.
+        assert_eq!(push(&mut r, &frag(1, 8, true, &[1; 1]), at(3)), Ok(None));
+        // 3 survived (2 was the oldest when 1 came back).
+        assert_eq!(
+            push(&mut r, &frag(3, 8, true, &[3; 1]), at(3)),
+            Ok(Some([[3; 8].as_slice(), &[3]].concat()))
+        );
+    }
+
+    #[test]
+    fn partials_time_out() {
+        let limits = ReassemblyLimits {
+            timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let mut r = Reassembler::new(limits);
+        assert_eq!(push(&mut r, &frag(1, 0, false, &[1; 8]), at(100)), Ok(None));
+        assert_eq!(push(&mut r, &frag(2, 0, false, &[2; 8]), at(105)), Ok(None));
+        assert_eq!(r.held_bytes(), 16);
+        // At 111, partial 1 is 11 s old: dropped before the push, so this does not complete it.
+        assert_eq!(push(&mut r, &frag(1, 8, true, &[1; 1]), at(111)), Ok(None));
+        assert_eq!(
+            push(&mut r, &frag(2, 8, true, &[2; 1]), at(111)),
+            Ok(Some([[2; 8].as_slice(), &[2]].concat()))
+        );
+        r.expire(at(200));
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn unfragmented_packet_passes_through() {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let out = frags(b"hello", 1400, 0);
+        assert_eq!(push(&mut r, &out[0], at(0)), Ok(Some(b"hello".to_vec())));
+    }
+
+    #[test]
+    fn random_fragments_keep_memory_bounded() {
+        let limits = ReassemblyLimits {
+            max_payload: 3000,
+            max_pending: 3,
+            timeout: Duration::from_secs(5),
+        };
+        let bound = limits.max_payload * limits.max_pending;
+        let mut r = Reassembler::new(limits);
+        let mut rng = Rng::new(0xfeed);
+        let mut completed = 0;
+        for step in 0..200_000u64 {
+            let id = rng.below(6) as u16;
+            let offset = rng.below(400) * 8;
+            let len = if rng.below(2) == 0 {
+                rng.below(64) * 8
+            } else {
+                rng.below(600)
+            };
+            let last = rng.below(4) == 0;
+            // Data derived from the position so that honest overlaps agree.
+            let data: Vec<u8> = (offset..offset + len)
+                .map(|i| (i as u8) ^ (id as u8))
+                .collect();
+            let now = at(step / 1000);
+            if let Ok(Some(p)) = push(&mut r, &frag(id, offset, last, &data), now) {
+                assert!(p.len() <= 3000);
+                assert!(p
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == (i as u8) ^ (id as u8)));
+                completed += 1;
+            }
+            assert!(r.held_bytes() <= bound, "held {} > {bound}", r.held_bytes());
+            assert!(r.pending() <= 3);
+        }
+        assert!(completed > 0, "some random sequences complete");
+    }
+
+    #[test]
+    fn unrepresentable_payload_emits_nothing() {
+        let big = vec![0u8; 70_000];
+        let mut out = Vec::new();
+        fragment(&Header::control(), &big, 64, 1, &mut out);
+        assert!(out.is_empty());
+        // The largest control message (8 + 65532 bytes) fragments at a small MTU.
+        let max = vec![7u8; 8 + 0xffff - 3];
+        fragment(&Header::control(), &max, 576, 1, &mut out);
+        let mut r = Reassembler::new(ReassemblyLimits {
+            max_payload: 70_000,
+            ..Default::default()
+        });
+        let got = out
+            .iter()
+            .filter_map(|b| push(&mut r, b, at(0)).unwrap())
+            .next();
+        assert_eq!(got, Some(max));
+    }
+}

@@ -249,3 +249,184 @@ impl<'a> Packet<'a> {
         out.extend_from_slice(self.payload);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_headers() -> Vec<Header<'static>> {
+        let macs: [Option<&'static [u8]>; 3] = [
+            None,
+            Some(&[1, 2, 3, 4, 5, 6]),
+            Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
+        ];
+        let infos: [Option<&'static [u8]>; 5] = [
+            None,
+            Some(&[]),
+            Some(&[0xaa]),
+            Some(&[1, 2, 3, 4]),
+            Some(&[7; 100]),
+        ];
+        let mut v = Vec::new();
+        for flags in 0..16u8 {
+            for mac in macs {
+                for wi in infos {
+                    v.push(Header {
+                        radio_id: 31 - flags,
+                        wbid: flags % 4,
+                        native_frame: flags & 1 != 0,
+                        fragment: flags & 2 != 0,
+                        last_fragment: flags & 4 != 0,
+                        keep_alive: flags & 8 != 0,
+                        reserved_flags: flags & 7,
+                        fragment_id: 0xbeef ^ u16::from(flags),
+                        fragment_offset: 0x1fff - u16::from(flags),
+                        radio_mac: mac,
+                        wireless_info: wi,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn header_round_trips_every_flag_and_option() {
+        for h in all_headers() {
+            let mut buf = Vec::new();
+            h.emit(&mut buf);
+            assert_eq!(buf.len(), h.encoded_len());
+            assert_eq!(buf.len() % 4, 0);
+            assert_eq!(buf[0], 0x00, "preamble");
+            assert_eq!((buf[1] >> 3) as usize * 4, buf.len(), "HLEN");
+            buf.extend_from_slice(b"payload");
+            let p = Packet::parse(&buf).unwrap();
+            assert_eq!(p.header, h);
+            assert_eq!(p.payload, b"payload");
+            let mut again = Vec::new();
+            p.emit(&mut again);
+            assert_eq!(again, buf, "byte-identical re-emit");
+        }
+    }
+
+    #[test]
+    fn known_answer_control_header() {
+        // HLEN 2, RID 0, WBID 1, no flags.
+        let mut buf = Vec::new();
+        Header::control().emit(&mut buf);
+        assert_eq!(buf, [0x00, 0x10, 0x02, 0x00, 0, 0, 0, 0]);
+        // HLEN 4, RID 1, WBID 1, F L M set, fragment id 0x1234, offset 3, 6-byte MAC.
+        let bytes = [
+            0x00, 0x20, 0x42, 0xd0, 0x12, 0x34, 0x00, 0x18, 6, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0x00,
+            0xde, 0xad,
+        ];
+        let p = Packet::parse(&bytes).unwrap();
+        let h = p.header;
+        assert_eq!((h.radio_id, h.wbid), (1, 1));
+        assert!(h.fragment && h.last_fragment && !h.native_frame && !h.keep_alive);
+        assert_eq!(h.fragment_id, 0x1234);
+        assert_eq!(h.fragment_offset, 3);
+        assert_eq!(h.radio_mac, Some(&[0xa, 0xb, 0xc, 0xd, 0xe, 0xf][..]));
+        assert_eq!(h.wireless_info, None);
+        assert_eq!(p.payload, [0xde, 0xad]);
+        let mut out = Vec::new();
+        p.emit(&mut out);
+        assert_eq!(out, bytes);
+    }
+
+    #[test]
+    fn preamble_types_and_versions() {
+        assert_eq!(preamble(&[0x00]), Ok(Preamble::Capwap));
+        assert_eq!(preamble(&DTLS_HEADER), Ok(Preamble::Dtls));
+        assert_eq!(preamble(&[0x10]), Err(ParseError::BadVersion(1)));
+        assert!(matches!(
+            preamble(&[0x02]),
+            Err(ParseError::BadValue { value: 2, .. })
+        ));
+        assert!(matches!(preamble(&[]), Err(ParseError::Truncated { .. })));
+        let mut dtls = DTLS_HEADER.to_vec();
+        dtls.extend_from_slice(&[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Packet::parse(&dtls),
+            Err(ParseError::BadValue {
+                what: "preamble type",
+                value: 1
+            })
+        );
+        let mut v1 = Vec::new();
+        Header::control().emit(&mut v1);
+        v1[0] = 0x10;
+        assert_eq!(Packet::parse(&v1), Err(ParseError::BadVersion(1)));
+    }
+
+    #[test]
+    fn hlen_must_cover_header_and_fit_buffer() {
+        // HLEN 1 (4 bytes) is less than the fixed 8.
+        assert!(matches!(
+            Packet::parse(&[0x00, 0x08, 0x02, 0x00, 0, 0, 0, 0]),
+            Err(ParseError::BadLength {
+                what: "HLEN",
+                value: 4
+            })
+        ));
+        // HLEN 3 but only 8 bytes.
+        assert!(matches!(
+            Packet::parse(&[0x00, 0x18, 0x02, 0x00, 0, 0, 0, 0]),
+            Err(ParseError::BadLength {
+                what: "HLEN",
+                value: 12
+            })
+        ));
+        // M set, HLEN 2: no room for the MAC within HLEN, even with bytes after it.
+        assert!(
+            Packet::parse(&[0x00, 0x10, 0x02, 0x10, 0, 0, 0, 0, 6, 1, 2, 3, 4, 5, 6, 0]).is_err()
+        );
+        // M set, HLEN 4, MAC length 5: not EUI-48/64.
+        assert!(matches!(
+            Packet::parse(&[0x00, 0x20, 0x02, 0x10, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5, 0, 0]),
+            Err(ParseError::BadLength {
+                what: "radio MAC address",
+                value: 5
+            })
+        ));
+        // W set, HLEN 3, info length 4 needs 8 bytes.
+        assert!(
+            Packet::parse(&[0x00, 0x18, 0x02, 0x20, 0, 0, 0, 0, 4, 1, 2, 3, 4, 0, 0, 0]).is_err()
+        );
+        // Larger HLEN than the options need: extra header bytes are skipped.
+        let p = Packet::parse(&[0x00, 0x18, 0x02, 0x00, 0, 0, 0, 0, 9, 9, 9, 9, 0xca]).unwrap();
+        assert_eq!(p.payload, [0xca]);
+    }
+
+    #[test]
+    fn every_truncation_errs_without_panic() {
+        for h in all_headers() {
+            let mut buf = Vec::new();
+            h.emit(&mut buf);
+            for n in 0..buf.len() {
+                assert!(Packet::parse(&buf[..n]).is_err(), "prefix {n} of {h:?}");
+            }
+            assert!(Packet::parse(&buf).is_ok());
+        }
+    }
+
+    #[test]
+    fn oversized_options_are_cut_to_fit_hlen() {
+        let wi = [0x77u8; 255];
+        let h = Header {
+            radio_mac: Some(&[1; 8]),
+            wireless_info: Some(&wi),
+            ..Header::control()
+        };
+        let mut buf = Vec::new();
+        h.emit(&mut buf);
+        assert_eq!(buf.len(), MAX_HEADER_LEN);
+        assert_eq!(buf.len(), h.encoded_len());
+        let p = Packet::parse(&buf).unwrap();
+        assert_eq!(p.header.radio_mac, Some(&[1u8; 8][..]));
+        assert_eq!(
+            p.header.wireless_info.map(<[u8]>::len),
+            Some(MAX_HEADER_LEN - 8 - 12 - 1)
+        );
+    }
+}

@@ -18,6 +18,11 @@ pub mod fragment;
 pub mod header;
 pub mod msgtype;
 
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
 pub use builder::PacketBuilder;
 pub use control::ControlMessage;
 pub use element::{Element, ElementIter, RawElement};

@@ -229,3 +229,64 @@ impl ResultCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_types_match_rfc_table() {
+        for (i, t) in MessageType::ALL.iter().enumerate() {
+            assert_eq!(*t as u32, i as u32 + 1);
+            assert_eq!(MessageType::from_u32(i as u32 + 1), Some(*t));
+            assert_eq!(t.is_request(), i % 2 == 0);
+            assert_eq!(
+                t.name().ends_with("Request"),
+                t.is_request(),
+                "{}",
+                t.name()
+            );
+        }
+        assert_eq!(MessageType::from_u32(0), None);
+        assert_eq!(MessageType::from_u32(27), None);
+        assert_eq!(
+            MessageType::from_u32(0x100 | 1),
+            None,
+            "enterprise number 1"
+        );
+        assert_eq!(MessageType::ImageDataRequest as u32, 15);
+        assert_eq!(MessageType::ResetRequest as u32, 17);
+        assert_eq!(MessageType::ConfigurationUpdateRequest as u32, 7);
+        assert_eq!(MessageType::ImageDataRequest.name(), "Image Data Request");
+        assert_eq!(MessageType::WtpEventResponse.name(), "WTP Event Response");
+        assert_eq!(
+            MessageType::JoinRequest.response(),
+            Some(MessageType::JoinResponse)
+        );
+        assert_eq!(MessageType::JoinResponse.response(), None);
+        assert!(is_request((14179 << 8) | 3));
+    }
+
+    #[test]
+    fn result_codes_match_rfc_list() {
+        for (i, c) in ResultCode::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32);
+            assert_eq!(ResultCode::from_u32(i as u32), Some(*c));
+        }
+        assert_eq!(ResultCode::from_u32(23), None);
+        assert_eq!(ResultCode::from_u32(u32::MAX), None);
+        assert_eq!(ResultCode::SuccessNat.describe(), "Success (NAT Detected)");
+        assert_eq!(
+            ResultCode::ImageDataErrorInvalidChecksum.describe(),
+            "Image Data Error (Invalid Checksum)"
+        );
+        assert_eq!(ResultCode::MessageUnexpectedUnrecognizedRequest as u32, 19);
+        assert_eq!(
+            ResultCode::FailureUnrecognizedElement.describe(),
+            "Failure - Unrecognized Message Element"
+        );
+        assert_eq!(ResultCode::DataTransferErrorNoInformation as u32, 22);
+        let ok: Vec<_> = ResultCode::ALL.iter().filter(|c| c.is_success()).collect();
+        assert_eq!(ok, [&ResultCode::Success, &ResultCode::SuccessNat]);
+    }
+}
