@@ -18,6 +18,11 @@ pub mod fragment;
 pub mod header;
 pub mod msgtype;
 
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
 pub use builder::PacketBuilder;
 pub use control::ControlMessage;
 pub use element::{Element, ElementIter, RawElement};
@@ -33,7 +38,11 @@ pub const DATA_PORT: u16 = 5247;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     /// Fewer bytes than the structure needs.
-    Truncated { what: &'static str, need: usize, have: usize },
+    Truncated {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
     /// Preamble version is not 0.
     BadVersion(u8),
     /// A length field that points past the buffer or is inconsistent.
@@ -71,4 +80,74 @@ impl ParseError {
             ParseError::BadUtf8 { .. } => "bad-utf8",
         }
     }
+}
+
+/// A bounds-checked cursor over a byte slice: every read returns `Truncated` instead of
+/// panicking.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, pos: 0, what }
+    }
+
+    /// The next `n` bytes.
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], ParseError> {
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
+        match rest.get(..n) {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => Err(ParseError::Truncated {
+                what: self.what,
+                need: self.pos.saturating_add(n),
+                have: self.buf.len(),
+            }),
+        }
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], ParseError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, ParseError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, ParseError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, ParseError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    /// Everything not read yet.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let r = self.buf.get(self.pos..).unwrap_or(&[]);
+        self.pos = self.buf.len();
+        r
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+}
+
+/// Rounds `n` up to a multiple of 4.
+pub(crate) const fn pad4(n: usize) -> usize {
+    (n + 3) & !3
 }
