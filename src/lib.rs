@@ -6,4 +6,6 @@
 
 pub mod capwap;
 pub mod dtls;
+pub mod logging;
+pub mod pcap;
 pub mod time;
