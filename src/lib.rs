@@ -6,6 +6,8 @@
 
 pub mod capwap;
 pub mod dtls;
+pub mod logging;
+pub mod pcap;
 pub mod time;
 pub mod outq;
 pub mod reliable;
