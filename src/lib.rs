@@ -6,4 +6,5 @@
 
 pub mod capwap;
 pub mod dtls;
+pub mod pki;
 pub mod time;
