@@ -101,9 +101,10 @@ impl DtlsContext {
     }
 
     /// Sets the first handshake retransmission timeout (default 1 s, doubling to 60 s) for
-    /// sessions created afterwards. Tests use a short one to exercise loss quickly.
+    /// sessions created afterwards. Tests use a short one to exercise loss quickly. Values are
+    /// kept within 20 ms..=60 s: OpenSSL treats a timer with less than 15 ms left as expired.
     pub fn set_retransmit_timeout(&mut self, initial: Duration) {
-        self.initial_retransmit = initial.clamp(Duration::from_millis(1), Duration::from_secs(60));
+        self.initial_retransmit = initial.clamp(Duration::from_millis(20), Duration::from_secs(60));
     }
 
     fn build(cfg: &DtlsConfig, role: Role) -> Result<Self, DtlsError> {
