@@ -398,3 +398,179 @@ pub fn generate_lab_pki(dir: &Path) -> Result<LabPki, PkiError> {
         image_signer_key,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn openssl(args: &[&str]) -> (bool, String) {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl on PATH");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    fn p(path: &Path) -> &str {
+        path.to_str().unwrap()
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        std::env::temp_dir().join(format!("wtpd-pki-{tag}-{}-{nanos}", std::process::id()))
+    }
+
+    #[test]
+    fn lab_pki_verifies_with_the_openssl_command() {
+        let dir = temp_dir("lab");
+        let l = generate_lab_pki(&dir).unwrap();
+        for f in [
+            "ca",
+            "controller",
+            "wtp",
+            "image-root",
+            "image-intermediate",
+            "image-signer",
+        ] {
+            assert!(dir.join(format!("{f}.pem")).is_file(), "{f}.pem");
+            assert!(dir.join(format!("{f}.key")).is_file(), "{f}.key");
+        }
+        for cert in [&l.controller_cert, &l.wtp_cert] {
+            let (ok, out) = openssl(&["verify", "-CAfile", p(&l.ca_cert), p(cert)]);
+            assert!(ok && out.contains(": OK"), "{out}");
+        }
+        let (ok, out) = openssl(&[
+            "verify",
+            "-CAfile",
+            p(&l.image_root_cert),
+            "-untrusted",
+            p(&l.image_intermediate_cert),
+            p(&l.image_signer_cert),
+        ]);
+        assert!(ok && out.contains(": OK"), "{out}");
+        // The signer does not chain to the controller CA.
+        let (ok, _) = openssl(&["verify", "-CAfile", p(&l.ca_cert), p(&l.image_signer_cert)]);
+        assert!(!ok);
+        let (ok, out) = openssl(&[
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-verify_hostname",
+            "acsim.lab",
+            "-verify_ip",
+            "127.0.0.1",
+            "-CAfile",
+            p(&l.ca_cert),
+            p(&l.controller_cert),
+        ]);
+        assert!(ok, "{out}");
+        let (ok, out) = openssl(&[
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            p(&l.ca_cert),
+            p(&l.wtp_cert),
+        ]);
+        assert!(ok, "{out}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn extensions_are_what_the_verifiers_need() {
+        let dir = temp_dir("ext");
+        let l = generate_lab_pki(&dir).unwrap();
+        let ext = |cert: &Path, name: &str| {
+            let (ok, out) = openssl(&["x509", "-in", p(cert), "-noout", "-ext", name]);
+            assert!(ok, "{out}");
+            out
+        };
+        for cert in [&l.image_intermediate_cert, &l.image_signer_cert] {
+            assert!(
+                ext(cert, "extendedKeyUsage").contains("Code Signing"),
+                "{}",
+                cert.display()
+            );
+        }
+        let inter = ext(&l.image_intermediate_cert, "basicConstraints");
+        assert!(
+            inter.contains("CA:TRUE") && inter.contains("critical"),
+            "{inter}"
+        );
+        let san = ext(&l.controller_cert, "subjectAltName");
+        assert!(
+            san.contains("DNS:acsim.lab") && san.contains("IP Address:127.0.0.1"),
+            "{san}"
+        );
+        let eku = ext(&l.controller_cert, "extendedKeyUsage");
+        assert!(eku.contains("TLS Web Server Authentication"), "{eku}");
+        assert!(eku.contains("TLS Web Client Authentication"), "{eku}");
+        assert!(ext(&l.wtp_cert, "subjectAltName").contains("DNS:wtp-sim-1"));
+        assert!(ext(&l.image_signer_cert, "subjectAltName").contains("DNS:image-signer.lab"));
+        let ku = ext(&l.image_signer_cert, "keyUsage");
+        assert!(ku.contains("Digital Signature"), "{ku}");
+        assert!(ext(&l.ca_cert, "keyUsage").contains("Certificate Sign"));
+        let (_, text) = openssl(&["x509", "-in", p(&l.controller_cert), "-noout", "-text"]);
+        assert!(text.contains("sha256WithRSAEncryption"), "{text}");
+        assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+        let (_, text) = openssl(&["x509", "-in", p(&l.image_signer_cert), "-noout", "-text"]);
+        assert!(
+            text.contains("ecdsa-with-SHA256") && text.contains("prime256v1"),
+            "{text}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for key in [
+                &l.ca_key,
+                &l.controller_key,
+                &l.wtp_key,
+                &l.image_signer_key,
+            ] {
+                let mode = fs::metadata(key).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", key.display());
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn expired_and_foreign_certificates_fail_verification() {
+        let dir = temp_dir("neg");
+        let l = generate_lab_pki(&dir).unwrap();
+        let ca = Issued {
+            cert: X509::from_pem(&fs::read(&l.ca_cert).unwrap()).unwrap(),
+            key: PKey::private_key_from_pem(&fs::read(&l.ca_key).unwrap()).unwrap(),
+        };
+        let mut spec = CertSpec::leaf("old-wtp", KeyKind::EcP256, &[Eku::ClientAuth]);
+        spec.valid_from_days = -400;
+        spec.valid_days = 365;
+        let (expired, _) = issue(&spec, Some(&ca))
+            .unwrap()
+            .write(&dir, "expired")
+            .unwrap();
+        let (ok, out) = openssl(&["verify", "-CAfile", p(&l.ca_cert), p(&expired)]);
+        assert!(!ok && out.contains("certificate has expired"), "{out}");
+
+        let other = issue(&CertSpec::ca("other CA", KeyKind::EcP256), None).unwrap();
+        let foreign = issue(
+            &CertSpec::leaf("wtp-sim-1", KeyKind::EcP256, &[]),
+            Some(&other),
+        )
+        .unwrap()
+        .write_cert(&dir, "foreign")
+        .unwrap();
+        let (ok, out) = openssl(&["verify", "-CAfile", p(&l.ca_cert), p(&foreign)]);
+        assert!(
+            !ok && out.contains("unable to get local issuer certificate"),
+            "{out}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

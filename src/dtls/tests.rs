@@ -385,7 +385,8 @@ fn lost_flights_are_retransmitted() {
     cctx.set_retransmit_timeout(Duration::from_millis(20));
     sctx.set_retransmit_timeout(Duration::from_millis(20));
     // Each flight in turn, then the first three datagrams, then every other one early on.
-    let cases: Vec<(&str, Box<dyn Fn(usize, bool) -> bool>)> = vec![
+    type Loss = Box<dyn Fn(usize, bool) -> bool>;
+    let cases: Vec<(&str, Loss)> = vec![
         ("ClientHello", Box::new(|i, to_server| i == 0 && to_server)),
         (
             "server's first flight",
@@ -397,7 +398,7 @@ fn lost_flights_are_retransmitted() {
         ),
         (
             "server's Finished flight",
-            Box::new(|i, to_server| i >= 1 && i <= 2 && !to_server),
+            Box::new(|i, to_server| (1..=2).contains(&i) && !to_server),
         ),
         ("first two each way", Box::new(|i, _| i < 2)),
         (
