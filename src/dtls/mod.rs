@@ -6,6 +6,15 @@
 //! ([`DtlsSession::send`]) and gives back what it decrypted ([`DtlsSession::recv`]).
 //! Handshake retransmission is driven by [`DtlsSession::timeout`] and
 //! [`DtlsSession::handle_timeout`], so a lost flight is sent again.
+//!
+//! DTLS 1.2 is preferred and 1.0 accepted. Certificate mode verifies the peer chain against
+//! `ca` (the client also checks `peer_name` with OpenSSL's host/IP matching; the server
+//! requires a client certificate); PSK mode accepts exactly the configured identity. Failure
+//! reasons carry OpenSSL's verify result or error text ("certificate verify failed: hostname
+//! mismatch", "unknown PSK identity 'x'", "peer sent fatal alert: tlsv1 alert unknown ca").
+//!
+//! Not done: the HelloVerifyRequest cookie exchange (a sans-IO session does not know the
+//! peer's address to bind a cookie to; the runtime bounds sessions per address instead).
 
 mod context;
 mod queue;
