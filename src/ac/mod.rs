@@ -160,7 +160,7 @@ impl Ac {
     }
 
     fn descriptor(&self) -> AcDescriptor<'_> {
-        let security = if self.cfg.psk { 0x02 } else { 0x04 };
+        let security = if self.cfg.psk { crate::capwap::element::ac_security::PRE_SHARED } else { crate::capwap::element::ac_security::X509 };
         AcDescriptor {
             stations: 0,
             station_limit: 1000,

@@ -6,9 +6,23 @@
 //! ([`DtlsSession::send`]) and gives back what it decrypted ([`DtlsSession::recv`]).
 //! Handshake retransmission is driven by [`DtlsSession::timeout`] and
 //! [`DtlsSession::handle_timeout`], so a lost flight is sent again.
+//!
+//! DTLS 1.2 is preferred and 1.0 accepted. Certificate mode verifies the peer chain against
+//! `ca` (the client also checks `peer_name` with OpenSSL's host/IP matching; the server
+//! requires a client certificate); PSK mode accepts exactly the configured identity. Failure
+//! reasons carry OpenSSL's verify result or error text ("certificate verify failed: hostname
+//! mismatch", "unknown PSK identity 'x'", "peer sent fatal alert: tlsv1 alert unknown ca").
+//!
+//! Not done: the HelloVerifyRequest cookie exchange (a sans-IO session does not know the
+//! peer's address to bind a cookie to; the runtime bounds sessions per address instead).
+
+mod context;
+mod queue;
+mod session;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// How the two ends authenticate.
 #[derive(Debug, Clone)]
@@ -16,7 +30,12 @@ pub enum Credentials {
     /// X.509: our certificate chain and key (PEM files), the trust anchors that the peer's
     /// chain must reach, and, on the client, the name the controller's certificate must carry
     /// (subjectAltName DNS or IP); `None` checks the chain only.
-    Certificate { cert: PathBuf, key: PathBuf, ca: PathBuf, peer_name: Option<String> },
+    Certificate {
+        cert: PathBuf,
+        key: PathBuf,
+        ca: PathBuf,
+        peer_name: Option<String>,
+    },
     /// Pre-shared key. On a server, `identity` is the one identity it accepts.
     Psk { identity: String, key: Vec<u8> },
 }
@@ -71,73 +90,5 @@ pub enum DtlsEvent {
     Failed(DtlsError),
 }
 
-/// An OpenSSL context for one role, built once and shared by sessions.
-pub struct DtlsContext {
-    _private: (),
-}
-
-impl DtlsContext {
-    pub fn client(cfg: &DtlsConfig) -> Result<Self, DtlsError> {
-        let _ = cfg;
-        todo!()
-    }
-    pub fn server(cfg: &DtlsConfig) -> Result<Self, DtlsError> {
-        let _ = cfg;
-        todo!()
-    }
-}
-
-/// One DTLS association with one peer.
-pub struct DtlsSession {
-    _private: (),
-}
-
-impl DtlsSession {
-    /// Starts a client handshake; the first flight is ready in `poll_transmit`.
-    pub fn connect(ctx: &DtlsContext) -> Result<Self, DtlsError> {
-        let _ = ctx;
-        todo!()
-    }
-    /// A server session waiting for a ClientHello.
-    pub fn accept(ctx: &DtlsContext) -> Result<Self, DtlsError> {
-        let _ = ctx;
-        todo!()
-    }
-    /// Feeds one received datagram (starting with the CAPWAP DTLS header).
-    pub fn handle_datagram(&mut self, datagram: &[u8]) {
-        let _ = datagram;
-        todo!()
-    }
-    /// The next datagram to send, CAPWAP DTLS header included.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        todo!()
-    }
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<DtlsEvent> {
-        todo!()
-    }
-    /// Encrypts one CAPWAP packet into one record (a datagram in `poll_transmit`).
-    pub fn send(&mut self, plaintext: &[u8]) -> Result<(), DtlsError> {
-        let _ = plaintext;
-        todo!()
-    }
-    /// The next decrypted CAPWAP packet.
-    pub fn recv(&mut self) -> Option<Vec<u8>> {
-        todo!()
-    }
-    /// Time until the handshake retransmission timer fires, while handshaking.
-    pub fn timeout(&self) -> Option<Duration> {
-        todo!()
-    }
-    /// Retransmits the last flight when its timer has fired.
-    pub fn handle_timeout(&mut self) {
-        todo!()
-    }
-    pub fn is_established(&self) -> bool {
-        todo!()
-    }
-    /// Sends close_notify (a datagram in `poll_transmit`).
-    pub fn close(&mut self) {
-        todo!()
-    }
-}
+pub use context::{DtlsContext, DEFAULT_CERT_CIPHERS, DEFAULT_PSK_CIPHERS};
+pub use session::{DtlsSession, DTLS_PREAMBLE, MAX_RETRANSMITS};
