@@ -85,6 +85,7 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut buf = vec![0u8; 65536];
+    let mut dbuf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(2048);
     let mut last_status = String::new();
 
@@ -223,10 +224,10 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                 }
                 Err(e) => warn!("control socket: {e}"),
             },
-            r = data.recv_from(&mut buf) => match r {
+            r = data.recv_from(&mut dbuf) => match r {
                 Ok((n, from)) => {
-                    capture.record(from, data_addr, &buf[..n], true);
-                    ac.handle_data(from, &buf[..n], clock.now());
+                    capture.record(from, data_addr, &dbuf[..n], true);
+                    ac.handle_data(from, &dbuf[..n], clock.now());
                 }
                 Err(e) => warn!("data socket: {e}"),
             },

@@ -59,6 +59,7 @@ pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<Str
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut link = Link::None;
     let mut buf = vec![0u8; 65536];
+    let mut dbuf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(2048);
     wtp.start(clock.now());
 
@@ -163,8 +164,8 @@ pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<Str
                 Ok((n, from)) => on_control(&mut wtp, &mut link, &buf[..n], from, &clock),
                 Err(e) => warn!("control socket: {e}"),
             },
-            r = data.recv_from(&mut buf) => match r {
-                Ok((n, from)) => wtp.handle_data(from, &buf[..n], clock.now()),
+            r = data.recv_from(&mut dbuf) => match r {
+                Ok((n, from)) => wtp.handle_data(from, &dbuf[..n], clock.now()),
                 Err(e) => warn!("data socket: {e}"),
             },
             _ = tokio::time::sleep_until(deadline) => {
