@@ -298,7 +298,7 @@ impl AcsimConfig {
     pub fn ac_config(&self) -> AcConfig {
         AcConfig {
             name: self.name.clone(),
-            vendor_id: 0,
+            vendor_id: crate::wtp::config::EXAMPLE_ENTERPRISE,
             version: self.version.clone(),
             image_version: self.image_version.clone(),
             max_wtps: self.max_wtps,

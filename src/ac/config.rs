@@ -65,7 +65,7 @@ impl Default for AcConfig {
     fn default() -> Self {
         AcConfig {
             name: "acsim".into(),
-            vendor_id: 0,
+            vendor_id: crate::wtp::config::EXAMPLE_ENTERPRISE,
             version: "1.0.0".into(),
             image_version: None,
             max_wtps: 1000,

@@ -70,6 +70,10 @@ pub struct Radio {
     pub radio_type: u32,
 }
 
+/// IANA Private Enterprise Number 32473, reserved for documentation and examples (RFC 5612):
+/// the default vendor identifier until a vendor sets its own. CAPWAP requires a non-zero one.
+pub const EXAMPLE_ENTERPRISE: u32 = 32473;
+
 /// Who the WTP is: what it tells the AC in Discovery and Join.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -93,7 +97,7 @@ impl Default for Identity {
         Identity {
             name: "wtp".into(),
             location: "default location".into(),
-            vendor_id: 0,
+            vendor_id: EXAMPLE_ENTERPRISE,
             model: "wtpd".into(),
             serial: "0".into(),
             base_mac: "02:00:00:00:00:01".into(),
