@@ -275,6 +275,7 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
         ok = false;
     }
     let mut wtp_code = None;
+    let mut status = String::new();
     if ok {
         let mut wtp = spawn(&wtpd_bin, &["--config", "wtpd.toml"], &dir)?;
         let run = wait_until(Duration::from_secs(60), &mut tails, || {
@@ -283,6 +284,7 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
         if run {
             let hold = Duration::from_secs(opts.hold_secs);
             wait_until(hold, &mut tails, || false);
+            status = std::fs::read_to_string(dir.join("acsim.status")).unwrap_or_default();
         } else {
             notes.push("wtpd did not reach Run within 60 s".into());
             ok = false;
@@ -296,7 +298,6 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
         // Let acsim log the close_notify before it stops.
         wait_until(Duration::from_millis(500), &mut tails, || false);
     }
-    let status = std::fs::read_to_string(dir.join("acsim.status")).unwrap_or_default();
     ac.signal(nix::sys::signal::Signal::SIGTERM);
     let ac_code = ac.wait_for(Duration::from_secs(10), &mut tails);
     if ac_code != Some(0) {
