@@ -1,0 +1,243 @@
+//! Real processes on loopback: `acsim` and `wtpd` binaries, real DTLS (OpenSSL), real sockets.
+//! The demo is the main scenario; the refusals and a vanished controller follow, each reading
+//! the logs the operator would read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wtpd::demo::{free_port_pair, write_lab, DemoDtls};
+
+fn acsim() -> &'static str {
+    env!("CARGO_BIN_EXE_acsim")
+}
+fn wtpd() -> &'static str {
+    env!("CARGO_BIN_EXE_wtpd")
+}
+
+fn lab(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wtpd-loopback-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Kills the process when the test ends, whatever happens.
+struct Killer(Child);
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(bin: &str, args: &[&str], dir: &Path) -> Killer {
+    Killer(
+        Command::new(bin)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn wait_for(p: &Path, needle: &str, limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if read(p).contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn edit(p: &Path, from: &str, to: &str) {
+    let text = read(p);
+    assert!(text.contains(from), "{} has no '{from}'", p.display());
+    std::fs::write(p, text.replace(from, to)).unwrap();
+}
+
+fn run_demo(dtls: &str, name: &str) -> PathBuf {
+    let dir = lab(name);
+    let out = Command::new(acsim())
+        .args(["demo", "--dir", dir.to_str().unwrap(), "--dtls", dtls, "--hold", "3"])
+        .env("WTPD_BIN", wtpd())
+        .output()
+        .expect("run acsim demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Result         : OK"), "{stdout}");
+    dir
+}
+
+fn assert_whole_path(log: &str) {
+    let states: Vec<&str> = log.lines().filter_map(|l| l.split("CAPWAP State: ").nth(1)).collect();
+    assert_eq!(
+        states,
+        ["Discovery", "DTLS Setup", "Join", "Configure", "Data Check", "Run", "Idle"],
+        "{log}"
+    );
+    assert!(log.contains("Shutting down CAPWAP (reason : agent stopped)"), "{log}");
+    assert!(log.contains("DTLS session with 127.0.0.1:"), "{log}");
+    assert!(log.contains("wtpd stopped"), "{log}");
+}
+
+/// tshark decodes every frame of the capture as CAPWAP with no warning or error.
+fn assert_pcap_clean(pcap: &Path) {
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-q", "-z", "expert"])
+        .output()
+        .expect("tshark must be installed (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    for bad in ["Errors", "Warns", "Malformed"] {
+        assert!(!text.contains(bad), "tshark reports {bad}:\n{text}");
+    }
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-Y",
+            "capwap.control.header.message_type",
+            "-T",
+            "fields",
+            "-e",
+            "capwap.control.header.message_type",
+        ])
+        .output()
+        .unwrap();
+    let types: Vec<u32> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    for t in [1, 2, 3, 4, 5, 6, 11, 12, 13, 14] {
+        assert!(types.contains(&t), "message type {t} missing from the capture: {types:?}");
+    }
+}
+
+#[test]
+fn demo_with_certificates() {
+    let dir = run_demo("certificate", "cert");
+    let log = read(&dir.join("wtpd.log"));
+    assert_whole_path(&log);
+    assert!(log.contains("DTLSv1.2 ECDHE-RSA-AES128-GCM-SHA256"), "{log}");
+    assert_pcap_clean(&dir.join("capwap.pcap"));
+    let keys = read(&dir.join("dtls-keys.log"));
+    assert!(keys.lines().any(|l| l.starts_with("CLIENT_RANDOM ")), "NSS key log: {keys}");
+    assert!(read(&dir.join("acsim.log")).contains("left: DTLS close_notify"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn demo_with_psk() {
+    let dir = run_demo("psk", "psk");
+    let log = read(&dir.join("wtpd.log"));
+    assert_whole_path(&log);
+    assert!(log.contains("PSK-AES128-CBC-SHA"), "{log}");
+    assert_pcap_clean(&dir.join("capwap.pcap"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Writes a lab with fast timers and starts acsim; returns (dir, acsim).
+fn lab_with_acsim(name: &str, dtls: DemoDtls, tweak: impl FnOnce(&Path)) -> (PathBuf, Killer) {
+    let dir = lab(name);
+    let port = free_port_pair().unwrap();
+    write_lab(&dir, dtls, port).unwrap();
+    edit(&dir.join("wtpd.toml"), "discovery_interval = 1\n", "discovery_interval = 1\nretransmit_interval = 0.2\nmax_retransmit = 2\ndtls_session_delete = 0.5\nwait_dtls = 31\n");
+    tweak(&dir);
+    let ac = start(acsim(), &["run", "--config", "acsim.toml"], &dir);
+    assert!(wait_for(&dir.join("acsim.log"), "listening", Duration::from_secs(10)), "acsim did not start");
+    (dir, ac)
+}
+
+#[test]
+fn controller_certificate_from_a_foreign_ca_is_refused() {
+    let (dir, _ac) = lab_with_acsim("foreign-ca", DemoDtls::Certificate, |dir| {
+        // The AP trusts a CA that did not sign the controller's certificate.
+        let foreign = dir.join("foreign");
+        wtpd::pki::generate_lab_pki(&foreign).unwrap();
+        edit(&dir.join("wtpd.toml"), "ca = \"pki/ca.pem\"", "ca = \"foreign/ca.pem\"");
+    });
+    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let log = dir.join("wtpd.log");
+    // OpenSSL names the exact verify error: here the controller's chain ends in a root the AP
+    // does not trust.
+    assert!(
+        wait_for(&log, "DTLS handshake failed: certificate verify failed: self-signed certificate in certificate chain", Duration::from_secs(15)),
+        "{}",
+        read(&log)
+    );
+    assert!(!read(&log).contains("CAPWAP State: Join"), "no session may come up");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn wrong_controller_name_is_refused() {
+    let (dir, _ac) = lab_with_acsim("wrong-name", DemoDtls::Certificate, |dir| {
+        edit(&dir.join("wtpd.toml"), "peer_name = \"acsim.lab\"", "peer_name = \"other-controller.lab\"");
+    });
+    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let log = dir.join("wtpd.log");
+    assert!(wait_for(&log, "hostname mismatch", Duration::from_secs(15)), "{}", read(&log));
+    assert!(!read(&log).contains("CAPWAP State: Join"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unknown_psk_identity_is_refused_by_the_controller() {
+    let (dir, _ac) = lab_with_acsim("psk-id", DemoDtls::Psk, |dir| {
+        edit(&dir.join("wtpd.toml"), "psk_identity = \"wtp-sim-1\"", "psk_identity = \"intruder\"");
+    });
+    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let ac_log = dir.join("acsim.log");
+    assert!(wait_for(&ac_log, "unknown PSK identity 'intruder'", Duration::from_secs(15)), "{}", read(&ac_log));
+    assert!(!read(&dir.join("wtpd.log")).contains("CAPWAP State: Join"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn refused_join_is_logged_with_its_result_code_and_retried() {
+    let (dir, _ac) = lab_with_acsim("refused", DemoDtls::Certificate, |dir| {
+        edit(&dir.join("acsim.toml"), "version = \"17.9.4.27\"\n", "version = \"17.9.4.27\"\njoin_result = 8\n");
+    });
+    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let log = dir.join("wtpd.log");
+    assert!(
+        wait_for(&log, "AC refused join request with result code: 8 (Join Failure (WTP Hardware Not Supported))", Duration::from_secs(15)),
+        "{}",
+        read(&log)
+    );
+    assert!(wait_for(&log, "Restarting CAPWAP State Machine.", Duration::from_secs(10)), "{}", read(&log));
+    let text = read(&log);
+    assert!(!text.contains("CAPWAP State: Configure"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn vanished_controller_ends_in_teardown_and_rediscovery() {
+    let (dir, mut ac) = lab_with_acsim("vanish", DemoDtls::Certificate, |_| {});
+    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let log = dir.join("wtpd.log");
+    assert!(wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)), "{}", read(&log));
+    // The controller dies without a word (no close_notify).
+    ac.0.kill().unwrap();
+    ac.0.wait().unwrap();
+    assert!(
+        wait_for(&log, "Going to restart CAPWAP (reason : no answer to Echo Request after 2 retransmissions)", Duration::from_secs(20)),
+        "{}",
+        read(&log)
+    );
+    assert!(wait_for(&log, "Retransmitting Echo Request", Duration::from_secs(1)));
+    let text = read(&log);
+    let after_run = &text[text.find("CAPWAP State: Run").unwrap()..];
+    assert!(after_run.contains("CAPWAP State: DTLS Teardown"), "{after_run}");
+    assert!(wait_for(&log, "Restarting CAPWAP State Machine.", Duration::from_secs(10)));
+    let text = read(&log);
+    let after_teardown = &text[text.rfind("CAPWAP State: DTLS Teardown").unwrap()..];
+    assert!(after_teardown.contains("CAPWAP State: Discovery"), "{after_teardown}");
+    let _ = std::fs::remove_dir_all(dir);
+}
