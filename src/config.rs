@@ -16,15 +16,26 @@ use crate::wtp::{Identity, Timers};
 /// Why a configuration could not be used.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read { path: PathBuf, error: std::io::Error },
-    Parse { path: PathBuf, error: String },
-    Invalid { path: PathBuf, what: String },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        error: String,
+    },
+    Invalid {
+        path: PathBuf,
+        what: String,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConfigError::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
+            ConfigError::Read { path, error } => {
+                write!(f, "cannot read {}: {error}", path.display())
+            }
             ConfigError::Parse { path, error } => write!(f, "{}: {error}", path.display()),
             ConfigError::Invalid { path, what } => write!(f, "{}: {what}", path.display()),
         }
@@ -73,19 +84,38 @@ fn default_mtu() -> usize {
 impl DtlsSection {
     /// The DTLS configuration, or `None` in `off` mode.
     pub fn to_dtls(&self, path: &Path) -> Result<Option<DtlsConfig>, ConfigError> {
-        let invalid = |what: &str| ConfigError::Invalid { path: path.to_path_buf(), what: what.to_string() };
+        let invalid = |what: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        };
         let credentials = match self.mode {
             DtlsMode::Off => return Ok(None),
             DtlsMode::Certificate => Credentials::Certificate {
-                cert: self.cert.clone().ok_or_else(|| invalid("dtls.cert is required in certificate mode"))?,
-                key: self.key.clone().ok_or_else(|| invalid("dtls.key is required in certificate mode"))?,
-                ca: self.ca.clone().ok_or_else(|| invalid("dtls.ca is required in certificate mode"))?,
+                cert: self
+                    .cert
+                    .clone()
+                    .ok_or_else(|| invalid("dtls.cert is required in certificate mode"))?,
+                key: self
+                    .key
+                    .clone()
+                    .ok_or_else(|| invalid("dtls.key is required in certificate mode"))?,
+                ca: self
+                    .ca
+                    .clone()
+                    .ok_or_else(|| invalid("dtls.ca is required in certificate mode"))?,
                 peer_name: self.peer_name.clone(),
             },
             DtlsMode::Psk => Credentials::Psk {
-                identity: self.psk_identity.clone().ok_or_else(|| invalid("dtls.psk_identity is required in psk mode"))?,
-                key: decode_hex(self.psk_key.as_deref().ok_or_else(|| invalid("dtls.psk_key is required in psk mode"))?)
-                    .ok_or_else(|| invalid("dtls.psk_key is not hex"))?,
+                identity: self
+                    .psk_identity
+                    .clone()
+                    .ok_or_else(|| invalid("dtls.psk_identity is required in psk mode"))?,
+                key: decode_hex(
+                    self.psk_key
+                        .as_deref()
+                        .ok_or_else(|| invalid("dtls.psk_key is required in psk mode"))?,
+                )
+                .ok_or_else(|| invalid("dtls.psk_key is not hex"))?,
             },
         };
         Ok(Some(DtlsConfig {
@@ -97,7 +127,15 @@ impl DtlsSection {
     }
 
     fn resolve(&mut self, base: &Path) {
-        for p in [&mut self.cert, &mut self.key, &mut self.ca, &mut self.keylog].into_iter().flatten() {
+        for p in [
+            &mut self.cert,
+            &mut self.key,
+            &mut self.ca,
+            &mut self.keylog,
+        ]
+        .into_iter()
+        .flatten()
+        {
             *p = relative_to(base, p);
         }
     }
@@ -109,7 +147,10 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn relative_to(base: &Path, p: &Path) -> PathBuf {
@@ -147,7 +188,11 @@ pub struct DiscoverySection {
 
 impl Default for DiscoverySection {
     fn default() -> Self {
-        DiscoverySection { controllers: Vec::new(), dhcp_file: None, broadcast: true }
+        DiscoverySection {
+            controllers: Vec::new(),
+            dhcp_file: None,
+            broadcast: true,
+        }
     }
 }
 
@@ -240,7 +285,10 @@ fn default_max_wtps() -> u16 {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 fn base_of(path: &Path) -> PathBuf {
@@ -253,8 +301,10 @@ impl WtpdConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut c: WtpdConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), error: e.to_string() })?;
+        let mut c: WtpdConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })?;
         let base = base_of(path);
         c.dtls.resolve(&base);
         if let Some(p) = &mut c.discovery.dhcp_file {
@@ -270,7 +320,10 @@ impl WtpdConfig {
             });
         }
         if c.wtp.radios.is_empty() {
-            return Err(ConfigError::Invalid { path: path.to_path_buf(), what: "wtp.radios is empty".into() });
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what: "wtp.radios is empty".into(),
+            });
         }
         c.dtls.to_dtls(path)?;
         Ok(c)
@@ -283,8 +336,10 @@ impl AcsimConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut c: AcsimConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), error: e.to_string() })?;
+        let mut c: AcsimConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })?;
         let base = base_of(path);
         c.dtls.resolve(&base);
         for p in [&mut c.pcap, &mut c.status_file].into_iter().flatten() {
@@ -344,7 +399,10 @@ echo_interval = 2
         assert_eq!(c.software.backup.as_deref(), Some("8.10.130.0"));
         assert_eq!(c.dtls.cert.as_deref(), Some(Path::new("/lab/pki/wtp.pem")));
         assert_eq!(c.dtls.ca.as_deref(), Some(Path::new("/etc/wtpd/ca.pem")));
-        assert_eq!(c.discovery.dhcp_file.as_deref(), Some(Path::new("/lab/dhcp-acs")));
+        assert_eq!(
+            c.discovery.dhcp_file.as_deref(),
+            Some(Path::new("/lab/dhcp-acs"))
+        );
         assert_eq!(c.timers.echo_interval.as_secs(), 2);
         assert_eq!(c.timers.max_retransmit, 5, "RFC default kept");
         assert_eq!(c.reboot, RebootMethod::Exit);
@@ -353,16 +411,27 @@ echo_interval = 2
     #[test]
     fn wtpd_config_refusals_say_why() {
         let bad_key = WTPD.replace("echo_interval", "echo_intervl");
-        let e = WtpdConfig::parse(&bad_key, Path::new("w.toml")).unwrap_err().to_string();
+        let e = WtpdConfig::parse(&bad_key, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("echo_intervl"), "{e}");
         let bad_mac = WTPD.replace("02:00:00:00:00:07", "02:00");
-        let e = WtpdConfig::parse(&bad_mac, Path::new("w.toml")).unwrap_err().to_string();
+        let e = WtpdConfig::parse(&bad_mac, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a MAC address"), "{e}");
         let no_ca = WTPD.replace("ca = \"/etc/wtpd/ca.pem\"\n", "");
-        let e = WtpdConfig::parse(&no_ca, Path::new("w.toml")).unwrap_err().to_string();
+        let e = WtpdConfig::parse(&no_ca, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dtls.ca is required"), "{e}");
-        let psk = WTPD.replace("mode = \"certificate\"", "mode = \"psk\"\npsk_identity = \"x\"\npsk_key = \"zz\"");
-        let e = WtpdConfig::parse(&psk, Path::new("w.toml")).unwrap_err().to_string();
+        let psk = WTPD.replace(
+            "mode = \"certificate\"",
+            "mode = \"psk\"\npsk_identity = \"x\"\npsk_key = \"zz\"",
+        );
+        let e = WtpdConfig::parse(&psk, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not hex"), "{e}");
     }
 
@@ -377,11 +446,16 @@ echo_interval = 2
 
 impl LogSection {
     /// The log target and level this section asks for; `ident` names the program in syslog.
-    pub fn resolve(&self, ident: &str) -> Result<(crate::logging::LogTarget, log::LevelFilter), String> {
+    pub fn resolve(
+        &self,
+        ident: &str,
+    ) -> Result<(crate::logging::LogTarget, log::LevelFilter), String> {
         use crate::logging::LogTarget;
         let target = match self.target.as_deref() {
             None | Some("stderr") => LogTarget::Stderr,
-            Some("syslog") => LogTarget::Syslog { ident: ident.to_string() },
+            Some("syslog") => LogTarget::Syslog {
+                ident: ident.to_string(),
+            },
             Some(path) => LogTarget::File(PathBuf::from(path)),
         };
         let level = match self.level.as_deref().unwrap_or("info") {
@@ -390,7 +464,11 @@ impl LogSection {
             "info" => log::LevelFilter::Info,
             "debug" => log::LevelFilter::Debug,
             "trace" => log::LevelFilter::Trace,
-            other => return Err(format!("log.level '{other}' is not one of error, warn, info, debug, trace")),
+            other => {
+                return Err(format!(
+                    "log.level '{other}' is not one of error, warn, info, debug, trace"
+                ))
+            }
         };
         Ok((target, level))
     }

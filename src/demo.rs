@@ -43,7 +43,11 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { dir: None, dtls: DemoDtls::Certificate, hold_secs: 5 }
+        DemoOptions {
+            dir: None,
+            dtls: DemoDtls::Certificate,
+            hold_secs: 5,
+        }
     }
 }
 
@@ -88,7 +92,8 @@ pub fn free_port_pair() -> std::io::Result<u16> {
 /// Writes the lab into `dir`: PKI and both configurations. Returns the controller address.
 pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, DemoError> {
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-    crate::pki::generate_lab_pki(&dir.join("pki")).map_err(|e| DemoError::Setup(format!("PKI: {e}")))?;
+    crate::pki::generate_lab_pki(&dir.join("pki"))
+        .map_err(|e| DemoError::Setup(format!("PKI: {e}")))?;
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let (ac_dtls, wtp_dtls) = match dtls {
         DemoDtls::Certificate => (
@@ -155,7 +160,9 @@ struct Tail {
 
 impl Tail {
     fn pump(&mut self) {
-        let Ok(mut f) = std::fs::File::open(&self.path) else { return };
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
         if f.seek(SeekFrom::Start(self.pos)).is_err() {
             return;
         }
@@ -252,7 +259,13 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
             std::env::temp_dir().join(format!("acsim-demo-{}-{stamp}", std::process::id()))
         }
     };
-    for f in ["acsim.log", "wtpd.log", "capwap.pcap", "dtls-keys.log", "acsim.status"] {
+    for f in [
+        "acsim.log",
+        "wtpd.log",
+        "capwap.pcap",
+        "dtls-keys.log",
+        "acsim.status",
+    ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     let port = free_port_pair().map_err(io("pick a UDP port"))?;
@@ -263,13 +276,23 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
     let acsim_bin = std::env::current_exe().map_err(io("current executable"))?;
     let wtpd_bin = sibling_binary("wtpd")?;
     let mut tails = vec![
-        Tail { path: dir.join("acsim.log"), prefix: "acsim", pos: 0 },
-        Tail { path: dir.join("wtpd.log"), prefix: "wtpd ", pos: 0 },
+        Tail {
+            path: dir.join("acsim.log"),
+            prefix: "acsim",
+            pos: 0,
+        },
+        Tail {
+            path: dir.join("wtpd.log"),
+            prefix: "wtpd ",
+            pos: 0,
+        },
     ];
     let mut ac = spawn(&acsim_bin, &["run", "--config", "acsim.toml"], &dir)?;
     let mut ok = true;
     let mut notes = Vec::new();
-    let listening = wait_until(Duration::from_secs(10), &mut tails, || log_has(&dir.join("acsim.log"), "listening"));
+    let listening = wait_until(Duration::from_secs(10), &mut tails, || {
+        log_has(&dir.join("acsim.log"), "listening")
+    });
     if !listening {
         notes.push("acsim did not start listening".to_string());
         ok = false;
@@ -324,9 +347,19 @@ fn wait_until(limit: Duration, tails: &mut [Tail], mut done: impl FnMut() -> boo
     }
 }
 
-fn summary(dir: &Path, wtp: Option<i32>, ac: Option<i32>, status: &str, ok: bool, notes: &[String]) -> String {
+fn summary(
+    dir: &Path,
+    wtp: Option<i32>,
+    ac: Option<i32>,
+    status: &str,
+    ok: bool,
+    notes: &[String],
+) -> String {
     let log = std::fs::read_to_string(dir.join("wtpd.log")).unwrap_or_default();
-    let states: Vec<&str> = log.lines().filter_map(|l| l.split("CAPWAP State: ").nth(1)).collect();
+    let states: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("CAPWAP State: ").nth(1))
+        .collect();
     let echoes = status
         .lines()
         .filter(|l| !l.starts_with("Total"))
@@ -337,16 +370,32 @@ fn summary(dir: &Path, wtp: Option<i32>, ac: Option<i32>, status: &str, ok: bool
     let _ = writeln!(s, "\n===== acsim demo summary =====");
     let _ = writeln!(s, "AP states      : {}", states.join(" -> "));
     let _ = writeln!(s, "Echoes answered: {echoes} (last status before stop)");
-    let _ = writeln!(s, "wtpd exit      : {}", wtp.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
-    let _ = writeln!(s, "acsim exit     : {}", ac.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
+    let _ = writeln!(
+        s,
+        "wtpd exit      : {}",
+        wtp.map(|c| c.to_string()).unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(
+        s,
+        "acsim exit     : {}",
+        ac.map(|c| c.to_string()).unwrap_or_else(|| "-".into())
+    );
     let _ = writeln!(s, "Files          : {}", dir.display());
-    for f in ["acsim.toml", "wtpd.toml", "acsim.log", "wtpd.log", "capwap.pcap", "dtls-keys.log"] {
+    for f in [
+        "acsim.toml",
+        "wtpd.toml",
+        "acsim.log",
+        "wtpd.log",
+        "capwap.pcap",
+        "dtls-keys.log",
+    ] {
         let p = dir.join(f);
         let size = std::fs::metadata(&p).map(|m| m.len()).ok();
         let _ = writeln!(
             s,
             "  {f:<14} {}",
-            size.map(|n| format!("{n} bytes")).unwrap_or_else(|| "(none)".into())
+            size.map(|n| format!("{n} bytes"))
+                .unwrap_or_else(|| "(none)".into())
         );
     }
     for n in notes {

@@ -19,7 +19,10 @@ pub struct OutQueue<M> {
 
 impl<M> Default for OutQueue<M> {
     fn default() -> Self {
-        OutQueue { queue: VecDeque::new(), pool: Vec::new() }
+        OutQueue {
+            queue: VecDeque::new(),
+            pool: Vec::new(),
+        }
     }
 }
 

@@ -163,7 +163,10 @@ impl Requester {
                 o.retransmits += 1;
                 o.interval = o.interval.saturating_mul(2);
                 o.due = now + o.interval;
-                RetransmitDecision::Retransmit { packet: &o.packet, count: o.retransmits }
+                RetransmitDecision::Retransmit {
+                    packet: &o.packet,
+                    count: o.retransmits,
+                }
             }
             None => RetransmitDecision::Wait,
         }
@@ -230,12 +233,18 @@ mod tests {
     fn retransmits_identical_bytes_with_doubling_then_gives_up() {
         let mut r = Requester::new(Duration::from_secs(3), 5, 250);
         assert_eq!(r.send(13, b"echo", at(0)), Some(&b"echo"[..]));
-        assert!(r.send(13, b"again", at(0)).is_none(), "one outstanding request");
+        assert!(
+            r.send(13, b"again", at(0)).is_none(),
+            "one outstanding request"
+        );
         let mut due = r.poll_timeout().unwrap();
         let mut gaps = Vec::new();
         let mut last = at(0);
         for n in 1..=5 {
-            assert_eq!(r.on_timeout(due - Duration::from_millis(1)), RetransmitDecision::Wait);
+            assert_eq!(
+                r.on_timeout(due - Duration::from_millis(1)),
+                RetransmitDecision::Wait
+            );
             match r.on_timeout(due) {
                 RetransmitDecision::Retransmit { packet, count } => {
                     assert_eq!(packet, b"echo");
@@ -248,7 +257,10 @@ mod tests {
             due = r.poll_timeout().unwrap();
         }
         assert_eq!(gaps, vec![3, 6, 12, 24, 48]);
-        assert_eq!(r.on_timeout(due), RetransmitDecision::GiveUp { msg_type: 13 });
+        assert_eq!(
+            r.on_timeout(due),
+            RetransmitDecision::GiveUp { msg_type: 13 }
+        );
         assert!(!r.busy());
         assert_eq!(r.next_seq(), 251);
     }
@@ -262,7 +274,10 @@ mod tests {
         assert!(r.on_response(4, 255));
         assert!(!r.busy());
         assert_eq!(r.next_seq(), 0, "wraps");
-        assert!(!r.on_response(4, 255), "a late duplicate response is ignored");
+        assert!(
+            !r.on_response(4, 255),
+            "a late duplicate response is ignored"
+        );
     }
 
     #[test]

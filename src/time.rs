@@ -48,7 +48,9 @@ pub mod secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         if !(0.0..=1.0e9).contains(&v) || v.is_nan() {
-            return Err(serde::de::Error::custom(format!("{v} is not a duration in seconds")));
+            return Err(serde::de::Error::custom(format!(
+                "{v} is not a duration in seconds"
+            )));
         }
         Ok(Duration::from_secs_f64(v))
     }

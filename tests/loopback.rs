@@ -67,24 +67,50 @@ fn edit(p: &Path, from: &str, to: &str) {
 fn run_demo(dtls: &str, name: &str) -> PathBuf {
     let dir = lab(name);
     let out = Command::new(acsim())
-        .args(["demo", "--dir", dir.to_str().unwrap(), "--dtls", dtls, "--hold", "3"])
+        .args([
+            "demo",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--dtls",
+            dtls,
+            "--hold",
+            "3",
+        ])
         .env("WTPD_BIN", wtpd())
         .output()
         .expect("run acsim demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Result         : OK"), "{stdout}");
     dir
 }
 
 fn assert_whole_path(log: &str) {
-    let states: Vec<&str> = log.lines().filter_map(|l| l.split("CAPWAP State: ").nth(1)).collect();
+    let states: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("CAPWAP State: ").nth(1))
+        .collect();
     assert_eq!(
         states,
-        ["Discovery", "DTLS Setup", "Join", "Configure", "Data Check", "Run", "Idle"],
+        [
+            "Discovery",
+            "DTLS Setup",
+            "Join",
+            "Configure",
+            "Data Check",
+            "Run",
+            "Idle"
+        ],
         "{log}"
     );
-    assert!(log.contains("Shutting down CAPWAP (reason : agent stopped)"), "{log}");
+    assert!(
+        log.contains("Shutting down CAPWAP (reason : agent stopped)"),
+        "{log}"
+    );
     assert!(log.contains("DTLS session with 127.0.0.1:"), "{log}");
     assert!(log.contains("wtpd stopped"), "{log}");
 }
@@ -96,7 +122,11 @@ fn assert_pcap_clean(pcap: &Path) {
         .output()
         .expect("tshark must be installed (.ci/run installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for bad in ["Errors", "Warns", "Malformed"] {
         assert!(!text.contains(bad), "tshark reports {bad}:\n{text}");
     }
@@ -113,9 +143,15 @@ fn assert_pcap_clean(pcap: &Path) {
         ])
         .output()
         .unwrap();
-    let types: Vec<u32> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let types: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
     for t in [1, 2, 3, 4, 5, 6, 11, 12, 13, 14] {
-        assert!(types.contains(&t), "message type {t} missing from the capture: {types:?}");
+        assert!(
+            types.contains(&t),
+            "message type {t} missing from the capture: {types:?}"
+        );
     }
 }
 
@@ -124,10 +160,16 @@ fn demo_with_certificates() {
     let dir = run_demo("certificate", "cert");
     let log = read(&dir.join("wtpd.log"));
     assert_whole_path(&log);
-    assert!(log.contains("DTLSv1.2 ECDHE-RSA-AES128-GCM-SHA256"), "{log}");
+    assert!(
+        log.contains("DTLSv1.2 ECDHE-RSA-AES128-GCM-SHA256"),
+        "{log}"
+    );
     assert_pcap_clean(&dir.join("capwap.pcap"));
     let keys = read(&dir.join("dtls-keys.log"));
-    assert!(keys.lines().any(|l| l.starts_with("CLIENT_RANDOM ")), "NSS key log: {keys}");
+    assert!(
+        keys.lines().any(|l| l.starts_with("CLIENT_RANDOM ")),
+        "NSS key log: {keys}"
+    );
     assert!(read(&dir.join("acsim.log")).contains("left: DTLS close_notify"));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -150,7 +192,10 @@ fn lab_with_acsim(name: &str, dtls: DemoDtls, tweak: impl FnOnce(&Path)) -> (Pat
     edit(&dir.join("wtpd.toml"), "discovery_interval = 1\n", "discovery_interval = 1\nretransmit_interval = 0.2\nmax_retransmit = 2\ndtls_session_delete = 0.5\nwait_dtls = 31\n");
     tweak(&dir);
     let ac = start(acsim(), &["run", "--config", "acsim.toml"], &dir);
-    assert!(wait_for(&dir.join("acsim.log"), "listening", Duration::from_secs(10)), "acsim did not start");
+    assert!(
+        wait_for(&dir.join("acsim.log"), "listening", Duration::from_secs(10)),
+        "acsim did not start"
+    );
     (dir, ac)
 }
 
@@ -160,7 +205,11 @@ fn controller_certificate_from_a_foreign_ca_is_refused() {
         // The AP trusts a CA that did not sign the controller's certificate.
         let foreign = dir.join("foreign");
         wtpd::pki::generate_lab_pki(&foreign).unwrap();
-        edit(&dir.join("wtpd.toml"), "ca = \"pki/ca.pem\"", "ca = \"foreign/ca.pem\"");
+        edit(
+            &dir.join("wtpd.toml"),
+            "ca = \"pki/ca.pem\"",
+            "ca = \"foreign/ca.pem\"",
+        );
     });
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
@@ -171,18 +220,29 @@ fn controller_certificate_from_a_foreign_ca_is_refused() {
         "{}",
         read(&log)
     );
-    assert!(!read(&log).contains("CAPWAP State: Join"), "no session may come up");
+    assert!(
+        !read(&log).contains("CAPWAP State: Join"),
+        "no session may come up"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn wrong_controller_name_is_refused() {
     let (dir, _ac) = lab_with_acsim("wrong-name", DemoDtls::Certificate, |dir| {
-        edit(&dir.join("wtpd.toml"), "peer_name = \"acsim.lab\"", "peer_name = \"other-controller.lab\"");
+        edit(
+            &dir.join("wtpd.toml"),
+            "peer_name = \"acsim.lab\"",
+            "peer_name = \"other-controller.lab\"",
+        );
     });
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
-    assert!(wait_for(&log, "hostname mismatch", Duration::from_secs(15)), "{}", read(&log));
+    assert!(
+        wait_for(&log, "hostname mismatch", Duration::from_secs(15)),
+        "{}",
+        read(&log)
+    );
     assert!(!read(&log).contains("CAPWAP State: Join"));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -190,11 +250,23 @@ fn wrong_controller_name_is_refused() {
 #[test]
 fn unknown_psk_identity_is_refused_by_the_controller() {
     let (dir, _ac) = lab_with_acsim("psk-id", DemoDtls::Psk, |dir| {
-        edit(&dir.join("wtpd.toml"), "psk_identity = \"wtp-sim-1\"", "psk_identity = \"intruder\"");
+        edit(
+            &dir.join("wtpd.toml"),
+            "psk_identity = \"wtp-sim-1\"",
+            "psk_identity = \"intruder\"",
+        );
     });
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let ac_log = dir.join("acsim.log");
-    assert!(wait_for(&ac_log, "unknown PSK identity 'intruder'", Duration::from_secs(15)), "{}", read(&ac_log));
+    assert!(
+        wait_for(
+            &ac_log,
+            "unknown PSK identity 'intruder'",
+            Duration::from_secs(15)
+        ),
+        "{}",
+        read(&ac_log)
+    );
     assert!(!read(&dir.join("wtpd.log")).contains("CAPWAP State: Join"));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -202,7 +274,11 @@ fn unknown_psk_identity_is_refused_by_the_controller() {
 #[test]
 fn refused_join_is_logged_with_its_result_code_and_retried() {
     let (dir, _ac) = lab_with_acsim("refused", DemoDtls::Certificate, |dir| {
-        edit(&dir.join("acsim.toml"), "version = \"17.9.4.27\"\n", "version = \"17.9.4.27\"\njoin_result = 8\n");
+        edit(
+            &dir.join("acsim.toml"),
+            "version = \"17.9.4.27\"\n",
+            "version = \"17.9.4.27\"\njoin_result = 8\n",
+        );
     });
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
@@ -211,7 +287,15 @@ fn refused_join_is_logged_with_its_result_code_and_retried() {
         "{}",
         read(&log)
     );
-    assert!(wait_for(&log, "Restarting CAPWAP State Machine.", Duration::from_secs(10)), "{}", read(&log));
+    assert!(
+        wait_for(
+            &log,
+            "Restarting CAPWAP State Machine.",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        read(&log)
+    );
     let text = read(&log);
     assert!(!text.contains("CAPWAP State: Configure"), "{text}");
     let _ = std::fs::remove_dir_all(dir);
@@ -222,22 +306,44 @@ fn vanished_controller_ends_in_teardown_and_rediscovery() {
     let (dir, mut ac) = lab_with_acsim("vanish", DemoDtls::Certificate, |_| {});
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
-    assert!(wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)), "{}", read(&log));
+    assert!(
+        wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+        "{}",
+        read(&log)
+    );
     // The controller dies without a word (no close_notify).
     ac.0.kill().unwrap();
     ac.0.wait().unwrap();
     assert!(
-        wait_for(&log, "Going to restart CAPWAP (reason : no answer to Echo Request after 2 retransmissions)", Duration::from_secs(20)),
+        wait_for(
+            &log,
+            "Going to restart CAPWAP (reason : no answer to Echo Request after 2 retransmissions)",
+            Duration::from_secs(20)
+        ),
         "{}",
         read(&log)
     );
-    assert!(wait_for(&log, "Retransmitting Echo Request", Duration::from_secs(1)));
+    assert!(wait_for(
+        &log,
+        "Retransmitting Echo Request",
+        Duration::from_secs(1)
+    ));
     let text = read(&log);
     let after_run = &text[text.find("CAPWAP State: Run").unwrap()..];
-    assert!(after_run.contains("CAPWAP State: DTLS Teardown"), "{after_run}");
-    assert!(wait_for(&log, "Restarting CAPWAP State Machine.", Duration::from_secs(10)));
+    assert!(
+        after_run.contains("CAPWAP State: DTLS Teardown"),
+        "{after_run}"
+    );
+    assert!(wait_for(
+        &log,
+        "Restarting CAPWAP State Machine.",
+        Duration::from_secs(10)
+    ));
     let text = read(&log);
     let after_teardown = &text[text.rfind("CAPWAP State: DTLS Teardown").unwrap()..];
-    assert!(after_teardown.contains("CAPWAP State: Discovery"), "{after_teardown}");
+    assert!(
+        after_teardown.contains("CAPWAP State: Discovery"),
+        "{after_teardown}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

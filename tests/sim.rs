@@ -14,7 +14,9 @@ use std::time::Duration;
 use wtpd::ac::{Ac, AcAction, AcConfig, AcTimers, SessionState};
 use wtpd::rng::Rng;
 use wtpd::time::Instant;
-use wtpd::wtp::{Action, Channel, Identity, State, Target, TargetKind, Timers, Versions, Wtp, WtpConfig};
+use wtpd::wtp::{
+    Action, Channel, Identity, State, Target, TargetKind, Timers, Versions, Wtp, WtpConfig,
+};
 
 const AC: &str = "10.0.0.1:5246";
 const AC_DATA: &str = "10.0.0.1:5247";
@@ -24,8 +26,16 @@ const WTP_DATA: &str = "10.0.0.2:40001";
 /// What travels between the two ends.
 #[derive(Debug, Clone)]
 enum Msg {
-    ToAc { channel: Channel, from: SocketAddr, bytes: Vec<u8> },
-    ToWtp { channel: Channel, from: SocketAddr, bytes: Vec<u8> },
+    ToAc {
+        channel: Channel,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    ToWtp {
+        channel: Channel,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// The DTLS handshake finished (seen by both ends).
     DtlsUp,
     /// The WTP closed its session (close_notify reaches the AC).
@@ -77,13 +87,21 @@ impl Net {
             self.dropped += 1;
             return;
         }
-        let copies = if lossy && self.rng.chance(self.dup) { 2 } else { 1 };
+        let copies = if lossy && self.rng.chance(self.dup) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             // 1..40 ms, more when lossy: enough spread to reorder back-to-back packets.
             let spread = if lossy { 200 } else { 40 };
             let delay = Duration::from_millis(1 + self.rng.below(spread));
             self.order += 1;
-            self.queue.push(Reverse(Event { at: now + delay, order: self.order, msg: msg.clone() }));
+            self.queue.push(Reverse(Event {
+                at: now + delay,
+                order: self.order,
+                msg: msg.clone(),
+            }));
         }
     }
 }
@@ -120,16 +138,37 @@ fn run_seed(seed: u64, end: Duration) -> Outcome {
 }
 
 fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> Outcome {
-    let mut net = Net { rng: Rng::new(seed), queue: BinaryHeap::new(), order: 0, loss, dup, heal_at, delivered: 0, dropped: 0 };
+    let mut net = Net {
+        rng: Rng::new(seed),
+        queue: BinaryHeap::new(),
+        order: 0,
+        loss,
+        dup,
+        heal_at,
+        delivered: 0,
+        dropped: 0,
+    };
 
     let mut wtp = Wtp::new(WtpConfig {
-        identity: Identity { name: "wtp-sim".into(), ..Identity::default() },
-        versions: Versions { primary: "1.0".into(), backup: None },
-        timers: Timers { discovery_interval: Duration::from_secs(2), ..Timers::default() },
+        identity: Identity {
+            name: "wtp-sim".into(),
+            ..Identity::default()
+        },
+        versions: Versions {
+            primary: "1.0".into(),
+            backup: None,
+        },
+        timers: Timers {
+            discovery_interval: Duration::from_secs(2),
+            ..Timers::default()
+        },
         seed,
     });
     let mut ac = Ac::new(AcConfig {
-        timers: AcTimers { echo_interval: Duration::from_secs(5), ..AcTimers::default() },
+        timers: AcTimers {
+            echo_interval: Duration::from_secs(5),
+            ..AcTimers::default()
+        },
         ..AcConfig::default()
     });
     let (ac_addr, wtp_addr) = (addr(AC), addr(WTP));
@@ -147,7 +186,13 @@ fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> O
             while let Some(a) = wtp.poll_action() {
                 busy = true;
                 match a {
-                    Action::FindControllers => wtp.set_targets(vec![Target { addr: ac_addr, kind: TargetKind::Static }], now),
+                    Action::FindControllers => wtp.set_targets(
+                        vec![Target {
+                            addr: ac_addr,
+                            kind: TargetKind::Static,
+                        }],
+                        now,
+                    ),
                     Action::DtlsConnect { peer } => {
                         assert_eq!(peer, ac_addr);
                         dtls_pending = true;
@@ -162,8 +207,19 @@ fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> O
             }
             while let Some(t) = wtp.poll_transmit(&mut buf) {
                 busy = true;
-                let from = if t.channel == Channel::Data { addr(WTP_DATA) } else { wtp_addr };
-                net.send(now, Msg::ToAc { channel: t.channel, from, bytes: buf.clone() });
+                let from = if t.channel == Channel::Data {
+                    addr(WTP_DATA)
+                } else {
+                    wtp_addr
+                };
+                net.send(
+                    now,
+                    Msg::ToAc {
+                        channel: t.channel,
+                        from,
+                        bytes: buf.clone(),
+                    },
+                );
             }
             while let Some(AcAction::DtlsClose { .. }) = ac.poll_action() {
                 busy = true;
@@ -171,15 +227,29 @@ fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> O
             }
             while let Some(t) = ac.poll_transmit(&mut buf) {
                 busy = true;
-                let from = if t.channel == Channel::Data { addr(AC_DATA) } else { ac_addr };
-                net.send(now, Msg::ToWtp { channel: t.channel, from, bytes: buf.clone() });
+                let from = if t.channel == Channel::Data {
+                    addr(AC_DATA)
+                } else {
+                    ac_addr
+                };
+                net.send(
+                    now,
+                    Msg::ToWtp {
+                        channel: t.channel,
+                        from,
+                        bytes: buf.clone(),
+                    },
+                );
             }
             if !busy {
                 break;
             }
         }
         let next_net = net.queue.peek().map(|Reverse(e)| e.at);
-        let next = [next_net, wtp.poll_timeout(), ac.poll_timeout()].into_iter().flatten().min();
+        let next = [next_net, wtp.poll_timeout(), ac.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(next) = next else { break };
         if next > end {
             break;
@@ -189,14 +259,26 @@ fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> O
             let Reverse(ev) = net.queue.pop().unwrap();
             net.delivered += 1;
             match ev.msg {
-                Msg::ToAc { channel: Channel::Data, from, bytes } => ac.handle_data(from, &bytes, now),
-                Msg::ToAc { channel, from, bytes } => {
-                    ac.handle_control(from, &bytes, channel == Channel::ControlSecure, now)
-                }
-                Msg::ToWtp { channel: Channel::Data, from, bytes } => wtp.handle_data(from, &bytes, now),
-                Msg::ToWtp { channel, from, bytes } => {
-                    wtp.handle_control(from, &bytes, channel == Channel::ControlSecure, now)
-                }
+                Msg::ToAc {
+                    channel: Channel::Data,
+                    from,
+                    bytes,
+                } => ac.handle_data(from, &bytes, now),
+                Msg::ToAc {
+                    channel,
+                    from,
+                    bytes,
+                } => ac.handle_control(from, &bytes, channel == Channel::ControlSecure, now),
+                Msg::ToWtp {
+                    channel: Channel::Data,
+                    from,
+                    bytes,
+                } => wtp.handle_data(from, &bytes, now),
+                Msg::ToWtp {
+                    channel,
+                    from,
+                    bytes,
+                } => wtp.handle_control(from, &bytes, channel == Channel::ControlSecure, now),
                 Msg::DtlsUp => {
                     // The handshake completes for both ends only if the WTP still wants it.
                     if dtls_pending && wtp.state() == State::DtlsSetup {
@@ -234,7 +316,10 @@ fn check(seed: u64, o: &Outcome) -> Result<(), String> {
         return Err(format!("WTP ended in {} instead of Run", o.wtp_state));
     }
     if o.ac_state != Some(SessionState::Run) {
-        return Err(format!("AC sees the WTP in {:?} instead of Run", o.ac_state));
+        return Err(format!(
+            "AC sees the WTP in {:?} instead of Run",
+            o.ac_state
+        ));
     }
     if o.joins_accepted > o.dtls_sessions {
         return Err(format!(
@@ -243,7 +328,10 @@ fn check(seed: u64, o: &Outcome) -> Result<(), String> {
         ));
     }
     if o.wtp_malformed + o.ac_malformed != 0 {
-        return Err(format!("malformed packets: WTP {}, AC {}", o.wtp_malformed, o.ac_malformed));
+        return Err(format!(
+            "malformed packets: WTP {}, AC {}",
+            o.wtp_malformed, o.ac_malformed
+        ));
     }
     if o.echoes == 0 {
         return Err("no Echo reached the AC in Run".into());
@@ -281,7 +369,10 @@ fn a_thousand_seeds_reach_run_and_agree() {
     );
     if seeds.len() > 1 {
         // The seeds must really exercise the recovery paths, or passing them means little.
-        assert!(retransmissions > 1000, "only {retransmissions} retransmissions");
+        assert!(
+            retransmissions > 1000,
+            "only {retransmissions} retransmissions"
+        );
         assert!(teardowns > 10, "only {teardowns} teardowns");
         assert!(duplicates > 100, "only {duplicates} duplicates");
     }

@@ -25,10 +25,12 @@ fn drain(w: &mut Wtp) -> Vec<(u32, u8, Option<u32>, Vec<u8>)> {
     while w.poll_transmit(&mut buf).is_some() {
         let p = Packet::parse(&buf).unwrap();
         let m = ControlMessage::parse(p.payload).unwrap();
-        let rc = m.elements().find_map(|e| match Element::parse(e.unwrap()).unwrap() {
-            Element::ResultCode(c) => Some(c),
-            _ => None,
-        });
+        let rc = m
+            .elements()
+            .find_map(|e| match Element::parse(e.unwrap()).unwrap() {
+                Element::ResultCode(c) => Some(c),
+                _ => None,
+            });
         out.push((m.msg_type, m.seq, rc, buf.clone()));
     }
     out
@@ -38,13 +40,22 @@ fn drain(w: &mut Wtp) -> Vec<(u32, u8, Option<u32>, Vec<u8>)> {
 fn joined() -> (Wtp, u8) {
     let mut w = Wtp::new(WtpConfig {
         identity: Identity::default(),
-        versions: Versions { primary: "1.0".into(), backup: None },
+        versions: Versions {
+            primary: "1.0".into(),
+            backup: None,
+        },
         timers: Timers::default(),
         seed: 9,
     });
     w.start(at(0));
     assert_eq!(w.poll_action(), Some(Action::FindControllers));
-    w.set_targets(vec![Target { addr: ac(), kind: TargetKind::Static }], at(0));
+    w.set_targets(
+        vec![Target {
+            addr: ac(),
+            kind: TargetKind::Static,
+        }],
+        at(0),
+    );
     let sent = drain(&mut w);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, MessageType::DiscoveryRequest as u32);
@@ -70,7 +81,11 @@ fn joined() -> (Wtp, u8) {
     w.dtls_established("test", at(5_010));
     let join = drain(&mut w);
     assert_eq!(join[0].0, MessageType::JoinRequest as u32);
-    let resp = build(MessageType::JoinResponse as u32, join[0].1, &[Element::ResultCode(0)]);
+    let resp = build(
+        MessageType::JoinResponse as u32,
+        join[0].1,
+        &[Element::ResultCode(0)],
+    );
     w.handle_control(ac(), &resp, true, at(5_020));
     assert_eq!(w.state(), State::Configure);
     let cfg = drain(&mut w);
@@ -87,7 +102,10 @@ fn known_request_in_the_wrong_state_gets_result_code_18() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, MessageType::ResetResponse as u32);
     assert_eq!(out[0].1, 40);
-    assert_eq!(out[0].2, Some(ResultCode::MessageUnexpectedInvalidInCurrentState as u32));
+    assert_eq!(
+        out[0].2,
+        Some(ResultCode::MessageUnexpectedInvalidInCurrentState as u32)
+    );
     assert_eq!(w.state(), State::Configure, "nothing else happened");
 }
 
@@ -96,12 +114,23 @@ fn unknown_request_gets_result_code_19_and_duplicates_get_the_cached_response() 
     let (mut w, _) = joined();
     // A vendor's request: enterprise 32473, type 1 (odd: a request).
     let vendor_type = (32473u32 << 8) | 1;
-    let req = build(vendor_type, 41, &[Element::VendorSpecific { vendor: 32473, element_id: 1, data: b"x" }]);
+    let req = build(
+        vendor_type,
+        41,
+        &[Element::VendorSpecific {
+            vendor: 32473,
+            element_id: 1,
+            data: b"x",
+        }],
+    );
     w.handle_control(ac(), &req, true, at(6_000));
     let first = drain(&mut w);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].0, vendor_type + 1);
-    assert_eq!(first[0].2, Some(ResultCode::MessageUnexpectedUnrecognizedRequest as u32));
+    assert_eq!(
+        first[0].2,
+        Some(ResultCode::MessageUnexpectedUnrecognizedRequest as u32)
+    );
     // The same sequence number again: the same bytes, not processed again.
     w.handle_control(ac(), &req, true, at(6_100));
     let again = drain(&mut w);
@@ -117,7 +146,12 @@ fn unknown_request_gets_result_code_19_and_duplicates_get_the_cached_response() 
 #[test]
 fn garbage_is_counted_not_answered() {
     let (mut w, _) = joined();
-    for bad in [&[][..], &[0x00][..], &[0x00, 0x10, 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00][..], &[0x30; 40][..]] {
+    for bad in [
+        &[][..],
+        &[0x00][..],
+        &[0x00, 0x10, 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00][..],
+        &[0x30; 40][..],
+    ] {
         w.handle_control(ac(), bad, true, at(6_000));
     }
     assert!(drain(&mut w).is_empty());
@@ -144,7 +178,10 @@ fn configuration_status_is_retransmitted_then_the_session_is_torn_down() {
         let next = w.poll_timeout().unwrap();
         t = next.as_duration().as_millis() as u64;
         w.handle_timeout(next);
-        retransmits += drain(&mut w).iter().filter(|p| p.0 == MessageType::ConfigurationStatusRequest as u32).count();
+        retransmits += drain(&mut w)
+            .iter()
+            .filter(|p| p.0 == MessageType::ConfigurationStatusRequest as u32)
+            .count();
     }
     assert_eq!(retransmits, 5, "MaxRetransmit");
     assert_eq!(w.state(), State::DtlsTeardown);

@@ -16,9 +16,11 @@ use log::{debug, info, warn};
 use crate::capwap::element::{AcDescriptor, DescriptorInfo};
 use crate::capwap::header::Header;
 use crate::capwap::msgtype::is_request;
-use crate::capwap::{ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode};
+use crate::capwap::{
+    ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode,
+};
 use crate::outq::OutQueue;
-use crate::reliable::{RetransmitDecision, Requester, Responder, SeqOrder};
+use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::time::Instant;
 use crate::wtp::messages::keep_alive_session;
 use crate::wtp::Channel;
@@ -160,7 +162,11 @@ impl Ac {
     }
 
     fn descriptor(&self) -> AcDescriptor<'_> {
-        let security = if self.cfg.psk { crate::capwap::element::ac_security::PRE_SHARED } else { crate::capwap::element::ac_security::X509 };
+        let security = if self.cfg.psk {
+            crate::capwap::element::ac_security::PRE_SHARED
+        } else {
+            crate::capwap::element::ac_security::X509
+        };
         AcDescriptor {
             stations: 0,
             station_limit: 1000,
@@ -170,8 +176,16 @@ impl Ac {
             r_mac: 2,
             dtls_policy: 0x02,
             info: vec![
-                DescriptorInfo { vendor: self.cfg.vendor_id, typ: 4, data: b"acsim" },
-                DescriptorInfo { vendor: self.cfg.vendor_id, typ: 5, data: self.cfg.version.as_bytes() },
+                DescriptorInfo {
+                    vendor: self.cfg.vendor_id,
+                    typ: 4,
+                    data: b"acsim",
+                },
+                DescriptorInfo {
+                    vendor: self.cfg.vendor_id,
+                    typ: 5,
+                    data: self.cfg.version.as_bytes(),
+                },
             ],
         }
     }
@@ -224,15 +238,24 @@ impl Ac {
 
     /// Sends a Reset Request to a WTP in Run. Returns false when it is not in Run or busy.
     pub fn reset(&mut self, peer: SocketAddr, now: Instant) -> bool {
-        let Some(s) = self.sessions.get_mut(&peer) else { return false };
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return false;
+        };
         if s.state != SessionState::Run || s.requester.busy() {
             return false;
         }
         let seq = s.requester.next_seq();
-        self.builder.start(&Header::control(), MessageType::ResetRequest as u32, seq);
+        self.builder
+            .start(&Header::control(), MessageType::ResetRequest as u32, seq);
         let pkt = self.builder.finish();
         if let Some(bytes) = s.requester.send(MessageType::ResetRequest as u32, pkt, now) {
-            self.out.push(AcTransmit { to: peer, channel: Channel::ControlSecure }, bytes);
+            self.out.push(
+                AcTransmit {
+                    to: peer,
+                    channel: Channel::ControlSecure,
+                },
+                bytes,
+            );
         }
         s.state = SessionState::Reset;
         info!("Reset Request sent to WTP {} ({peer})", display_name(s));
@@ -253,14 +276,22 @@ impl Ac {
                         SessionState::Configure | SessionState::DataCheck => {
                             "ChangeStatePendingTimer/DataCheckTimer expired".into()
                         }
-                        SessionState::Run | SessionState::Reset => "no Echo Request within the echo budget".into(),
+                        SessionState::Run | SessionState::Reset => {
+                            "no Echo Request within the echo budget".into()
+                        }
                     });
                 }
                 match s.requester.on_timeout(now) {
                     RetransmitDecision::Wait => {}
                     RetransmitDecision::Retransmit { packet, count } => {
                         info!("Retransmitting request to {peer} (attempt {count})");
-                        self.out.push(AcTransmit { to: peer, channel: Channel::ControlSecure }, packet);
+                        self.out.push(
+                            AcTransmit {
+                                to: peer,
+                                channel: Channel::ControlSecure,
+                            },
+                            packet,
+                        );
                     }
                     RetransmitDecision::GiveUp { .. } => {
                         expire = Some("no answer after MaxRetransmit retransmissions".into());
@@ -285,7 +316,10 @@ impl Ac {
             return;
         }
         let Some(id) = keep_alive_session(pkt.payload) else {
-            let e = ParseError::BadValue { what: "keep-alive without Session ID", value: 0 };
+            let e = ParseError::BadValue {
+                what: "keep-alive without Session ID",
+                value: 0,
+            };
             return self.malformed(from, "keep-alive", &e);
         };
         let echo_budget = self.cfg.timers.echo_interval * 3;
@@ -304,7 +338,13 @@ impl Ac {
             self.stats.runs += 1;
             info!("WTP {} ({}) is in Run", display_name(s), s.peer);
         }
-        self.out.push(AcTransmit { to: from, channel: Channel::Data }, bytes);
+        self.out.push(
+            AcTransmit {
+                to: from,
+                channel: Channel::Data,
+            },
+            bytes,
+        );
     }
 
     /// A control packet; `secure` says whether it came through DTLS.
@@ -325,7 +365,10 @@ impl Ac {
             return self.on_discovery(from, &msg);
         }
         if !secure || !self.sessions.contains_key(&from) {
-            debug!("control message type {} from {from} without a session ignored", msg.msg_type);
+            debug!(
+                "control message type {} from {from} without a session ignored",
+                msg.msg_type
+            );
             return;
         }
         if is_request(msg.msg_type) {
@@ -339,7 +382,10 @@ impl Ac {
         let mut radios = Vec::new();
         for raw in msg.elements() {
             match raw.and_then(Element::parse) {
-                Ok(Element::WtpRadioInformation { radio_id, radio_type }) => radios.push((radio_id, radio_type)),
+                Ok(Element::WtpRadioInformation {
+                    radio_id,
+                    radio_type,
+                }) => radios.push((radio_id, radio_type)),
                 Ok(_) => {}
                 Err(e) => return self.malformed(from, "Discovery Request", &e),
             }
@@ -347,14 +393,27 @@ impl Ac {
         self.stats.discovery_responses += 1;
         let mut b = std::mem::take(&mut self.builder);
         let desc = self.descriptor();
-        b.start(&Header::control(), MessageType::DiscoveryResponse as u32, msg.seq);
+        b.start(
+            &Header::control(),
+            MessageType::DiscoveryResponse as u32,
+            msg.seq,
+        );
         b.element(&Element::AcDescriptor(desc));
         b.element(&Element::AcName(&self.cfg.name));
         for (id, t) in &radios {
-            b.element(&Element::WtpRadioInformation { radio_id: *id, radio_type: *t });
+            b.element(&Element::WtpRadioInformation {
+                radio_id: *id,
+                radio_type: *t,
+            });
         }
         self.control_addresses(&mut b);
-        self.out.push(AcTransmit { to: from, channel: Channel::ControlClear }, b.finish());
+        self.out.push(
+            AcTransmit {
+                to: from,
+                channel: Channel::ControlClear,
+            },
+            b.finish(),
+        );
         self.builder = b;
         debug!("Discovery Response sent to {from}");
     }
@@ -363,32 +422,55 @@ impl Ac {
         let n = self.sessions.len().min(u16::MAX as usize) as u16;
         match self.cfg.control_address {
             Some(IpAddr::V4(a)) => {
-                b.element(&Element::ControlIpv4 { addr: a, wtp_count: n });
+                b.element(&Element::ControlIpv4 {
+                    addr: a,
+                    wtp_count: n,
+                });
             }
             Some(IpAddr::V6(a)) => {
-                b.element(&Element::ControlIpv6 { addr: a, wtp_count: n });
+                b.element(&Element::ControlIpv6 {
+                    addr: a,
+                    wtp_count: n,
+                });
             }
             None => {}
         }
     }
 
     fn respond(&mut self, peer: SocketAddr, request_type: u32, seq: u8, elements: &[Element<'_>]) {
-        let Some(s) = self.sessions.get_mut(&peer) else { return };
-        self.builder.start(&Header::control(), request_type.wrapping_add(1), seq);
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        self.builder
+            .start(&Header::control(), request_type.wrapping_add(1), seq);
         for e in elements {
             self.builder.element(e);
         }
         let pkt = self.builder.finish();
         s.responder.record(seq, pkt);
-        self.out.push(AcTransmit { to: peer, channel: Channel::ControlSecure }, pkt);
+        self.out.push(
+            AcTransmit {
+                to: peer,
+                channel: Channel::ControlSecure,
+            },
+            pkt,
+        );
     }
 
     fn on_request(&mut self, peer: SocketAddr, msg: &ControlMessage<'_>, now: Instant) {
-        let Some(s) = self.sessions.get_mut(&peer) else { return };
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
         match s.responder.classify(msg.seq) {
             SeqOrder::Duplicate => {
                 self.stats.duplicate_requests += 1;
-                self.out.push(AcTransmit { to: peer, channel: Channel::ControlSecure }, s.responder.cached());
+                self.out.push(
+                    AcTransmit {
+                        to: peer,
+                        channel: Channel::ControlSecure,
+                    },
+                    s.responder.cached(),
+                );
                 return;
             }
             SeqOrder::Old => return,
@@ -407,7 +489,10 @@ impl Ac {
                     msg.msg_type,
                     msg.seq,
                     &[
-                        Element::CapwapTimers { discovery: disc, echo_request: echo },
+                        Element::CapwapTimers {
+                            discovery: disc,
+                            echo_request: echo,
+                        },
                         Element::IdleTimeout(300),
                         Element::WtpFallback(1),
                     ],
@@ -438,7 +523,11 @@ impl Ac {
             (Some(MessageType::JoinRequest | MessageType::ConfigurationStatusRequest), _)
             | (Some(MessageType::ChangeStateEventRequest | MessageType::EchoRequest), _) => {
                 let code = ResultCode::MessageUnexpectedInvalidInCurrentState as u32;
-                info!("Request type {} from {peer} unexpected in state {}", msg.msg_type, state.name());
+                info!(
+                    "Request type {} from {peer} unexpected in state {}",
+                    msg.msg_type,
+                    state.name()
+                );
                 self.respond(peer, msg.msg_type, msg.seq, &[Element::ResultCode(code)]);
             }
             _ => {
@@ -455,7 +544,10 @@ impl Ac {
             match raw.and_then(Element::parse) {
                 Ok(Element::WtpName(n)) => info.name = n.to_string(),
                 Ok(Element::SessionId(id)) => info.session_id = id.to_vec(),
-                Ok(Element::WtpRadioInformation { radio_id, radio_type }) => radios.push((radio_id, radio_type)),
+                Ok(Element::WtpRadioInformation {
+                    radio_id,
+                    radio_type,
+                }) => radios.push((radio_id, radio_type)),
                 Ok(Element::WtpBoardData { items, .. }) => {
                     for it in items {
                         let text = String::from_utf8_lossy(it.data).into_owned();
@@ -489,17 +581,27 @@ impl Ac {
         let accepted = ResultCode::from_u32(code).is_some_and(|r| r.is_success());
         let mut b = std::mem::take(&mut self.builder);
         let desc = self.descriptor();
-        b.start(&Header::control(), MessageType::JoinResponse as u32, msg.seq);
+        b.start(
+            &Header::control(),
+            MessageType::JoinResponse as u32,
+            msg.seq,
+        );
         b.element(&Element::ResultCode(code));
         b.element(&Element::AcDescriptor(desc));
         b.element(&Element::AcName(&self.cfg.name));
         for (id, t) in &radios {
-            b.element(&Element::WtpRadioInformation { radio_id: *id, radio_type: *t });
+            b.element(&Element::WtpRadioInformation {
+                radio_id: *id,
+                radio_type: *t,
+            });
         }
         b.element(&Element::EcnSupport(0));
         self.control_addresses(&mut b);
         if let Some(img) = &self.cfg.image_version {
-            b.element(&Element::ImageIdentifier { vendor: self.cfg.vendor_id, name: img });
+            b.element(&Element::ImageIdentifier {
+                vendor: self.cfg.vendor_id,
+                name: img,
+            });
         }
         let pkt = b.finish();
         if let Some(s) = self.sessions.get_mut(&peer) {
@@ -510,15 +612,27 @@ impl Ac {
             }
             s.info = info;
         }
-        self.out.push(AcTransmit { to: peer, channel: Channel::ControlSecure }, pkt);
+        self.out.push(
+            AcTransmit {
+                to: peer,
+                channel: Channel::ControlSecure,
+            },
+            pkt,
+        );
         self.builder = b;
-        let name = self.sessions.get(&peer).map(display_name).unwrap_or_default();
+        let name = self
+            .sessions
+            .get(&peer)
+            .map(display_name)
+            .unwrap_or_default();
         if accepted {
             self.stats.joins_accepted += 1;
             info!("WTP {name} ({peer}) joined");
         } else {
             self.stats.joins_refused += 1;
-            let why = ResultCode::from_u32(code).map(|r| r.describe()).unwrap_or("refused");
+            let why = ResultCode::from_u32(code)
+                .map(|r| r.describe())
+                .unwrap_or("refused");
             info!("Join of WTP {name} ({peer}) refused with result code {code} ({why})");
             // The WTP tears down when it reads the refusal; give the response time to arrive.
             if let Some(s) = self.sessions.get_mut(&peer) {
@@ -528,7 +642,9 @@ impl Ac {
     }
 
     fn on_response(&mut self, peer: SocketAddr, msg: &ControlMessage<'_>, _now: Instant) {
-        let Some(s) = self.sessions.get_mut(&peer) else { return };
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
         if !s.requester.on_response(msg.msg_type, msg.seq) {
             debug!("unexpected response type {} from {peer}", msg.msg_type);
             return;

@@ -72,13 +72,17 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             let cfg = AcsimConfig::load(&path)?;
             let (target, level) = cfg.log.resolve("acsim")?;
             wtpd::logging::init(target, level)?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             Ok(rt.block_on(wtpd::runtime::ac::run(cfg, &path))?)
         }
         "status" => {
             let path = config.ok_or("status needs --config FILE")?;
             let cfg = AcsimConfig::load(&path)?;
-            let file = cfg.status_file.ok_or("the configuration names no status_file")?;
+            let file = cfg
+                .status_file
+                .ok_or("the configuration names no status_file")?;
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| format!("{}: {e} (is acsim running?)", file.display()))?;
             print!("{text}");

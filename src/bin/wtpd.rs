@@ -58,7 +58,9 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     let cfg = WtpdConfig::load(&path)?;
     let (target, level) = cfg.log.resolve("wtpd")?;
     wtpd::logging::init(target, level)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let code = rt.block_on(wtpd::runtime::wtp::run(cfg, &path, controllers))?;
     Ok(code)
 }

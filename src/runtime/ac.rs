@@ -42,7 +42,9 @@ impl Capture {
         // dissects the frames as CAPWAP.
         let std_port = if data { DATA_PORT } else { CONTROL_PORT };
         let fix = |a: SocketAddr| {
-            if a.ip() == self.listen.ip() && (a.port() == self.listen.port() || a.port() == self.listen.port() + 1) {
+            if a.ip() == self.listen.ip()
+                && (a.port() == self.listen.port() || a.port() == self.listen.port() + 1)
+            {
                 SocketAddr::new(a.ip(), std_port)
             } else {
                 a
@@ -65,10 +67,14 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
             None
         }
     };
-    let ctl = UdpSocket::bind(cfg.listen).await.map_err(io_err(format!("bind {}", cfg.listen)))?;
+    let ctl = UdpSocket::bind(cfg.listen)
+        .await
+        .map_err(io_err(format!("bind {}", cfg.listen)))?;
     let listen = ctl.local_addr().map_err(io_err("local address"))?;
     let data_addr = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
-    let data = UdpSocket::bind(data_addr).await.map_err(io_err(format!("bind {data_addr}")))?;
+    let data = UdpSocket::bind(data_addr)
+        .await
+        .map_err(io_err(format!("bind {data_addr}")))?;
     let writer = match &cfg.pcap {
         Some(p) => Some(PcapWriter::create(p).map_err(io_err(format!("create {}", p.display())))?),
         None => None,
@@ -177,13 +183,27 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         peers.retain(|addr, p| {
             let keep = p.up || now.saturating_since(p.started) < HANDSHAKE_LIMIT;
             if !keep {
-                warn!("DTLS handshake with {addr} did not finish in {}s: dropped", HANDSHAKE_LIMIT.as_secs());
+                warn!(
+                    "DTLS handshake with {addr} did not finish in {}s: dropped",
+                    HANDSHAKE_LIMIT.as_secs()
+                );
             }
             keep
         });
-        let dtls_deadline =
-            peers.values().filter(|p| !p.up).filter_map(|p| p.session.timeout()).min().map(|d| now + d);
-        let deadline = earliest(&clock, &[ac.poll_timeout(), dtls_deadline, Some(now + Duration::from_secs(5))]);
+        let dtls_deadline = peers
+            .values()
+            .filter(|p| !p.up)
+            .filter_map(|p| p.session.timeout())
+            .min()
+            .map(|d| now + d);
+        let deadline = earliest(
+            &clock,
+            &[
+                ac.poll_timeout(),
+                dtls_deadline,
+                Some(now + Duration::from_secs(5)),
+            ],
+        );
         tokio::select! {
             r = ctl.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
@@ -286,7 +306,11 @@ pub fn status_table(ac: &Ac) -> String {
         let _ = writeln!(
             s,
             "{:<20} {:<22} {:<11} {:<14} {:<14} {:<10} {:>6}",
-            if w.info.name.is_empty() { "-" } else { &w.info.name },
+            if w.info.name.is_empty() {
+                "-"
+            } else {
+                &w.info.name
+            },
             w.peer.to_string(),
             w.state.name(),
             w.info.primary_version,

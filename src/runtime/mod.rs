@@ -16,7 +16,9 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Clock { origin: tokio::time::Instant::now() }
+        Clock {
+            origin: tokio::time::Instant::now(),
+        }
     }
 
     pub fn now(&self) -> Instant {
@@ -85,7 +87,10 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
 /// Writes `contents` to `path` atomically: a temporary file in the same folder, fsync, rename.
 pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     {
@@ -110,7 +115,10 @@ mod tests {
         super::write_atomic(&p, b"first version, long").unwrap();
         super::write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -22,11 +22,19 @@ pub const EXIT_REBOOT: i32 = 75;
 enum Link {
     None,
     Clear(SocketAddr),
-    Dtls { peer: SocketAddr, session: Box<DtlsSession>, up: bool },
+    Dtls {
+        peer: SocketAddr,
+        session: Box<DtlsSession>,
+        up: bool,
+    },
 }
 
 /// Runs the agent until it is stopped (exit 0) or reboots (75, or reboot(2)).
-pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<String>) -> Result<i32, RuntimeError> {
+pub async fn run(
+    cfg: WtpdConfig,
+    config_path: &Path,
+    extra_controllers: Vec<String>,
+) -> Result<i32, RuntimeError> {
     let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
     let ctx = match &dtls_cfg {
         Some(c) => Some(DtlsContext::client(c)?),
@@ -35,10 +43,14 @@ pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<Str
             None
         }
     };
-    let sock = UdpSocket::bind(cfg.bind).await.map_err(io_err(format!("bind {}", cfg.bind)))?;
+    let sock = UdpSocket::bind(cfg.bind)
+        .await
+        .map_err(io_err(format!("bind {}", cfg.bind)))?;
     sock.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
     let data_bind = SocketAddr::new(cfg.bind.ip(), 0);
-    let data = UdpSocket::bind(data_bind).await.map_err(io_err(format!("bind {data_bind}")))?;
+    let data = UdpSocket::bind(data_bind)
+        .await
+        .map_err(io_err(format!("bind {data_bind}")))?;
     info!(
         "wtpd {} starting: WTP {} ({}), software {}, control socket {}",
         env!("CARGO_PKG_VERSION"),
@@ -51,7 +63,10 @@ pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<Str
     let clock = Clock::new();
     let mut wtp = Wtp::new(WtpConfig {
         identity: cfg.wtp.clone(),
-        versions: Versions { primary: cfg.software.version.clone(), backup: cfg.software.backup.clone() },
+        versions: Versions {
+            primary: cfg.software.version.clone(),
+            backup: cfg.software.backup.clone(),
+        },
         timers: cfg.timers.clone(),
         seed: crate::rng::Rng::from_entropy().next_u64(),
     });
@@ -86,10 +101,20 @@ pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<Str
                             Some(ctx) => match DtlsSession::connect(ctx) {
                                 Ok(s) => {
                                     info!("DTLS handshake started with {peer}");
-                                    Link::Dtls { peer, session: Box::new(s), up: false }
+                                    Link::Dtls {
+                                        peer,
+                                        session: Box::new(s),
+                                        up: false,
+                                    }
                                 }
                                 Err(e) => {
-                                    wtp.dtls_failed(DtlsFailure { auth: false, reason: e.to_string() }, clock.now());
+                                    wtp.dtls_failed(
+                                        DtlsFailure {
+                                            auth: false,
+                                            reason: e.to_string(),
+                                        },
+                                        clock.now(),
+                                    );
                                     Link::None
                                 }
                             },
@@ -115,7 +140,12 @@ pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<Str
             while let Some(t) = wtp.poll_transmit(&mut out) {
                 busy = true;
                 match (t.channel, &mut link) {
-                    (Channel::ControlSecure, Link::Dtls { session, up: true, .. }) => {
+                    (
+                        Channel::ControlSecure,
+                        Link::Dtls {
+                            session, up: true, ..
+                        },
+                    ) => {
                         if let Err(e) = session.send(&out) {
                             warn!("DTLS send failed: {e}");
                         }
@@ -140,7 +170,13 @@ pub async fn run(cfg: WtpdConfig, config_path: &Path, extra_controllers: Vec<Str
                         DtlsEvent::Closed => wtp.dtls_closed(clock.now()),
                         DtlsEvent::Failed(e) => {
                             let auth = matches!(&e, DtlsError::Handshake(r) if is_auth_failure(r));
-                            wtp.dtls_failed(DtlsFailure { auth, reason: e.to_string() }, clock.now());
+                            wtp.dtls_failed(
+                                DtlsFailure {
+                                    auth,
+                                    reason: e.to_string(),
+                                },
+                                clock.now(),
+                            );
                         }
                     }
                 }
@@ -197,7 +233,17 @@ fn on_control(wtp: &mut Wtp, link: &mut Link, bytes: &[u8], from: SocketAddr, cl
 /// True when OpenSSL's reason is about credentials rather than transport.
 fn is_auth_failure(reason: &str) -> bool {
     let r = reason.to_ascii_lowercase();
-    ["certificate", "verify", "psk", "hostname", "unknown ca", "bad record mac", "decrypt"].iter().any(|k| r.contains(k))
+    [
+        "certificate",
+        "verify",
+        "psk",
+        "hostname",
+        "unknown ca",
+        "bad record mac",
+        "decrypt",
+    ]
+    .iter()
+    .any(|k| r.contains(k))
 }
 
 async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
@@ -214,7 +260,11 @@ async fn flush_dtls(sock: &UdpSocket, peer: SocketAddr, session: &mut DtlsSessio
 
 /// The local address the kernel would use towards `peer`.
 fn local_ip_towards(peer: SocketAddr) -> Option<IpAddr> {
-    let bind: SocketAddr = if peer.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse().ok()? };
+    let bind: SocketAddr = if peer.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        "[::]:0".parse().ok()?
+    };
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(peer).ok()?;
     s.local_addr().ok().map(|a| a.ip())
@@ -226,18 +276,36 @@ async fn find_controllers(cfg: &WtpdConfig, extra: &[String]) -> Vec<Target> {
     let mut targets = Vec::new();
     for entry in extra.iter().chain(cfg.discovery.controllers.iter()) {
         if let Ok(sa) = entry.parse::<SocketAddr>() {
-            targets.push(Target { addr: sa, kind: TargetKind::Static });
+            targets.push(Target {
+                addr: sa,
+                kind: TargetKind::Static,
+            });
             continue;
         }
         if let Ok(ip) = entry.parse::<IpAddr>() {
-            targets.push(Target { addr: SocketAddr::new(ip, CONTROL_PORT), kind: TargetKind::Static });
+            targets.push(Target {
+                addr: SocketAddr::new(ip, CONTROL_PORT),
+                kind: TargetKind::Static,
+            });
             continue;
         }
-        let name = if entry.contains(':') { entry.clone() } else { format!("{entry}:{CONTROL_PORT}") };
-        match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(name.clone())).await {
+        let name = if entry.contains(':') {
+            entry.clone()
+        } else {
+            format!("{entry}:{CONTROL_PORT}")
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::lookup_host(name.clone()),
+        )
+        .await
+        {
             Ok(Ok(addrs)) => {
                 let before = targets.len();
-                targets.extend(addrs.map(|addr| Target { addr, kind: TargetKind::Dns }));
+                targets.extend(addrs.map(|addr| Target {
+                    addr,
+                    kind: TargetKind::Dns,
+                }));
                 info!("DNS: {name} -> {} address(es)", targets.len() - before);
             }
             Ok(Err(e)) => warn!("DNS lookup of {name} failed: {e}"),
@@ -247,11 +315,18 @@ async fn find_controllers(cfg: &WtpdConfig, extra: &[String]) -> Vec<Target> {
     if let Some(path) = &cfg.discovery.dhcp_file {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let (addrs, bad) = crate::wtp::discovery::parse_dhcp_controllers(&text, CONTROL_PORT);
+                let (addrs, bad) =
+                    crate::wtp::discovery::parse_dhcp_controllers(&text, CONTROL_PORT);
                 for b in bad {
-                    warn!("{}: line '{b}' is neither an address nor option 43", path.display());
+                    warn!(
+                        "{}: line '{b}' is neither an address nor option 43",
+                        path.display()
+                    );
                 }
-                targets.extend(addrs.into_iter().map(|addr| Target { addr, kind: TargetKind::Dhcp }));
+                targets.extend(addrs.into_iter().map(|addr| Target {
+                    addr,
+                    kind: TargetKind::Dhcp,
+                }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => warn!("cannot read {}: {e}", path.display()),
@@ -279,7 +354,10 @@ fn reboot(method: &RebootMethod, reason: &str) -> Result<i32, RuntimeError> {
                 Ok(never) => match never {},
                 Err(e) => {
                     error!("reboot(2) failed: {e}");
-                    Err(RuntimeError::Io { what: "reboot".into(), error: e.into() })
+                    Err(RuntimeError::Io {
+                        what: "reboot".into(),
+                        error: e.into(),
+                    })
                 }
             }
         }

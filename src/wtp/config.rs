@@ -104,7 +104,10 @@ impl Default for Identity {
             hardware_version: "1.0".into(),
             boot_version: "1.0".into(),
             image_type: "sim".into(),
-            radios: vec![Radio { id: 1, radio_type: 0x0d }],
+            radios: vec![Radio {
+                id: 1,
+                radio_type: 0x0d,
+            }],
         }
     }
 }
@@ -153,8 +156,14 @@ mod tests {
 
     #[test]
     fn mac_parsing() {
-        assert_eq!(parse_mac("00:1a:2B:3c:4d:5e"), Some([0, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e]));
-        assert_eq!(parse_mac("00-1a-2b-3c-4d-5e"), Some([0, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e]));
+        assert_eq!(
+            parse_mac("00:1a:2B:3c:4d:5e"),
+            Some([0, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e])
+        );
+        assert_eq!(
+            parse_mac("00-1a-2b-3c-4d-5e"),
+            Some([0, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e])
+        );
         assert_eq!(parse_mac("00:1a:2b:3c:4d"), None);
         assert_eq!(parse_mac("00:1a:2b:3c:4d:5e:6f"), None);
         assert_eq!(parse_mac("0:1a:2b:3c:4d:5e"), None);
@@ -168,7 +177,10 @@ mod tests {
         assert_eq!(t.max_retransmit, 2);
         assert_eq!(t.retransmit_interval, Duration::from_secs(3));
         assert_eq!(t.wait_dtls, Duration::from_secs(60));
-        assert!(toml::from_str::<Timers>("echo_intervall = 1").is_err(), "typos are refused");
+        assert!(
+            toml::from_str::<Timers>("echo_intervall = 1").is_err(),
+            "typos are refused"
+        );
         assert!(toml::from_str::<Timers>("echo_interval = -1").is_err());
     }
 }

@@ -71,7 +71,12 @@ impl Candidate {
 /// Picks the best candidate; `preferred` is the AC Name with Priority list from the last AC.
 pub fn select<'a>(cands: &'a [Candidate], preferred: &[(u8, String)]) -> Option<&'a Candidate> {
     let pref_rank = |c: &Candidate| -> u16 {
-        preferred.iter().filter(|(_, n)| *n == c.name).map(|(p, _)| *p as u16).min().unwrap_or(u16::MAX)
+        preferred
+            .iter()
+            .filter(|(_, n)| *n == c.name)
+            .map(|(p, _)| *p as u16)
+            .min()
+            .unwrap_or(u16::MAX)
     };
     cands.iter().min_by(|a, b| {
         pref_rank(a)
@@ -107,9 +112,10 @@ pub fn parse_dhcp_controllers(text: &str, default_port: u16) -> (Vec<SocketAddr>
         }
         let hex = line.split_once('=').map(|(_, v)| v).unwrap_or(line).trim();
         match decode_option43(hex) {
-            Some(list) if !list.is_empty() => {
-                addrs.extend(list.into_iter().map(|ip| SocketAddr::new(IpAddr::V4(ip), default_port)))
-            }
+            Some(list) if !list.is_empty() => addrs.extend(
+                list.into_iter()
+                    .map(|ip| SocketAddr::new(IpAddr::V4(ip), default_port)),
+            ),
             _ => bad.push(line.to_string()),
         }
     }
@@ -139,7 +145,11 @@ fn decode_option43(hex: &str) -> Option<Vec<Ipv4Addr>> {
             if len % 4 != 0 {
                 return None;
             }
-            out.extend(value.chunks(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3])));
+            out.extend(
+                value
+                    .chunks(4)
+                    .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3])),
+            );
         }
         rest = next;
     }
@@ -153,7 +163,14 @@ fn decode_option43(hex: &str) -> Option<Vec<Ipv4Addr>> {
 mod tests {
     use super::*;
 
-    fn cand(name: &str, kind: TargetKind, order: usize, active: u16, max: u16, binding: bool) -> Candidate {
+    fn cand(
+        name: &str,
+        kind: TargetKind,
+        order: usize,
+        active: u16,
+        max: u16,
+        binding: bool,
+    ) -> Candidate {
         let a: SocketAddr = format!("192.0.2.{}:5246", order + 1).parse().unwrap();
         Candidate {
             from: a,
@@ -201,6 +218,9 @@ mod tests {
         .map(|s| s.parse().unwrap())
         .collect();
         assert_eq!(addrs, want);
-        assert_eq!(bad, vec!["nonsense".to_string(), "opt43=f105c000020506".to_string()]);
+        assert_eq!(
+            bad,
+            vec!["nonsense".to_string(), "opt43=f105c000020506".to_string()]
+        );
     }
 }

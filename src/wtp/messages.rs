@@ -14,12 +14,28 @@ const WTP_RADIO_ID: u8 = 255;
 
 fn descriptor<'a>(id: &'a Identity, v: &'a Versions) -> WtpDescriptor<'a> {
     let mut info = vec![
-        DescriptorInfo { vendor: id.vendor_id, typ: 0, data: id.hardware_version.as_bytes() },
-        DescriptorInfo { vendor: id.vendor_id, typ: 1, data: v.primary.as_bytes() },
-        DescriptorInfo { vendor: id.vendor_id, typ: 2, data: id.boot_version.as_bytes() },
+        DescriptorInfo {
+            vendor: id.vendor_id,
+            typ: 0,
+            data: id.hardware_version.as_bytes(),
+        },
+        DescriptorInfo {
+            vendor: id.vendor_id,
+            typ: 1,
+            data: v.primary.as_bytes(),
+        },
+        DescriptorInfo {
+            vendor: id.vendor_id,
+            typ: 2,
+            data: id.boot_version.as_bytes(),
+        },
     ];
     if let Some(b) = &v.backup {
-        info.push(DescriptorInfo { vendor: id.vendor_id, typ: 3, data: b.as_bytes() });
+        info.push(DescriptorInfo {
+            vendor: id.vendor_id,
+            typ: 3,
+            data: b.as_bytes(),
+        });
     }
     WtpDescriptor {
         max_radios: id.radios.len() as u8,
@@ -33,8 +49,14 @@ fn board_data<'a>(id: &'a Identity, mac: &'a [u8; 6]) -> Element<'a> {
     Element::WtpBoardData {
         vendor: id.vendor_id,
         items: vec![
-            BoardDataItem { typ: 0, data: id.model.as_bytes() },
-            BoardDataItem { typ: 1, data: id.serial.as_bytes() },
+            BoardDataItem {
+                typ: 0,
+                data: id.model.as_bytes(),
+            },
+            BoardDataItem {
+                typ: 1,
+                data: id.serial.as_bytes(),
+            },
             BoardDataItem { typ: 4, data: mac },
         ],
     }
@@ -48,7 +70,10 @@ fn common<'a>(b: &mut PacketBuilder, id: &'a Identity, v: &'a Versions, mac: &'a
     b.element(&Element::WtpFrameTunnelMode(0x02));
     b.element(&Element::WtpMacType(0));
     for r in &id.radios {
-        b.element(&Element::WtpRadioInformation { radio_id: r.id, radio_type: r.radio_type });
+        b.element(&Element::WtpRadioInformation {
+            radio_id: r.id,
+            radio_type: r.radio_type,
+        });
     }
 }
 
@@ -60,7 +85,11 @@ pub fn discovery_request<'b>(
     v: &Versions,
 ) -> &'b [u8] {
     let mac = id.mac_bytes();
-    b.start(&Header::control(), MessageType::DiscoveryRequest as u32, seq);
+    b.start(
+        &Header::control(),
+        MessageType::DiscoveryRequest as u32,
+        seq,
+    );
     b.element(&Element::DiscoveryType(kind as u8));
     common(b, id, v, &mac);
     b.finish()
@@ -103,11 +132,21 @@ pub fn configuration_status_request<'b>(
     ac_name: &str,
     statistics_timer: u16,
 ) -> &'b [u8] {
-    b.start(&Header::control(), MessageType::ConfigurationStatusRequest as u32, seq);
+    b.start(
+        &Header::control(),
+        MessageType::ConfigurationStatusRequest as u32,
+        seq,
+    );
     b.element(&Element::AcName(ac_name));
-    b.element(&Element::RadioAdministrativeState { radio_id: WTP_RADIO_ID, state: 1 });
+    b.element(&Element::RadioAdministrativeState {
+        radio_id: WTP_RADIO_ID,
+        state: 1,
+    });
     for r in &id.radios {
-        b.element(&Element::RadioAdministrativeState { radio_id: r.id, state: 1 });
+        b.element(&Element::RadioAdministrativeState {
+            radio_id: r.id,
+            state: 1,
+        });
     }
     b.element(&Element::StatisticsTimer(statistics_timer));
     b.element(&Element::WtpRebootStatistics {
@@ -123,11 +162,23 @@ pub fn configuration_status_request<'b>(
     b.finish()
 }
 
-pub fn change_state_event_request<'b>(b: &'b mut PacketBuilder, seq: u8, id: &Identity) -> &'b [u8] {
-    b.start(&Header::control(), MessageType::ChangeStateEventRequest as u32, seq);
+pub fn change_state_event_request<'b>(
+    b: &'b mut PacketBuilder,
+    seq: u8,
+    id: &Identity,
+) -> &'b [u8] {
+    b.start(
+        &Header::control(),
+        MessageType::ChangeStateEventRequest as u32,
+        seq,
+    );
     for r in &id.radios {
         // Enabled (1), no failure cause.
-        b.element(&Element::RadioOperationalState { radio_id: r.id, state: 1, cause: 0 });
+        b.element(&Element::RadioOperationalState {
+            radio_id: r.id,
+            state: 1,
+            cause: 0,
+        });
     }
     b.element(&Element::ResultCode(0));
     b.finish()
@@ -194,7 +245,10 @@ mod tests {
         keep_alive(&mut out, &id);
         let p = Packet::parse(&out).unwrap();
         assert!(p.header.keep_alive);
-        assert_eq!(p.header.wbid, 0, "all header fields but HLEN and K are zero");
+        assert_eq!(
+            p.header.wbid, 0,
+            "all header fields but HLEN and K are zero"
+        );
         let len = u16::from_be_bytes([p.payload[0], p.payload[1]]) as usize;
         assert_eq!(len, p.payload.len(), "length includes its own two bytes");
         assert_eq!(keep_alive_session(p.payload), Some(&id[..]));

@@ -24,9 +24,11 @@ use log::{debug, info, warn};
 
 use crate::capwap::fragment::{Reassembler, ReassemblyLimits};
 use crate::capwap::msgtype::is_request;
-use crate::capwap::{ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode};
+use crate::capwap::{
+    ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode,
+};
 use crate::outq::OutQueue;
-use crate::reliable::{RetransmitDecision, Requester, Responder, SeqOrder};
+use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -321,7 +323,13 @@ impl Wtp {
                 &self.cfg.identity,
                 &self.cfg.versions,
             );
-            self.out.push(Transmit { to: t.addr, channel: Channel::ControlClear }, pkt);
+            self.out.push(
+                Transmit {
+                    to: t.addr,
+                    channel: Channel::ControlClear,
+                },
+                pkt,
+            );
             info!("Discovery Request sent to {} ({:?})", t.addr, t.kind);
         }
         // Wait DiscoveryInterval for answers; back off (up to MaxDiscoveryInterval) when none come.
@@ -329,8 +337,12 @@ impl Wtp {
         let wait = if self.discovery_count == 1 {
             t.discovery_interval
         } else {
-            let grown = t.discovery_interval.saturating_mul(1 << (self.discovery_count - 1).min(6));
-            let capped = grown.min(t.max_discovery_interval).max(t.discovery_interval);
+            let grown = t
+                .discovery_interval
+                .saturating_mul(1 << (self.discovery_count - 1).min(6));
+            let capped = grown
+                .min(t.max_discovery_interval)
+                .max(t.discovery_interval);
             self.jitter(capped * 2).max(t.discovery_interval)
         };
         self.state_deadline = Some(now + wait);
@@ -353,10 +365,14 @@ impl Wtp {
                     c.name, c.control, c.kind, c.active_wtps, c.max_wtps
                 );
                 self.discovery_count = 0;
-                self.peer = Some(Peer { control: c.control, name: c.name });
+                self.peer = Some(Peer {
+                    control: c.control,
+                    name: c.name,
+                });
                 self.set_state(State::DtlsSetup, now);
                 self.state_deadline = Some(now + self.cfg.timers.wait_dtls);
-                self.actions.push_back(Action::DtlsConnect { peer: c.control });
+                self.actions
+                    .push_back(Action::DtlsConnect { peer: c.control });
             }
             None => self.discovery_round(now),
         }
@@ -434,7 +450,11 @@ impl Wtp {
         if self.state != State::DtlsSetup && !self.state.has_session() {
             return;
         }
-        warn!("DTLS session with {} failed: {}", self.peer_addr_text(), failure.reason);
+        warn!(
+            "DTLS session with {} failed: {}",
+            self.peer_addr_text(),
+            failure.reason
+        );
         if self.state == State::DtlsSetup {
             if failure.auth {
                 self.failed_dtls_auth += 1;
@@ -460,33 +480,60 @@ impl Wtp {
     }
 
     fn peer_addr_text(&self) -> String {
-        self.peer.as_ref().map(|p| p.control.to_string()).unwrap_or_else(|| "?".into())
+        self.peer
+            .as_ref()
+            .map(|p| p.control.to_string())
+            .unwrap_or_else(|| "?".into())
     }
 
     // ----- sending -------------------------------------------------------------------------
 
     /// Sends the packet just built in `self.builder` as the outstanding request.
     fn send_request(&mut self, mt: MessageType, now: Instant) {
-        let Some(peer) = self.peer.as_ref().map(|p| p.control) else { return };
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
+            return;
+        };
         let pkt = self.builder.finish();
         match self.requester.send(mt as u32, pkt, now) {
-            Some(bytes) => self.out.push(Transmit { to: peer, channel: Channel::ControlSecure }, bytes),
+            Some(bytes) => self.out.push(
+                Transmit {
+                    to: peer,
+                    channel: Channel::ControlSecure,
+                },
+                bytes,
+            ),
             None => debug!("{} not sent: a request is outstanding", mt.name()),
         }
     }
 
     fn send_response(&mut self, request_type: u32, seq: u8, result: Option<u32>) {
-        let Some(peer) = self.peer.as_ref().map(|p| p.control) else { return };
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
+            return;
+        };
         let pkt = messages::response(&mut self.builder, request_type, seq, result);
         self.responder.record(seq, pkt);
-        self.out.push(Transmit { to: peer, channel: Channel::ControlSecure }, pkt);
+        self.out.push(
+            Transmit {
+                to: peer,
+                channel: Channel::ControlSecure,
+            },
+            pkt,
+        );
     }
 
     fn send_keep_alive(&mut self, now: Instant) {
-        let Some(peer) = self.peer.as_ref().map(|p| p.control) else { return };
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
+            return;
+        };
         let data = SocketAddr::new(peer.ip(), peer.port().wrapping_add(1));
         messages::keep_alive(&mut self.scratch, &self.session_id);
-        self.out.push(Transmit { to: data, channel: Channel::Data }, &self.scratch);
+        self.out.push(
+            Transmit {
+                to: data,
+                channel: Channel::Data,
+            },
+            &self.scratch,
+        );
         self.keep_alive_due = Some(now + self.cfg.timers.data_channel_keep_alive);
     }
 
@@ -507,7 +554,9 @@ impl Wtp {
                 }
                 State::DtlsSetup => {
                     self.failed_dtls_session += 1;
-                    let after = if self.failed_dtls_session >= self.cfg.timers.max_failed_dtls_session_retry {
+                    let after = if self.failed_dtls_session
+                        >= self.cfg.timers.max_failed_dtls_session_retry
+                    {
                         AfterTeardown::Sulk
                     } else {
                         AfterTeardown::Restart
@@ -532,11 +581,19 @@ impl Wtp {
                         .map(|m| m.name())
                         .unwrap_or("request");
                     info!("Retransmitting {name} to {} (attempt {count})", p.control);
-                    self.out.push(Transmit { to: p.control, channel: Channel::ControlSecure }, packet);
+                    self.out.push(
+                        Transmit {
+                            to: p.control,
+                            channel: Channel::ControlSecure,
+                        },
+                        packet,
+                    );
                 }
             }
             RetransmitDecision::GiveUp { msg_type } => {
-                let name = MessageType::from_u32(msg_type).map(|m| m.name()).unwrap_or("request");
+                let name = MessageType::from_u32(msg_type)
+                    .map(|m| m.name())
+                    .unwrap_or("request");
                 let reason = format!(
                     "no answer to {name} after {} retransmissions",
                     self.cfg.timers.max_retransmit
@@ -588,7 +645,9 @@ impl Wtp {
             return;
         }
         match messages::keep_alive_session(pkt.payload) {
-            Some(id) if id == self.session_id && matches!(self.state, State::Run | State::DataCheck) => {
+            Some(id)
+                if id == self.session_id && matches!(self.state, State::Run | State::DataCheck) =>
+            {
                 if self.state == State::DataCheck {
                     // Should not happen: Run is entered on the Change State Event Response.
                     return;
@@ -596,7 +655,14 @@ impl Wtp {
                 self.data_dead_at = Some(now + self.cfg.timers.data_channel_dead_interval);
             }
             Some(_) => debug!("keep-alive for another session from {from} ignored"),
-            None => self.malformed(from, "keep-alive", &ParseError::BadValue { what: "keep-alive", value: 0 }),
+            None => self.malformed(
+                from,
+                "keep-alive",
+                &ParseError::BadValue {
+                    what: "keep-alive",
+                    value: 0,
+                },
+            ),
         }
     }
 
@@ -697,7 +763,10 @@ impl Wtp {
             }
         }
         if !have_descriptor {
-            let e = ParseError::BadValue { what: "Discovery Response without AC Descriptor", value: 1 };
+            let e = ParseError::BadValue {
+                what: "Discovery Response without AC Descriptor",
+                value: 1,
+            };
             return self.malformed(from, "Discovery Response", &e);
         }
         if let Some((_, sa)) = best_control {
@@ -714,7 +783,10 @@ impl Wtp {
     fn on_response(&mut self, msg: &ControlMessage<'_>, now: Instant) {
         if !self.requester.on_response(msg.msg_type, msg.seq) {
             self.stats.unexpected_responses += 1;
-            debug!("unexpected response type {} seq {} dropped", msg.msg_type, msg.seq);
+            debug!(
+                "unexpected response type {} seq {} dropped",
+                msg.msg_type, msg.seq
+            );
             return;
         }
         let mut result: Option<u32> = None;
@@ -724,9 +796,16 @@ impl Wtp {
         for raw in msg.elements() {
             match raw.and_then(Element::parse) {
                 Ok(Element::ResultCode(c)) => result = Some(c),
-                Ok(Element::ImageIdentifier { vendor, name }) => image = Some((vendor, name.to_string())),
-                Ok(Element::CapwapTimers { discovery, echo_request }) => timers = Some((discovery, echo_request)),
-                Ok(Element::AcNameWithPriority { priority, name }) => preferred.push((priority, name.to_string())),
+                Ok(Element::ImageIdentifier { vendor, name }) => {
+                    image = Some((vendor, name.to_string()))
+                }
+                Ok(Element::CapwapTimers {
+                    discovery,
+                    echo_request,
+                }) => timers = Some((discovery, echo_request)),
+                Ok(Element::AcNameWithPriority { priority, name }) => {
+                    preferred.push((priority, name.to_string()))
+                }
                 Ok(_) => {}
                 Err(e) => {
                     let from = self.peer.as_ref().map(|p| p.control);
@@ -737,12 +816,16 @@ impl Wtp {
                 }
             }
         }
-        let ok = result.map(|c| ResultCode::from_u32(c).is_some_and(|r| r.is_success())).unwrap_or(true);
+        let ok = result
+            .map(|c| ResultCode::from_u32(c).is_some_and(|r| r.is_success()))
+            .unwrap_or(true);
         match msg.message_type() {
             Some(MessageType::JoinResponse) => {
                 let code = result.unwrap_or(0);
                 if !ok || result.is_none() {
-                    let why = ResultCode::from_u32(code).map(|r| r.describe()).unwrap_or("unknown");
+                    let why = ResultCode::from_u32(code)
+                        .map(|r| r.describe())
+                        .unwrap_or("unknown");
                     warn!("AC refused join request with result code: {code} ({why})");
                     return self.teardown("join refused", AfterTeardown::Restart, now);
                 }
@@ -800,9 +883,24 @@ impl Wtp {
             _ => {
                 self.set_state(State::Configure, now);
                 let seq = self.requester.next_seq();
-                let ac_name = self.peer.as_ref().map(|p| p.name.clone()).unwrap_or_default();
-                let stats = self.cfg.timers.statistics_timer.as_secs().min(u16::MAX as u64) as u16;
-                messages::configuration_status_request(&mut self.builder, seq, &self.cfg.identity, &ac_name, stats);
+                let ac_name = self
+                    .peer
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                let stats = self
+                    .cfg
+                    .timers
+                    .statistics_timer
+                    .as_secs()
+                    .min(u16::MAX as u64) as u16;
+                messages::configuration_status_request(
+                    &mut self.builder,
+                    seq,
+                    &self.cfg.identity,
+                    &ac_name,
+                    stats,
+                );
                 self.send_request(MessageType::ConfigurationStatusRequest, now);
             }
         }
@@ -814,7 +912,13 @@ impl Wtp {
                 self.stats.duplicate_requests += 1;
                 if let Some(p) = &self.peer {
                     debug!("duplicate request seq {}: cached response resent", msg.seq);
-                    self.out.push(Transmit { to: p.control, channel: Channel::ControlSecure }, self.responder.cached());
+                    self.out.push(
+                        Transmit {
+                            to: p.control,
+                            channel: Channel::ControlSecure,
+                        },
+                        self.responder.cached(),
+                    );
                 }
                 return;
             }
@@ -834,12 +938,18 @@ impl Wtp {
                 info!("Reset Request from AC");
                 self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
                 self.set_state(State::Reset, now);
-                self.teardown("reset requested by the AC", AfterTeardown::Reboot("AC reset request".into()), now);
+                self.teardown(
+                    "reset requested by the AC",
+                    AfterTeardown::Reboot("AC reset request".into()),
+                    now,
+                );
             }
             Some(MessageType::ConfigurationUpdateRequest) if run => {
                 let mut echo = None;
                 for raw in msg.elements() {
-                    if let Ok(Element::CapwapTimers { echo_request, .. }) = raw.and_then(Element::parse) {
+                    if let Ok(Element::CapwapTimers { echo_request, .. }) =
+                        raw.and_then(Element::parse)
+                    {
                         echo = Some(echo_request);
                     }
                 }
@@ -870,7 +980,10 @@ impl Wtp {
                 | MessageType::ImageDataRequest,
             ) => {
                 let name = msg.message_type().map(|m| m.name()).unwrap_or("request");
-                info!("Discarding msg {name}(type {}) in CAPWAP state: {}", msg.msg_type, self.state);
+                info!(
+                    "Discarding msg {name}(type {}) in CAPWAP state: {}",
+                    msg.msg_type, self.state
+                );
                 let code = ResultCode::MessageUnexpectedInvalidInCurrentState as u32;
                 self.send_response(msg.msg_type, msg.seq, Some(code));
             }

@@ -40,7 +40,12 @@ impl State {
     pub fn has_session(self) -> bool {
         matches!(
             self,
-            State::Join | State::ImageData | State::Configure | State::DataCheck | State::Run | State::Reset
+            State::Join
+                | State::ImageData
+                | State::Configure
+                | State::DataCheck
+                | State::Run
+                | State::Reset
         )
     }
 }
