@@ -407,7 +407,13 @@ fn lost_flights_are_retransmitted() {
         ),
     ];
     for (name, drop) in cases {
-        let (mut c, mut s, ce, se) = handshake_with_loss(&cctx, &sctx, drop.as_ref());
+        let dropped = std::cell::Cell::new(0u32);
+        let counting = |i: usize, to_server: bool| {
+            let d = drop(i, to_server);
+            dropped.set(dropped.get() + d as u32);
+            d
+        };
+        let (mut c, mut s, ce, se) = handshake_with_loss(&cctx, &sctx, &counting);
         assert!(
             matches!(ce.first(), Some(DtlsEvent::Connected(_))),
             "{name}: client {ce:?}"
@@ -416,9 +422,11 @@ fn lost_flights_are_retransmitted() {
             matches!(se.first(), Some(DtlsEvent::Connected(_))),
             "{name}: server {se:?}"
         );
-        // The client's timer resends each lost flight (the server answers a repeated flight
-        // by resending its own, which OpenSSL does from the read path).
-        assert!(c.retransmissions() >= 1, "{name}: no retransmission");
+        // Datagrams were really lost, and the handshake still completed: the lost flight was
+        // sent again. Which timer resent it (client or server, from handle_timeout or from
+        // OpenSSL's own read path once the timer had expired) depends on timing, which differs
+        // under qemu-user, so the per-session counter is not asserted here.
+        assert!(dropped.get() >= 1, "{name}: nothing was dropped");
         exchange(&mut c, &mut s);
     }
 }
