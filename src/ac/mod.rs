@@ -392,20 +392,12 @@ impl Ac {
         }
         self.stats.discovery_responses += 1;
         let mut b = std::mem::take(&mut self.builder);
-        let desc = self.descriptor();
         b.start(
             &Header::control(),
             MessageType::DiscoveryResponse as u32,
             msg.seq,
         );
-        b.element(&Element::AcDescriptor(desc));
-        b.element(&Element::AcName(&self.cfg.name));
-        for (id, t) in &radios {
-            b.element(&Element::WtpRadioInformation {
-                radio_id: *id,
-                radio_type: *t,
-            });
-        }
+        self.describe_ac(&mut b, &radios);
         self.control_addresses(&mut b);
         self.out.push(
             AcTransmit {
@@ -416,6 +408,19 @@ impl Ac {
         );
         self.builder = b;
         debug!("Discovery Response sent to {from}");
+    }
+
+    /// The elements that describe the AC in Discovery and Join Responses (RFC 5415 §5.2,
+    /// §6.2): AC Descriptor, AC Name, and the WTP's radios echoed back as the bindings served.
+    fn describe_ac(&self, b: &mut PacketBuilder, radios: &[(u8, u32)]) {
+        b.element(&Element::AcDescriptor(self.descriptor()));
+        b.element(&Element::AcName(&self.cfg.name));
+        for &(radio_id, radio_type) in radios {
+            b.element(&Element::WtpRadioInformation {
+                radio_id,
+                radio_type,
+            });
+        }
     }
 
     fn control_addresses(&self, b: &mut PacketBuilder) {
@@ -580,21 +585,13 @@ impl Ac {
         };
         let accepted = ResultCode::from_u32(code).is_some_and(|r| r.is_success());
         let mut b = std::mem::take(&mut self.builder);
-        let desc = self.descriptor();
         b.start(
             &Header::control(),
             MessageType::JoinResponse as u32,
             msg.seq,
         );
         b.element(&Element::ResultCode(code));
-        b.element(&Element::AcDescriptor(desc));
-        b.element(&Element::AcName(&self.cfg.name));
-        for (id, t) in &radios {
-            b.element(&Element::WtpRadioInformation {
-                radio_id: *id,
-                radio_type: *t,
-            });
-        }
+        self.describe_ac(&mut b, &radios);
         b.element(&Element::EcnSupport(0));
         self.control_addresses(&mut b);
         if let Some(img) = &self.cfg.image_version {
