@@ -13,6 +13,7 @@ pub mod capwap;
 pub mod config;
 pub mod demo;
 pub mod dtls;
+pub mod image;
 pub mod logging;
 pub mod outq;
 pub mod pcap;

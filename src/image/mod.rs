@@ -1,0 +1,13 @@
+//! Everything that happens to an image on the AP, as sans-IO as files allow:
+//!
+//! - [`bootenv`]: the U-Boot environment, read and written as libubootenv does.
+//! - [`bundle`]: the signed image format (a tar: manifest, signature, chain, payloads).
+//! - [`verify`]: signature and certificate-chain checks (ring, rustls-webpki).
+//! - [`manifest`]: the manifest's fields and their text form.
+//! - [`pack`]: building signed images and the image folder acsim serves.
+
+pub mod bootenv;
+pub mod bundle;
+pub mod manifest;
+pub mod pack;
+pub mod verify;
