@@ -204,6 +204,49 @@ pub struct SoftwareSection {
     pub backup: Option<String>,
 }
 
+/// Where and how images are downloaded (the seed's /tmp/part.tar).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownloadSection {
+    /// The download directory.
+    pub dir: PathBuf,
+    /// The file name in it.
+    pub file: String,
+    /// Bytes PRECHECK adds to the image size.
+    pub margin: u64,
+    /// Bytes PRECHECK requires when the controller did not give the size.
+    pub required_bytes: u64,
+    /// First retry delay after a failure, doubling up to `retry_max`, with jitter.
+    #[serde(with = "crate::time::secs")]
+    pub retry_base: std::time::Duration,
+    #[serde(with = "crate::time::secs")]
+    pub retry_max: std::time::Duration,
+}
+
+impl Default for DownloadSection {
+    fn default() -> Self {
+        let p = crate::wtp::DownloadPolicy::default();
+        DownloadSection {
+            dir: PathBuf::from("/tmp"),
+            file: "part.tar".into(),
+            margin: 1024 * 1024,
+            required_bytes: p.required_bytes,
+            retry_base: p.retry_base,
+            retry_max: p.retry_max,
+        }
+    }
+}
+
+impl DownloadSection {
+    pub fn policy(&self) -> crate::wtp::DownloadPolicy {
+        crate::wtp::DownloadPolicy {
+            required_bytes: self.required_bytes,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+        }
+    }
+}
+
 /// What the agent does for a Reset (RFC 5415 §9.2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -233,6 +276,8 @@ pub struct WtpdConfig {
     pub bind: SocketAddr,
     #[serde(default)]
     pub reboot: RebootMethod,
+    #[serde(default)]
+    pub download: DownloadSection,
     /// Folder for the agent's state files.
     pub state_dir: Option<PathBuf>,
 }
@@ -253,8 +298,19 @@ pub struct AcsimConfig {
     /// The controller's software version.
     #[serde(default = "default_version")]
     pub version: String,
-    /// The image version named in Join Responses; none by default.
+    /// The image version named in Join Responses; by default the `version.info` of
+    /// `image_dir`, or none.
     pub image_version: Option<String>,
+    /// The image folder: one file per AP hardware type (`ap1g8`, ...) plus `version.info`.
+    pub image_dir: Option<PathBuf>,
+    /// Bytes per Image Data block.
+    #[serde(default = "default_block_size")]
+    pub block_size: usize,
+    /// Fault switches for tests.
+    #[serde(default)]
+    pub faults: crate::ac::Faults,
+    /// Unix socket for `acsim predownload`, `activate` and `reset`.
+    pub control_socket: Option<PathBuf>,
     #[serde(default = "default_max_wtps")]
     pub max_wtps: u16,
     /// Result Code of every Join Response: 0 accepts, e.g. 8 refuses "WTP hardware not supported".
@@ -279,6 +335,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_version() -> String {
     "1.0.0".into()
+}
+fn default_block_size() -> usize {
+    1024
 }
 fn default_max_wtps() -> u16 {
     1000
@@ -309,6 +368,16 @@ impl WtpdConfig {
         c.dtls.resolve(&base);
         if let Some(p) = &mut c.discovery.dhcp_file {
             *p = relative_to(&base, p);
+        }
+        c.download.dir = relative_to(&base, &c.download.dir);
+        if c.download.file.is_empty() || c.download.file.contains('/') {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what: format!(
+                    "download.file '{}' must be a plain file name",
+                    c.download.file
+                ),
+            });
         }
         if let Some(p) = &mut c.state_dir {
             *p = relative_to(&base, p);
@@ -342,11 +411,35 @@ impl AcsimConfig {
         })?;
         let base = base_of(path);
         c.dtls.resolve(&base);
-        for p in [&mut c.pcap, &mut c.status_file].into_iter().flatten() {
+        if !(1..=65000).contains(&c.block_size) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what: format!("block_size {} is not within 1..=65000", c.block_size),
+            });
+        }
+        for p in [
+            &mut c.pcap,
+            &mut c.status_file,
+            &mut c.image_dir,
+            &mut c.control_socket,
+        ]
+        .into_iter()
+        .flatten()
+        {
             *p = relative_to(&base, p);
         }
         c.dtls.to_dtls(path)?;
         Ok(c)
+    }
+
+    /// The image version to name in Join Responses: the configured one, else the image
+    /// folder's `version.info`.
+    pub fn served_version(&self) -> Result<Option<String>, crate::image::source::SourceError> {
+        match (&self.image_version, &self.image_dir) {
+            (Some(v), _) => Ok(Some(v.clone())),
+            (None, Some(dir)) => crate::image::source::folder_version(dir).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The AC state machine's configuration.
@@ -361,6 +454,8 @@ impl AcsimConfig {
             join_result: self.join_result,
             control_address: Some(self.listen.ip()).filter(|ip: &IpAddr| !ip.is_unspecified()),
             timers: self.timers.clone(),
+            block_size: self.block_size,
+            faults: self.faults.clone(),
         }
     }
 }

@@ -21,5 +21,6 @@ pub mod pki;
 pub mod reliable;
 pub mod rng;
 pub mod runtime;
+pub mod status;
 pub mod time;
 pub mod wtp;

@@ -11,11 +11,17 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use wtpd::ac::{Ac, AcAction, AcConfig, AcTimers, SessionState};
+use wtpd::image::source::SyntheticSource;
+use wtpd::image::store::{ImageStore, MemStore, Space, StoreError};
 use wtpd::rng::Rng;
 use wtpd::time::Instant;
 use wtpd::wtp::{
-    Action, Channel, Identity, State, Target, TargetKind, Timers, Versions, Wtp, WtpConfig,
+    Action, Channel, DownloadPolicy, Identity, RetryState, State, Target, TargetKind, Timers,
+    Versions, Wtp, WtpConfig,
 };
 
 const AC: &str = "10.0.0.1:5246";
@@ -107,6 +113,10 @@ impl Net {
 }
 
 struct Outcome {
+    reboots: u32,
+    aborts: u32,
+    installed_sha: Option<[u8; 32]>,
+    primary: String,
     retransmissions: u64,
     teardowns: u64,
     duplicates: u64,
@@ -134,10 +144,72 @@ fn knobs(seed: u64) -> (f64, f64, Instant) {
 
 fn run_seed(seed: u64, end: Duration) -> Outcome {
     let (loss, dup, heal_at) = knobs(seed);
-    run_net(seed, loss, dup, heal_at, end)
+    run_net(seed, loss, dup, heal_at, end, None)
 }
 
-fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> Outcome {
+/// The fake store the simulated WTP writes to, shared so the test can inspect it.
+#[derive(Clone)]
+struct Shared(Rc<RefCell<MemStore>>);
+
+impl ImageStore for Shared {
+    fn precheck(&mut self, required: u64) -> Result<Space, StoreError> {
+        self.0.borrow_mut().precheck(required)
+    }
+    fn open(&mut self) -> Result<(), StoreError> {
+        self.0.borrow_mut().open()
+    }
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.0.borrow_mut().write(data)
+    }
+    fn finish(&mut self) -> Result<(), StoreError> {
+        self.0.borrow_mut().finish()
+    }
+    fn abort(&mut self) {
+        self.0.borrow_mut().abort()
+    }
+    fn location(&self) -> String {
+        "sim".into()
+    }
+}
+
+const IMAGE: &str = "sim";
+
+fn new_wtp(seed: u64, primary: &str, store: &Shared) -> Wtp {
+    Wtp::new(
+        WtpConfig {
+            identity: Identity {
+                name: "wtp-sim".into(),
+                image_type: IMAGE.into(),
+                ..Identity::default()
+            },
+            versions: Versions {
+                primary: primary.into(),
+                backup: None,
+            },
+            timers: Timers {
+                discovery_interval: Duration::from_secs(2),
+                ..Timers::default()
+            },
+            download: DownloadPolicy {
+                required_bytes: 1024,
+                retry_base: Duration::from_secs(5),
+                retry_max: Duration::from_secs(60),
+            },
+            retry: RetryState::default(),
+            seed,
+        },
+        Box::new(store.clone()),
+    )
+}
+
+fn run_net(
+    seed: u64,
+    loss: f64,
+    dup: f64,
+    heal_at: Instant,
+    end: Duration,
+    image: Option<u64>,
+) -> Outcome {
     let mut net = Net {
         rng: Rng::new(seed),
         queue: BinaryHeap::new(),
@@ -149,28 +221,27 @@ fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> O
         dropped: 0,
     };
 
-    let mut wtp = Wtp::new(WtpConfig {
-        identity: Identity {
-            name: "wtp-sim".into(),
-            ..Identity::default()
+    let store = Shared(Rc::new(RefCell::new(MemStore::new(1 << 30))));
+    let mut wtp = new_wtp(seed, "1.0", &store);
+    let mut source = SyntheticSource {
+        sizes: Default::default(),
+    };
+    if let Some(size) = image {
+        source.sizes.insert(IMAGE.into(), size);
+    }
+    let mut ac = Ac::new(
+        AcConfig {
+            timers: AcTimers {
+                echo_interval: Duration::from_secs(5),
+                ..AcTimers::default()
+            },
+            image_version: image.map(|_| "2.0".to_string()),
+            ..AcConfig::default()
         },
-        versions: Versions {
-            primary: "1.0".into(),
-            backup: None,
-        },
-        timers: Timers {
-            discovery_interval: Duration::from_secs(2),
-            ..Timers::default()
-        },
-        seed,
-    });
-    let mut ac = Ac::new(AcConfig {
-        timers: AcTimers {
-            echo_interval: Duration::from_secs(5),
-            ..AcTimers::default()
-        },
-        ..AcConfig::default()
-    });
+        Box::new(source),
+    );
+    let mut reboots = 0u32;
+    let mut installed_sha: Option<[u8; 32]> = None;
     let (ac_addr, wtp_addr) = (addr(AC), addr(WTP));
     let mut now = Instant::ZERO;
     let end = Instant::from_duration(end);
@@ -202,7 +273,27 @@ fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> O
                         dtls_pending = false;
                         net.send(now, Msg::WtpClosed);
                     }
-                    Action::Reboot { .. } | Action::Exit => panic!("seed {seed}: unexpected {a:?}"),
+                    Action::InstallImage { .. } => {
+                        let st = store.0.borrow();
+                        assert!(st.finished, "seed {seed}: install of an unfinished file");
+                        installed_sha = st.sha256;
+                        drop(st);
+                        wtp.install_done(Ok(()), now);
+                    }
+                    Action::Reboot { .. } => {
+                        // The simulated board reboots into the installed image.
+                        reboots += 1;
+                        assert!(
+                            installed_sha.is_some(),
+                            "seed {seed}: reboot without an install"
+                        );
+                        wtp = new_wtp(seed.wrapping_add(reboots as u64), "2.0", &store);
+                        dtls_pending = false;
+                        wtp.start(now);
+                    }
+                    Action::ActivateImage { .. } | Action::Exit => {
+                        panic!("seed {seed}: unexpected {a:?}")
+                    }
                 }
             }
             while let Some(t) = wtp.poll_transmit(&mut buf) {
@@ -297,7 +388,12 @@ fn run_net(seed: u64, loss: f64, dup: f64, heal_at: Instant, end: Duration) -> O
         }
     }
     let _ = (net.delivered, net.dropped);
+    let aborts = store.0.borrow().aborts;
     Outcome {
+        reboots,
+        installed_sha,
+        aborts,
+        primary: wtp.config().versions.primary.clone(),
         retransmissions: wtp.stats().retransmissions,
         teardowns: wtp.stats().teardowns,
         duplicates: wtp.stats().duplicate_requests + ac.stats().duplicate_requests,
@@ -388,7 +484,7 @@ fn a_thousand_seeds_reach_run_and_agree() {
 #[test]
 fn clean_network_reaches_run_in_the_rfc_time() {
     // No loss: Discovery waits DiscoveryInterval (2 s here), then one round trip per exchange.
-    let o = run_net(7, 0.0, 0.0, Instant::ZERO, Duration::from_secs(4));
+    let o = run_net(7, 0.0, 0.0, Instant::ZERO, Duration::from_secs(4), None);
     assert_eq!(o.wtp_state, State::Run);
     assert_eq!(o.dtls_sessions, 1);
     assert_eq!(o.joins_accepted, 1);
@@ -407,4 +503,58 @@ impl log::Log for StderrLog {
         eprintln!("{:5} {}", r.level(), r.args());
     }
     fn flush(&self) {}
+}
+
+#[test]
+fn image_downloads_survive_lossy_networks_and_end_in_the_new_version() {
+    // A 100 KiB image in 1024-byte blocks, over the same lossy networks: every seed ends in Run
+    // on the new version, having installed exactly the bytes the AC served.
+    let size = 100 * 1024 + 377;
+    let want = openssl::sha::sha256(&SyntheticSource::content(IMAGE, size));
+    let seeds: Vec<u64> = match std::env::var("WTPD_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("WTPD_SIM_SEED is a number")],
+        Err(_) => (0..300).collect(),
+    };
+    let mut failures = Vec::new();
+    let mut aborted = 0;
+    for &seed in &seeds {
+        let (loss, dup, heal_at) = knobs(seed);
+        let o = run_net(
+            seed,
+            loss,
+            dup,
+            heal_at,
+            Duration::from_secs(40 * 60),
+            Some(size),
+        );
+        aborted += o.aborts;
+        let problem = if let Err(why) = check(seed, &o) {
+            Some(why)
+        } else if o.primary != "2.0" || o.reboots != 1 {
+            Some(format!("primary {} after {} reboots", o.primary, o.reboots))
+        } else if o.installed_sha != Some(want) {
+            Some("installed bytes differ from the served image".into())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            failures.push(format!("seed {seed}: {p}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{} download seeds: {aborted} aborted downloads retried to completion",
+        seeds.len()
+    );
+    if seeds.len() > 1 {
+        assert!(
+            aborted > 10,
+            "the lossy seeds must abort some downloads: {aborted}"
+        );
+    }
 }

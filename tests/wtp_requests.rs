@@ -7,6 +7,7 @@ use std::time::Duration;
 use wtpd::capwap::builder::build;
 use wtpd::capwap::element::AcDescriptor;
 use wtpd::capwap::{ControlMessage, Element, MessageType, Packet, ResultCode};
+use wtpd::image::store::MemStore;
 use wtpd::time::Instant;
 use wtpd::wtp::{Action, Identity, State, Target, TargetKind, Timers, Versions, Wtp, WtpConfig};
 
@@ -38,15 +39,20 @@ fn drain(w: &mut Wtp) -> Vec<(u32, u8, Option<u32>, Vec<u8>)> {
 
 /// A WTP that has joined and sent its Configuration Status Request (state Configure).
 fn joined() -> (Wtp, u8) {
-    let mut w = Wtp::new(WtpConfig {
-        identity: Identity::default(),
-        versions: Versions {
-            primary: "1.0".into(),
-            backup: None,
+    let mut w = Wtp::new(
+        WtpConfig {
+            identity: Identity::default(),
+            versions: Versions {
+                primary: "1.0".into(),
+                backup: None,
+            },
+            timers: Timers::default(),
+            download: Default::default(),
+            retry: Default::default(),
+            seed: 9,
         },
-        timers: Timers::default(),
-        seed: 9,
-    });
+        Box::new(MemStore::new(1 << 20)),
+    );
     w.start(at(0));
     assert_eq!(w.poll_action(), Some(Action::FindControllers));
     w.set_targets(

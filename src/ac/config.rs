@@ -59,6 +59,9 @@ pub struct AcConfig {
     /// Advertised in CAPWAP Control IPv4/IPv6 Address elements.
     pub control_address: Option<IpAddr>,
     pub timers: AcTimers,
+    /// Bytes of image per Image Data block (RFC 5415 says up to 1024; some send 1377).
+    pub block_size: usize,
+    pub faults: super::Faults,
 }
 
 impl Default for AcConfig {
@@ -73,6 +76,8 @@ impl Default for AcConfig {
             join_result: 0,
             control_address: None,
             timers: AcTimers::default(),
+            block_size: 1024,
+            faults: super::Faults::default(),
         }
     }
 }

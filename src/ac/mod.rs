@@ -6,6 +6,7 @@
 //! WTP's requests; the AC's own requests (Reset) go through the same one-outstanding-request rule.
 
 pub mod config;
+pub mod image;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,7 @@ use crate::capwap::msgtype::is_request;
 use crate::capwap::{
     ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode,
 };
+use crate::image::source::ImageSource;
 use crate::outq::OutQueue;
 use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::time::Instant;
@@ -26,6 +28,7 @@ use crate::wtp::messages::keep_alive_session;
 use crate::wtp::Channel;
 
 pub use config::{AcConfig, AcTimers};
+pub use image::{AcDownload, Faults};
 
 /// A packet the AC sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,8 @@ pub enum SessionState {
     Configure,
     /// Configured; waiting for the Change State Event Request and the data keep-alive.
     DataCheck,
+    /// Serving the image the WTP asked for after its Join.
+    ImageData,
     Run,
     /// A Reset Request was sent.
     Reset,
@@ -61,6 +66,7 @@ impl SessionState {
             SessionState::Join => "Join",
             SessionState::Configure => "Configure",
             SessionState::DataCheck => "Data Check",
+            SessionState::ImageData => "Image Data",
             SessionState::Run => "Run",
             SessionState::Reset => "Reset",
         }
@@ -89,6 +95,8 @@ pub struct WtpSession {
     responder: Responder,
     deadline: Option<Instant>,
     data_addr: Option<SocketAddr>,
+    /// The image transfer to this WTP, if one was asked for.
+    pub download: Option<AcDownload>,
 }
 
 /// Counters for tests and the status table.
@@ -114,11 +122,19 @@ pub struct Ac {
     actions: VecDeque<AcAction>,
     stats: AcStats,
     seq_seed: u8,
+    source: Box<dyn ImageSource>,
+    /// One block's worth of image, reused for every block.
+    block_buf: Vec<u8>,
+    /// WTPs whose session ended, by name: what they last did, for the status table.
+    departed: BTreeMap<String, WtpSession>,
 }
 
 impl Ac {
-    pub fn new(cfg: AcConfig) -> Self {
+    pub fn new(cfg: AcConfig, source: Box<dyn ImageSource>) -> Self {
         Ac {
+            source,
+            block_buf: Vec::new(),
+            departed: BTreeMap::new(),
             cfg,
             sessions: BTreeMap::new(),
             builder: PacketBuilder::new(),
@@ -213,6 +229,7 @@ impl Ac {
             responder: Responder::new(),
             deadline: Some(now + t.wait_join),
             data_addr: None,
+            download: None,
         };
         info!("DTLS session up with {peer}; waiting for its Join Request");
         self.sessions.insert(peer, s);
@@ -221,17 +238,49 @@ impl Ac {
     /// The WTP closed its DTLS session, or it failed.
     pub fn dtls_closed(&mut self, peer: SocketAddr, reason: &str) {
         if let Some(s) = self.sessions.remove(&peer) {
-            self.stats.teardowns += 1;
             info!("WTP {} ({peer}) left: {reason}", display_name(&s));
+            self.depart(s, reason);
         }
     }
 
     fn drop_session(&mut self, peer: SocketAddr, reason: &str) {
         if let Some(s) = self.sessions.remove(&peer) {
-            self.stats.teardowns += 1;
             info!("Tearing down WTP {} ({peer}): {reason}", display_name(&s));
             self.actions.push_back(AcAction::DtlsClose { peer });
+            self.depart(s, reason);
         }
+    }
+
+    /// Keeps what a WTP whose session ended last did, for the status table.
+    fn depart(&mut self, mut s: WtpSession, reason: &str) {
+        self.stats.teardowns += 1;
+        Self::abandon_download(&mut s, reason);
+        if !s.info.name.is_empty() {
+            if self.departed.len() >= 4 * self.cfg.max_wtps as usize {
+                self.departed.pop_first();
+            }
+            self.departed.insert(s.info.name.clone(), s);
+        }
+    }
+
+    /// WTPs whose session ended and that have not come back.
+    pub fn departed(&self) -> impl Iterator<Item = &WtpSession> {
+        let live: Vec<&str> = self
+            .sessions
+            .values()
+            .map(|s| s.info.name.as_str())
+            .collect();
+        self.departed
+            .values()
+            .filter(move |s| !live.contains(&s.info.name.as_str()))
+    }
+
+    /// The live session of the WTP with this name (or address).
+    pub fn find(&self, who: &str) -> Option<SocketAddr> {
+        self.sessions
+            .values()
+            .find(|s| s.info.name == who || s.peer.to_string() == who)
+            .map(|s| s.peer)
     }
 
     // ----- admin ---------------------------------------------------------------------------
@@ -276,7 +325,7 @@ impl Ac {
                         SessionState::Configure | SessionState::DataCheck => {
                             "ChangeStatePendingTimer/DataCheckTimer expired".into()
                         }
-                        SessionState::Run | SessionState::Reset => {
+                        SessionState::Run | SessionState::Reset | SessionState::ImageData => {
                             "no Echo Request within the echo budget".into()
                         }
                     });
@@ -513,16 +562,40 @@ impl Ac {
                     s.deadline = Some(now + t.data_check);
                 }
             }
-            (Some(MessageType::EchoRequest), SessionState::Run | SessionState::Reset) => {
+            (Some(MessageType::ImageDataRequest), SessionState::Configure | SessionState::Run) => {
+                self.on_image_request(peer, msg, now)
+            }
+            (
+                Some(MessageType::EchoRequest),
+                SessionState::Run | SessionState::Reset | SessionState::ImageData,
+            ) => {
                 if let Some(s) = self.sessions.get_mut(&peer) {
                     s.info.echoes += 1;
-                    if s.state == SessionState::Run {
+                    if matches!(s.state, SessionState::Run | SessionState::ImageData) {
                         s.deadline = Some(now + t.echo_interval * 3);
                     }
                 }
                 self.respond(peer, msg.msg_type, msg.seq, &[]);
             }
             (Some(MessageType::WtpEventRequest), _) => {
+                for raw in msg.elements() {
+                    if let Ok(Element::VendorSpecific {
+                        element_id, data, ..
+                    }) = raw.and_then(Element::parse)
+                    {
+                        if element_id == crate::wtp::image::VENDOR_ELEMENT_DOWNLOAD_FAILURE {
+                            let name = self
+                                .sessions
+                                .get(&peer)
+                                .map(display_name)
+                                .unwrap_or_default();
+                            info!(
+                                "AP Event: {name} AP Image Download Failed: {}",
+                                String::from_utf8_lossy(data)
+                            );
+                        }
+                    }
+                }
                 self.respond(peer, msg.msg_type, msg.seq, &[]);
             }
             (Some(MessageType::JoinRequest | MessageType::ConfigurationStatusRequest), _)
@@ -638,7 +711,7 @@ impl Ac {
         }
     }
 
-    fn on_response(&mut self, peer: SocketAddr, msg: &ControlMessage<'_>, _now: Instant) {
+    fn on_response(&mut self, peer: SocketAddr, msg: &ControlMessage<'_>, now: Instant) {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
@@ -646,8 +719,23 @@ impl Ac {
             debug!("unexpected response type {} from {peer}", msg.msg_type);
             return;
         }
-        if msg.message_type() == Some(MessageType::ResetResponse) {
-            info!("WTP {} ({peer}) accepted the reset", display_name(s));
+        let result = msg
+            .elements()
+            .find_map(|raw| match raw.and_then(Element::parse) {
+                Ok(Element::ResultCode(c)) => Some(c),
+                _ => None,
+            });
+        match msg.message_type() {
+            Some(MessageType::ResetResponse) => {
+                info!(
+                    "WTP {} ({peer}) answered the reset with result code {}",
+                    display_name(s),
+                    result.unwrap_or(0)
+                )
+            }
+            Some(MessageType::ImageDataResponse) => self.on_image_block_response(peer, result, now),
+            Some(MessageType::ConfigurationUpdateResponse) => self.on_update_response(peer, result),
+            _ => {}
         }
     }
 }

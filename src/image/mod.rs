@@ -5,9 +5,15 @@
 //! - [`verify`]: signature and certificate-chain checks (ring, rustls-webpki).
 //! - [`manifest`]: the manifest's fields and their text form.
 //! - [`pack`]: building signed images and the image folder acsim serves.
+//! - [`store`]: the download directory (PRECHECK, streaming writes, abort).
+//! - [`download`]: one transfer's bookkeeping: counts, digests, checks.
+//! - [`source`]: the images acsim serves.
 
 pub mod bootenv;
 pub mod bundle;
+pub mod download;
 pub mod manifest;
 pub mod pack;
+pub mod source;
+pub mod store;
 pub mod verify;

@@ -86,7 +86,25 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
     );
 
     let clock = Clock::new();
-    let mut ac = Ac::new(cfg.ac_config());
+    let mut ac_cfg = cfg.ac_config();
+    ac_cfg.image_version = cfg.served_version().map_err(|e| RuntimeError::Io {
+        what: "image folder".into(),
+        error: std::io::Error::other(e.to_string()),
+    })?;
+    let source: Box<dyn crate::image::source::ImageSource> = match &cfg.image_dir {
+        Some(dir) => {
+            info!(
+                "Serving images from {} (version {})",
+                dir.display(),
+                ac_cfg.image_version.as_deref().unwrap_or("-")
+            );
+            Box::new(crate::image::source::FolderSource::new(dir))
+        }
+        None => Box::new(crate::image::source::FolderSource::new(
+            "/nonexistent-image-folder",
+        )),
+    };
+    let mut ac = Ac::new(ac_cfg, source);
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;

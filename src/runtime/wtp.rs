@@ -13,7 +13,12 @@ use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::CONTROL_PORT;
 use crate::config::{RebootMethod, WtpdConfig};
 use crate::dtls::{DtlsContext, DtlsError, DtlsEvent, DtlsSession};
-use crate::wtp::{Action, Channel, DtlsFailure, Target, TargetKind, Versions, Wtp, WtpConfig};
+use crate::image::store::FileStore;
+use crate::status::WtpStatus;
+use crate::wtp::{
+    Action, Channel, DtlsFailure, RetryState, Target, TargetKind, Versions, Wtp, WtpConfig,
+};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Exit status that asks a supervisor to restart the agent (the simulated board's reboot).
 pub const EXIT_REBOOT: i32 = 75;
@@ -61,15 +66,35 @@ pub async fn run(
     );
 
     let clock = Clock::new();
-    let mut wtp = Wtp::new(WtpConfig {
-        identity: cfg.wtp.clone(),
-        versions: Versions {
-            primary: cfg.software.version.clone(),
-            backup: cfg.software.backup.clone(),
+    let saved = cfg.state_dir.as_deref().and_then(WtpStatus::load);
+    let retry = restored_retry(saved.as_ref());
+    if retry.retry_count > 0 {
+        info!(
+            "Restored from the state directory: retry count {}, last error: {}",
+            retry.retry_count,
+            retry.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    let store = FileStore::new(
+        &cfg.download.dir,
+        cfg.download.file.clone(),
+        cfg.download.margin,
+    );
+    let mut wtp = Wtp::new(
+        WtpConfig {
+            identity: cfg.wtp.clone(),
+            versions: Versions {
+                primary: cfg.software.version.clone(),
+                backup: cfg.software.backup.clone(),
+            },
+            timers: cfg.timers.clone(),
+            download: cfg.download.policy(),
+            retry,
+            seed: crate::rng::Rng::from_entropy().next_u64(),
         },
-        timers: cfg.timers.clone(),
-        seed: crate::rng::Rng::from_entropy().next_u64(),
-    });
+        Box::new(store),
+    );
+    let mut last_status = WtpStatus::default();
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut link = Link::None;
@@ -82,6 +107,27 @@ pub async fn run(
         // Carry out everything the state machine and DTLS have decided.
         loop {
             let mut busy = false;
+            // Packets first: a teardown's last messages go out before its close_notify.
+            while let Some(t) = wtp.poll_transmit(&mut out) {
+                busy = true;
+                match (t.channel, &mut link) {
+                    (
+                        Channel::ControlSecure,
+                        Link::Dtls {
+                            session, up: true, ..
+                        },
+                    ) => {
+                        if let Err(e) = session.send(&out) {
+                            warn!("DTLS send failed: {e}");
+                        }
+                    }
+                    (Channel::ControlSecure, Link::Dtls { .. } | Link::None) => {
+                        warn!("no DTLS session: control message to {} dropped", t.to);
+                    }
+                    (Channel::Data, _) => send(&data, &out, t.to).await,
+                    _ => send(&sock, &out, t.to).await,
+                }
+            }
             while let Some(a) = wtp.poll_action() {
                 busy = true;
                 match a {
@@ -128,33 +174,33 @@ pub async fn run(
                         }
                         link = Link::None;
                     }
+                    Action::InstallImage {
+                        version,
+                        location,
+                        predownload,
+                    } => {
+                        // The signed-image install (verify, write the inactive slot, switch)
+                        // is not part of this build yet: refuse, so the failure is visible and
+                        // retried rather than a reboot into the same version.
+                        let _ = predownload;
+                        warn!("Image {version} is complete at {location}, but this build cannot install images yet");
+                        wtp.install_done(
+                            Err("image install is not supported by this build".into()),
+                            clock.now(),
+                        );
+                    }
+                    Action::ActivateImage { version } => {
+                        warn!("Activation of {version} requested, but this build cannot switch partitions yet");
+                    }
                     Action::Reboot { reason } => {
+                        save_status(&cfg, &wtp, &clock, &mut last_status);
                         return reboot(&cfg.reboot, &reason);
                     }
                     Action::Exit => {
+                        save_status(&cfg, &wtp, &clock, &mut last_status);
                         info!("wtpd stopped");
                         return Ok(0);
                     }
-                }
-            }
-            while let Some(t) = wtp.poll_transmit(&mut out) {
-                busy = true;
-                match (t.channel, &mut link) {
-                    (
-                        Channel::ControlSecure,
-                        Link::Dtls {
-                            session, up: true, ..
-                        },
-                    ) => {
-                        if let Err(e) = session.send(&out) {
-                            warn!("DTLS send failed: {e}");
-                        }
-                    }
-                    (Channel::ControlSecure, Link::Dtls { .. } | Link::None) => {
-                        warn!("no DTLS session: control message to {} dropped", t.to);
-                    }
-                    (Channel::Data, _) => send(&data, &out, t.to).await,
-                    _ => send(&sock, &out, t.to).await,
                 }
             }
             if let Link::Dtls { peer, session, up } = &mut link {
@@ -190,6 +236,7 @@ pub async fn run(
             }
         }
 
+        save_status(&cfg, &wtp, &clock, &mut last_status);
         let dtls_deadline = match &link {
             Link::Dtls { session, .. } => session.timeout().map(|d| clock.now() + d),
             _ => None,
@@ -214,6 +261,76 @@ pub async fn run(
             _ = sigint.recv() => wtp.shutdown(clock.now()),
         }
     }
+}
+
+/// The retry state saved by an earlier run.
+fn restored_retry(saved: Option<&WtpStatus>) -> RetryState {
+    let Some(s) = saved else {
+        return RetryState::default();
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    RetryState {
+        retry_count: s.retry_count,
+        last_error: Some(s.last_error.clone()).filter(|e| !e.is_empty()),
+        wait: s
+            .next_retry_unix
+            .filter(|t| *t > now)
+            .map(|t| Duration::from_secs(t - now)),
+    }
+}
+
+/// Writes the state file when something an operator would see has changed.
+fn save_status(cfg: &WtpdConfig, wtp: &Wtp, clock: &Clock, last: &mut WtpStatus) {
+    let Some(dir) = &cfg.state_dir else { return };
+    let now = clock.now();
+    let d = wtp.download_status(now);
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let v = &wtp.config().versions;
+    let mut s = WtpStatus {
+        name: cfg.wtp.name.clone(),
+        state: wtp.state().name().to_string(),
+        controller: wtp
+            .controller()
+            .map(|(a, n)| format!("{n} ({a})"))
+            .unwrap_or_default(),
+        primary: v.primary.clone(),
+        backup: v.backup.clone().unwrap_or_default(),
+        download_state: d.state.name().to_string(),
+        download_version: d.version.unwrap_or_default(),
+        percent: d.percent,
+        bytes: d.bytes,
+        size: d.size,
+        eta_secs: None,
+        retry_count: d.retry_count,
+        next_retry_unix: d
+            .next_retry
+            .map(|r| wall + r.saturating_since(now).as_secs()),
+        last_error: d.last_error.unwrap_or_default(),
+        method: "CAPWAP".into(),
+    };
+    // Bytes and the retry time drift every moment: write on a new percent or state only.
+    let same = WtpStatus {
+        bytes: last.bytes,
+        next_retry_unix: last.next_retry_unix,
+        ..s.clone()
+    } == *last;
+    if same {
+        return;
+    }
+    s.eta_secs = d.eta.map(|e| e.as_secs());
+    if let Err(e) = s.save(dir) {
+        warn!("cannot write the state file in {}: {e}", dir.display());
+    }
+    *last = WtpStatus {
+        eta_secs: None,
+        ..s
+    };
 }
 
 fn on_control(wtp: &mut Wtp, link: &mut Link, bytes: &[u8], from: SocketAddr, clock: &Clock) {

@@ -146,6 +146,9 @@ pub struct WtpConfig {
     pub identity: Identity,
     pub versions: Versions,
     pub timers: Timers,
+    pub download: DownloadPolicy,
+    /// Restored from the state directory.
+    pub retry: RetryState,
     /// Seed for jitter and the Session ID.
     pub seed: u64,
 }
@@ -183,4 +186,37 @@ mod tests {
         );
         assert!(toml::from_str::<Timers>("echo_interval = -1").is_err());
     }
+}
+
+/// How the WTP downloads images and retries failed downloads.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownloadPolicy {
+    /// Bytes PRECHECK requires when the controller has not said how large the image is (the
+    /// seed's `upgrade.sh` "required 50000" KiB); the store adds its margin.
+    pub required_bytes: u64,
+    /// First retry delay after a failed download; it doubles up to `retry_max`, with jitter.
+    #[serde(with = "secs")]
+    pub retry_base: Duration,
+    #[serde(with = "secs")]
+    pub retry_max: Duration,
+}
+
+impl Default for DownloadPolicy {
+    fn default() -> Self {
+        DownloadPolicy {
+            required_bytes: 50_000 * 1024,
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(900),
+        }
+    }
+}
+
+/// What survives a restart of the agent about failed downloads (the state directory keeps it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryState {
+    pub retry_count: u32,
+    pub last_error: Option<String>,
+    /// Time left until the next attempt, when the agent starts.
+    pub wait: Option<Duration>,
 }

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod discovery;
+pub mod image;
 pub mod messages;
 pub mod state;
 
@@ -27,13 +28,17 @@ use crate::capwap::msgtype::is_request;
 use crate::capwap::{
     ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode,
 };
+use crate::image::download::Transfer;
+use crate::image::store::{ImageStore, Space};
 use crate::outq::OutQueue;
 use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::rng::Rng;
 use crate::time::Instant;
 
+pub use config::{DownloadPolicy, RetryState};
 pub use config::{Identity, Timers, Versions, WtpConfig};
 pub use discovery::{Candidate, Target, TargetKind};
+pub use image::{DownloadState, DownloadStatus};
 pub use state::State;
 
 /// Which way a packet leaves.
@@ -65,6 +70,16 @@ pub enum Action {
     DtlsClose,
     /// Restart the device (after the Reset state).
     Reboot { reason: String },
+    /// A complete, checked image is in the download directory: verify and install it (to the
+    /// inactive partition), then call [`Wtp::install_done`]. A predownloaded image is installed
+    /// without switching.
+    InstallImage {
+        version: String,
+        location: String,
+        predownload: bool,
+    },
+    /// Switch to the installed image `version` (a Reset Request named it); a reboot follows.
+    ActivateImage { version: String },
     /// The agent was asked to stop and has closed its session: exit.
     Exit,
 }
@@ -96,6 +111,8 @@ enum AfterTeardown {
     Restart,
     Sulk,
     Reboot(String),
+    /// Back to Discovery after a delay (a failed download's backoff).
+    RetryAfter(Duration),
 }
 
 /// The controller the WTP is attached to.
@@ -140,10 +157,26 @@ pub struct Wtp {
     after_teardown: AfterTeardown,
     stopping: bool,
     stats: Stats,
+
+    store: Box<dyn ImageStore>,
+    transfer: Option<Transfer>,
+    space: Option<Space>,
+    /// ImageDataStartTimer: the next Image Data Request from the AC is due by then.
+    image_deadline: Option<Instant>,
+    pending_image_request: bool,
+    download_state: DownloadState,
+    retry_count: u32,
+    last_error: Option<String>,
+    next_retry: Option<Instant>,
+    /// A complete predownloaded image waiting for its Reset Request.
+    predownloaded: Option<String>,
+    /// The version the AC asked to predownload, and when to try again after a failure.
+    predownload_version: Option<String>,
+    predownload_retry: Option<(String, Instant)>,
 }
 
 impl Wtp {
-    pub fn new(cfg: WtpConfig) -> Self {
+    pub fn new(cfg: WtpConfig, store: Box<dyn ImageStore>) -> Self {
         let t = &cfg.timers;
         let mut rng = Rng::new(cfg.seed);
         let first_seq = rng.below(256) as u8;
@@ -175,6 +208,18 @@ impl Wtp {
             after_teardown: AfterTeardown::Restart,
             stopping: false,
             stats: Stats::default(),
+            store,
+            transfer: None,
+            space: None,
+            image_deadline: None,
+            pending_image_request: false,
+            download_state: DownloadState::None,
+            retry_count: cfg.retry.retry_count,
+            last_error: cfg.retry.last_error.clone(),
+            next_retry: None,
+            predownloaded: None,
+            predownload_version: None,
+            predownload_retry: None,
             cfg,
         }
     }
@@ -203,8 +248,21 @@ impl Wtp {
 
     /// Leaves Idle for Discovery.
     pub fn start(&mut self, now: Instant) {
-        if self.state == State::Idle {
-            self.enter_discovery(now);
+        if self.state != State::Idle || self.state_deadline.is_some() {
+            return;
+        }
+        match self.cfg.retry.wait.take() {
+            Some(wait) if !wait.is_zero() => {
+                info!(
+                    "Image download retry {} in {}s (reason : {})",
+                    self.retry_count,
+                    wait.as_secs(),
+                    self.last_error.as_deref().unwrap_or("earlier failure")
+                );
+                self.next_retry = Some(now + wait);
+                self.state_deadline = Some(now + wait);
+            }
+            _ => self.enter_discovery(now),
         }
     }
 
@@ -240,6 +298,8 @@ impl Wtp {
         }
         [
             self.state_deadline,
+            self.image_deadline,
+            self.predownload_retry.as_ref().map(|(_, at)| *at),
             self.echo_due,
             self.keep_alive_due,
             self.data_dead_at,
@@ -389,6 +449,17 @@ impl Wtp {
             _ => info!("Going to restart CAPWAP (reason : {reason})"),
         }
         self.stats.teardowns += 1;
+        if let Some(t) = self.transfer.take() {
+            warn!("Aborting image download(0x0): Dtls cleanup, {}", t.image);
+            info!("upgrade.sh: Script called with args:[ABORT]");
+            self.store.abort();
+            self.download_state = DownloadState::Failed;
+            self.retry_count = self.retry_count.saturating_add(1);
+            self.last_error = Some(format!("Dtls cleanup: {reason}"));
+        }
+        self.pending_image_request = false;
+        self.image_deadline = None;
+        self.predownload_retry = None;
         self.requester.cancel();
         self.responder.reset();
         self.clear_session_timers();
@@ -411,6 +482,11 @@ impl Wtp {
             AfterTeardown::Reboot(reason) => {
                 self.set_state(State::Idle, now);
                 self.actions.push_back(Action::Reboot { reason });
+            }
+            AfterTeardown::RetryAfter(wait) => {
+                info!("Restarting CAPWAP State Machine in {}s.", wait.as_secs());
+                self.set_state(State::Idle, now);
+                self.state_deadline = Some(now + wait);
             }
         }
     }
@@ -564,10 +640,24 @@ impl Wtp {
                     self.teardown("WaitDTLS expired: no DTLS session", after, now);
                 }
                 State::DtlsTeardown => self.teardown_done(now),
+                State::Idle => {
+                    info!("Restarting CAPWAP State Machine.");
+                    self.enter_discovery(now);
+                }
                 State::ImageData => {
                     self.teardown("image download cannot start", AfterTeardown::Restart, now);
                 }
                 _ => {}
+            }
+        }
+        if self.image_deadline.is_some_and(|d| d <= now) {
+            self.image_timer(now);
+        }
+        if let Some((version, at)) = self.predownload_retry.clone() {
+            if at <= now && self.state == State::Run {
+                self.predownload_retry = None;
+                info!("Retrying the predownload of {version}");
+                self.start_download(&version, true, now);
             }
         }
         let outstanding = self.requester.outstanding_type();
@@ -609,6 +699,9 @@ impl Wtp {
             if self.keep_alive_due.is_some_and(|d| d <= now) {
                 self.send_keep_alive(now);
             }
+        }
+        self.send_pending_image_request(now);
+        if matches!(self.state, State::Run | State::ImageData) {
             if self.echo_due.is_some_and(|d| d <= now) {
                 if self.requester.busy() {
                     // One outstanding request: the Echo waits for the current one.
@@ -793,9 +886,13 @@ impl Wtp {
         let mut image: Option<(u32, String)> = None;
         let mut timers: Option<(u8, u8)> = None;
         let mut preferred = Vec::new();
+        let mut image_info: Option<(u32, [u8; 16])> = None;
         for raw in msg.elements() {
             match raw.and_then(Element::parse) {
                 Ok(Element::ResultCode(c)) => result = Some(c),
+                Ok(Element::ImageInformation { file_size, md5 }) => {
+                    image_info = Some((file_size, md5))
+                }
                 Ok(Element::ImageIdentifier { vendor, name }) => {
                     image = Some((vendor, name.to_string()))
                 }
@@ -861,49 +958,39 @@ impl Wtp {
                 self.echo_due = Some(now + self.cfg.timers.echo_interval);
             }
             Some(MessageType::EchoResponse) => debug!("Echo Response from AC"),
+            Some(MessageType::ImageDataResponse) if self.transfer.is_some() => {
+                self.on_image_response(result, image_info, now)
+            }
             Some(other) => debug!("{} accepted", other.name()),
             None => {}
         }
     }
 
     fn after_join(&mut self, image: Option<(u32, String)>, now: Instant) {
-        let v = &self.cfg.versions;
-        match image {
-            Some((_, version)) if version != v.primary => {
-                info!(
-                    "AP image version {} backup {}, Controller {}",
-                    v.primary,
-                    v.backup.as_deref().unwrap_or("none"),
-                    version
-                );
-                info!("Version does not match.");
-                self.set_state(State::ImageData, now);
-                self.state_deadline = Some(now + self.cfg.timers.image_data_start);
-            }
-            _ => {
-                self.set_state(State::Configure, now);
-                let seq = self.requester.next_seq();
-                let ac_name = self
-                    .peer
-                    .as_ref()
-                    .map(|p| p.name.clone())
-                    .unwrap_or_default();
-                let stats = self
-                    .cfg
-                    .timers
-                    .statistics_timer
-                    .as_secs()
-                    .min(u16::MAX as u64) as u16;
-                messages::configuration_status_request(
-                    &mut self.builder,
-                    seq,
-                    &self.cfg.identity,
-                    &ac_name,
-                    stats,
-                );
-                self.send_request(MessageType::ConfigurationStatusRequest, now);
-            }
+        if self.decide_version(image.map(|(_, v)| v), now) {
+            return;
         }
+        self.set_state(State::Configure, now);
+        let seq = self.requester.next_seq();
+        let ac_name = self
+            .peer
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let stats = self
+            .cfg
+            .timers
+            .statistics_timer
+            .as_secs()
+            .min(u16::MAX as u64) as u16;
+        messages::configuration_status_request(
+            &mut self.builder,
+            seq,
+            &self.cfg.identity,
+            &ac_name,
+            stats,
+        );
+        self.send_request(MessageType::ConfigurationStatusRequest, now);
     }
 
     fn on_request(&mut self, msg: &ControlMessage<'_>, now: Instant) {
@@ -934,7 +1021,13 @@ impl Wtp {
                 self.stats.echoes_answered += 1;
                 self.send_response(msg.msg_type, msg.seq, None);
             }
+            Some(MessageType::ImageDataRequest) if self.transfer.is_some() => {
+                self.on_image_block(msg, now)
+            }
             Some(MessageType::ResetRequest) if run || self.state == State::ImageData => {
+                if let Some(version) = image_identifier(msg) {
+                    return self.on_activate(&version, msg, now);
+                }
                 info!("Reset Request from AC");
                 self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
                 self.set_state(State::Reset, now);
@@ -945,6 +1038,9 @@ impl Wtp {
                 );
             }
             Some(MessageType::ConfigurationUpdateRequest) if run => {
+                if let Some(version) = image_identifier(msg) {
+                    return self.on_predownload_request(&version, msg, now);
+                }
                 let mut echo = None;
                 for raw in msg.elements() {
                     if let Ok(Element::CapwapTimers { echo_request, .. }) =
@@ -994,4 +1090,13 @@ impl Wtp {
             }
         }
     }
+}
+
+/// The name of the Image Identifier element of a message, if it has one.
+fn image_identifier(msg: &ControlMessage<'_>) -> Option<String> {
+    msg.elements()
+        .find_map(|raw| match raw.and_then(Element::parse) {
+            Ok(Element::ImageIdentifier { name, .. }) => Some(name.to_string()),
+            _ => None,
+        })
 }

@@ -1,0 +1,272 @@
+//! The images acsim serves: a folder laid out like the seed's controller (one file per AP
+//! hardware type, `ap1g4 ap1g8 ...`, plus `version.info` with the version they carry), behind a
+//! trait so that the AC state machine reads blocks without doing file I/O itself.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use openssl::hash::{Hasher, MessageDigest};
+
+/// What the AC tells the AP in Image Information.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub size: u64,
+    pub md5: [u8; 16],
+}
+
+/// Why an image could not be served. The texts follow the seed's controller log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// `Failed to download file PATH: No such file or directory`.
+    NotFound(String),
+    /// The file is larger than Image Information can announce (4 GiB).
+    TooLarge(String),
+    Io(String),
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::NotFound(p) => {
+                write!(f, "Failed to download file {p}: No such file or directory")
+            }
+            SourceError::TooLarge(p) => write!(f, "Failed to download file {p}: larger than 4 GiB"),
+            SourceError::Io(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Images by name (hardware type).
+pub trait ImageSource {
+    /// Prepares `name` for serving and says its size and MD5.
+    fn open(&mut self, name: &str) -> Result<ImageInfo, SourceError>;
+    /// Reads up to `buf.len()` bytes of `name` at `offset`.
+    fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError>;
+}
+
+/// Reads `version.info` of an image folder: the version its images carry.
+pub fn folder_version(dir: &Path) -> Result<String, SourceError> {
+    let p = dir.join("version.info");
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| SourceError::Io(format!("{}: {e}", p.display())))?;
+    let v = text.trim();
+    if v.is_empty() {
+        return Err(SourceError::Io(format!("{} is empty", p.display())));
+    }
+    Ok(v.to_string())
+}
+
+struct Open {
+    file: File,
+    info: ImageInfo,
+    /// (length, modification time) when the MD5 was computed.
+    stamp: (u64, Option<std::time::SystemTime>),
+}
+
+/// A folder of images on disk. The MD5 of each image is computed once (one streaming pass) and
+/// kept while the file's size and modification time stay the same.
+pub struct FolderSource {
+    dir: PathBuf,
+    open: HashMap<String, Open>,
+}
+
+impl FolderSource {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FolderSource {
+            dir: dir.into(),
+            open: HashMap::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && name != "."
+        && name != ".."
+}
+
+impl ImageSource for FolderSource {
+    fn open(&mut self, name: &str) -> Result<ImageInfo, SourceError> {
+        let path = self.dir.join(name);
+        let shown = path.display().to_string();
+        if !valid_name(name) {
+            return Err(SourceError::NotFound(shown));
+        }
+        let mut file = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SourceError::NotFound(shown.clone()),
+            _ => SourceError::Io(format!("{shown}: {e}")),
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| SourceError::Io(format!("{shown}: {e}")))?;
+        if !meta.is_file() {
+            return Err(SourceError::NotFound(shown));
+        }
+        let stamp = (meta.len(), meta.modified().ok());
+        if let Some(o) = self.open.get(name) {
+            if o.stamp == stamp {
+                return Ok(o.info);
+            }
+        }
+        if meta.len() > u32::MAX as u64 {
+            return Err(SourceError::TooLarge(shown));
+        }
+        let mut h =
+            Hasher::new(MessageDigest::md5()).map_err(|e| SourceError::Io(e.to_string()))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| SourceError::Io(format!("{shown}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n])
+                .map_err(|e| SourceError::Io(e.to_string()))?;
+        }
+        let digest = h.finish().map_err(|e| SourceError::Io(e.to_string()))?;
+        let mut md5 = [0u8; 16];
+        md5.copy_from_slice(&digest);
+        let info = ImageInfo {
+            size: meta.len(),
+            md5,
+        };
+        self.open
+            .insert(name.to_string(), Open { file, info, stamp });
+        Ok(info)
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError> {
+        let o = self
+            .open
+            .get(name)
+            .ok_or_else(|| SourceError::Io(format!("{name} is not open")))?;
+        o.file
+            .read_at(buf, offset)
+            .map_err(|e| SourceError::Io(format!("{}: {e}", self.dir.join(name).display())))
+    }
+}
+
+/// Generated images for the simulation and tests (a fake: no files). Byte `i` of image `name` is
+/// a function of the name and `i`, so images of any size cost no memory.
+pub struct SyntheticSource {
+    pub sizes: HashMap<String, u64>,
+}
+
+impl SyntheticSource {
+    pub fn byte(name: &str, i: u64) -> u8 {
+        let seed = name
+            .bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+        let x = (i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (x >> 56) as u8
+    }
+
+    /// The whole content of an image (for checks in tests).
+    pub fn content(name: &str, size: u64) -> Vec<u8> {
+        (0..size).map(|i| Self::byte(name, i)).collect()
+    }
+}
+
+impl ImageSource for SyntheticSource {
+    fn open(&mut self, name: &str) -> Result<ImageInfo, SourceError> {
+        let size = *self
+            .sizes
+            .get(name)
+            .ok_or_else(|| SourceError::NotFound(format!("synthetic/{name}")))?;
+        let mut h =
+            Hasher::new(MessageDigest::md5()).map_err(|e| SourceError::Io(e.to_string()))?;
+        let mut buf = [0u8; 4096];
+        let mut i = 0;
+        while i < size {
+            let n = (size - i).min(buf.len() as u64) as usize;
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = Self::byte(name, i + k as u64);
+            }
+            h.update(&buf[..n])
+                .map_err(|e| SourceError::Io(e.to_string()))?;
+            i += n as u64;
+        }
+        let mut md5 = [0u8; 16];
+        md5.copy_from_slice(&h.finish().map_err(|e| SourceError::Io(e.to_string()))?);
+        Ok(ImageInfo { size, md5 })
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError> {
+        let size = *self
+            .sizes
+            .get(name)
+            .ok_or_else(|| SourceError::NotFound(format!("synthetic/{name}")))?;
+        let n = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = Self::byte(name, offset + k as u64);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_serves_files_and_names_missing_ones_as_the_seed_does() {
+        let dir = std::env::temp_dir().join(format!("wtpd-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ap1g8"), b"0123456789").unwrap();
+        std::fs::write(dir.join("version.info"), b"17.12.1.5\n").unwrap();
+        let mut s = FolderSource::new(&dir);
+        assert_eq!(folder_version(&dir).unwrap(), "17.12.1.5");
+        let info = s.open("ap1g8").unwrap();
+        assert_eq!(info.size, 10);
+        assert_eq!(
+            &info.md5[..],
+            &openssl::hash::hash(MessageDigest::md5(), b"0123456789").unwrap()[..]
+        );
+        let mut buf = [0u8; 4];
+        assert_eq!(s.read_at("ap1g8", 8, &mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"89");
+        let e = s.open("ap1g6").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "Failed to download file {}/ap1g6: No such file or directory",
+                dir.display()
+            )
+        );
+        assert!(matches!(
+            s.open("../etc/passwd"),
+            Err(SourceError::NotFound(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn synthetic_images_are_stable() {
+        let mut s = SyntheticSource {
+            sizes: [("ap1g8".to_string(), 3000)].into(),
+        };
+        let info = s.open("ap1g8").unwrap();
+        let all = SyntheticSource::content("ap1g8", 3000);
+        assert_eq!(
+            &info.md5[..],
+            &openssl::hash::hash(MessageDigest::md5(), &all).unwrap()[..]
+        );
+        let mut buf = [0u8; 1024];
+        assert_eq!(s.read_at("ap1g8", 2048, &mut buf).unwrap(), 952);
+        assert_eq!(&buf[..952], &all[2048..]);
+    }
+}

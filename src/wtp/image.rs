@@ -1,0 +1,519 @@
+//! The Image Data part of the WTP (RFC 5415 §9.1): the version decision at Join, PRECHECK, the
+//! transfer itself, predownload in Run (Figures 8 and 9), and abort with retry.
+//!
+//! Blocks go to the [`ImageStore`](crate::image::store::ImageStore) before their Image Data
+//! Response is sent, so an acknowledged block is always on disk; a duplicate request (same
+//! sequence number) is answered from the response cache and never written twice.
+
+use std::time::Duration;
+
+use log::{info, warn};
+
+use super::{AfterTeardown, State, Wtp};
+use crate::capwap::element::image_data_type;
+use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
+use crate::image::download::{hex, Transfer};
+use crate::time::Instant;
+
+/// Vendor Specific element id under our vendor id: an image download failure, text follows.
+pub const VENDOR_ELEMENT_DOWNLOAD_FAILURE: u16 = 1;
+
+/// Where the image download stands, in the words of the controller's `show ap image`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadState {
+    None,
+    Initiated,
+    Downloading,
+    Predownloading,
+    CompletedDownloading,
+    CompletedPredownloading,
+    Failed,
+    NotSupported,
+}
+
+impl DownloadState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DownloadState::None => "None",
+            DownloadState::Initiated => "Initiated",
+            DownloadState::Downloading => "Downloading",
+            DownloadState::Predownloading => "Predownloading",
+            DownloadState::CompletedDownloading => "Completed downloading",
+            DownloadState::CompletedPredownloading => "Completed predownloading",
+            DownloadState::Failed => "Failed",
+            DownloadState::NotSupported => "Not supported",
+        }
+    }
+}
+
+/// A snapshot of the download for `wtpd status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadStatus {
+    pub state: DownloadState,
+    pub version: Option<String>,
+    pub bytes: u64,
+    pub size: Option<u64>,
+    pub percent: Option<u8>,
+    pub eta: Option<Duration>,
+    pub retry_count: u32,
+    pub next_retry: Option<Instant>,
+    pub last_error: Option<String>,
+}
+
+impl Wtp {
+    /// The Join Response named `version`: carry on, swap, or download (RFC 5415 §9.1).
+    pub(super) fn decide_version(&mut self, version: Option<String>, now: Instant) -> bool {
+        let Some(version) = version else { return false };
+        let v = &self.cfg.versions;
+        info!(
+            "AP image version {} backup {}, Controller {}",
+            v.primary,
+            v.backup.as_deref().unwrap_or("none"),
+            version
+        );
+        if version == v.primary {
+            info!("Version matches the controller.");
+            return false;
+        }
+        if v.backup.as_deref() == Some(version.as_str()) {
+            // Figure 7: the WTP has the image in its other partition; the partition switch
+            // comes with the install support, until then the AP serves with what it runs.
+            warn!("Backup image {version} matches the controller: swap needed (partition switch not available yet)");
+            return false;
+        }
+        info!("Version does not match.");
+        self.set_state(State::ImageData, now);
+        self.echo_due = Some(now + self.cfg.timers.echo_interval);
+        self.start_download(&version, false, now);
+        true
+    }
+
+    /// PRECHECK, open the download file, send the Image Data Request.
+    pub(super) fn start_download(&mut self, version: &str, predownload: bool, now: Instant) {
+        let image = self.cfg.identity.image_type.clone();
+        info!("upgrade.sh: Script called with args:[PRECHECK]");
+        if let Some(t) = self.transfer.take() {
+            warn!("Dropping unfinished transfer of {}", t.image);
+            self.store.abort();
+        }
+        self.predownloaded = None;
+        let space = match self.store.precheck(self.cfg.download.required_bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                info!("upgrade.sh: {e}");
+                return self.fail_download(
+                    &format!("image download cannot start: {e}"),
+                    predownload,
+                    true,
+                    now,
+                );
+            }
+        };
+        info!(
+            "upgrade.sh: /tmp space: OK available {}, required {}",
+            space.available_kib, space.required_kib
+        );
+        self.space = Some(space);
+        if let Err(e) = self.store.open() {
+            return self.fail_download(
+                &format!("cannot open the image file: {e}"),
+                predownload,
+                true,
+                now,
+            );
+        }
+        info!(
+            "wtpOpenImgFile: request {image}, local {}",
+            self.store.location()
+        );
+        self.transfer = Some(Transfer::new(&image, version, predownload, now));
+        self.download_state = DownloadState::Initiated;
+        self.image_deadline = Some(now + self.cfg.timers.image_data_start);
+        self.pending_image_request = true;
+        self.send_pending_image_request(now);
+    }
+
+    /// Sends the Image Data Request once no other request is outstanding.
+    pub(super) fn send_pending_image_request(&mut self, now: Instant) {
+        if !self.pending_image_request || self.requester.busy() {
+            return;
+        }
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
+            return;
+        };
+        self.pending_image_request = false;
+        let seq = self.requester.next_seq();
+        let image = self.cfg.identity.image_type.clone();
+        self.builder.start(
+            &crate::capwap::Header::control(),
+            MessageType::ImageDataRequest as u32,
+            seq,
+        );
+        self.builder.element(&Element::ImageIdentifier {
+            vendor: self.cfg.identity.vendor_id,
+            name: &image,
+        });
+        self.builder.element(&Element::InitiateDownload);
+        self.send_request(MessageType::ImageDataRequest, now);
+        info!(
+            "Image Data Request sent to {}, fileName [{image}]",
+            peer.ip()
+        );
+    }
+
+    /// The controller's answer to our Image Data Request.
+    pub(super) fn on_image_response(
+        &mut self,
+        result: Option<u32>,
+        info: Option<(u32, [u8; 16])>,
+        now: Instant,
+    ) {
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
+            return;
+        };
+        info!("Image Data Response from {}", peer.ip());
+        let code = result.unwrap_or(0);
+        let ok = ResultCode::from_u32(code).is_some_and(|r| r.is_success());
+        if !ok {
+            let why = ResultCode::from_u32(code)
+                .map(|r| r.describe())
+                .unwrap_or("unknown");
+            warn!("AC refused the image request with result code: {code} ({why})");
+            let predownload = self.transfer.as_ref().is_some_and(|t| t.predownload);
+            return self.fail_download(
+                &format!("controller refused the image: result code {code} ({why})"),
+                predownload,
+                false,
+                now,
+            );
+        }
+        info!("AC accepted previous sent request with result code: {code}");
+        if let (Some((size, md5)), Some(t)) = (info, self.transfer.as_mut()) {
+            t.set_info(size, md5);
+            info!("Image Information: {size} bytes, MD5 {}", hex(&md5));
+            let needed_kib = (size as u64).div_ceil(1024);
+            if let Some(space) = self.space {
+                if needed_kib > space.available_kib {
+                    let predownload = t.predownload;
+                    let reason = format!(
+                        "image download cannot start: /tmp space: NOT OK available {}, required {needed_kib}",
+                        space.available_kib
+                    );
+                    return self.fail_download(&reason, predownload, true, now);
+                }
+            }
+        }
+        self.image_deadline = Some(now + self.cfg.timers.image_data_start);
+    }
+
+    /// One Image Data Request from the controller: a block, the last block, or an abort.
+    pub(super) fn on_image_block(&mut self, msg: &ControlMessage<'_>, now: Instant) {
+        let mut block: Option<(u8, &[u8])> = None;
+        for raw in msg.elements() {
+            match raw.and_then(Element::parse) {
+                Ok(Element::ImageData { data_type, data }) => block = Some((data_type, data)),
+                Ok(_) => {}
+                Err(_) => {
+                    let code = ResultCode::ImageDataErrorInvalidDataLength as u32;
+                    self.send_response(msg.msg_type, msg.seq, Some(code));
+                    return;
+                }
+            }
+        }
+        let Some((data_type, data)) = block else {
+            let code = ResultCode::FailureMissingMandatoryElement as u32;
+            self.send_response(msg.msg_type, msg.seq, Some(code));
+            return;
+        };
+        let predownload = self.transfer.as_ref().is_some_and(|t| t.predownload);
+        match data_type {
+            image_data_type::DATA | image_data_type::LAST => {}
+            image_data_type::ERROR => {
+                self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+                return self.fail_download(
+                    "controller aborted the transfer",
+                    predownload,
+                    false,
+                    now,
+                );
+            }
+            other => {
+                let code = ResultCode::ImageDataErrorOther as u32;
+                self.send_response(msg.msg_type, msg.seq, Some(code));
+                let reason = format!("unknown Image Data type {other}");
+                return self.fail_download(&reason, predownload, false, now);
+            }
+        }
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        if t.msgs == 0 {
+            self.download_state = if predownload {
+                DownloadState::Predownloading
+            } else {
+                DownloadState::Downloading
+            };
+        }
+        // Count and hash, then hand the block to the store; only then answer.
+        if let Err(e) = t.block(data) {
+            let code = ResultCode::ImageDataErrorInvalidDataLength as u32;
+            self.send_response(msg.msg_type, msg.seq, Some(code));
+            return self.fail_download(&e.to_string(), predownload, false, now);
+        }
+        if let Some(pct) = t.progress_step() {
+            info!(".......... {pct}% ({} bytes)", t.bytes);
+        }
+        if let Err(e) = self.store.write(data) {
+            let code = ResultCode::ImageDataErrorOther as u32;
+            self.send_response(msg.msg_type, msg.seq, Some(code));
+            return self.fail_download(
+                &format!("cannot write the image: {e}"),
+                predownload,
+                true,
+                now,
+            );
+        }
+        self.image_deadline = Some(now + self.cfg.timers.image_data_start);
+        if data_type == image_data_type::DATA {
+            self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+            return;
+        }
+        // The last block: check what arrived before saying so.
+        let Some(mut t) = self.transfer.take() else {
+            return;
+        };
+        info!("> {} bytes, {} msgs, {} last", t.bytes, t.msgs, t.last_len);
+        let checked = t.finish();
+        let digests = match checked {
+            Ok(d) => d,
+            Err(e) => {
+                let code = match e {
+                    crate::image::download::DownloadError::Md5Mismatch { .. } => {
+                        ResultCode::ImageDataErrorInvalidChecksum
+                    }
+                    crate::image::download::DownloadError::SizeMismatch { .. } => {
+                        ResultCode::ImageDataErrorInvalidDataLength
+                    }
+                };
+                self.send_response(msg.msg_type, msg.seq, Some(code as u32));
+                return self.fail_download(&e.to_string(), predownload, false, now);
+            }
+        };
+        if let Err(e) = self.store.finish() {
+            self.send_response(
+                msg.msg_type,
+                msg.seq,
+                Some(ResultCode::ImageDataErrorOther as u32),
+            );
+            return self.fail_download(
+                &format!("cannot store the image: {e}"),
+                predownload,
+                true,
+                now,
+            );
+        }
+        self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+        self.image_deadline = None;
+        info!("Last block stored, IsPre {}", predownload as u8);
+        info!("Image transfer completed from WLC, last 1");
+        info!(
+            "Image SHA-256 {} ({} bytes) at {}",
+            hex(&digests.sha256),
+            digests.size,
+            self.store.location()
+        );
+        self.retry_count = 0;
+        self.last_error = None;
+        self.next_retry = None;
+        if predownload {
+            self.download_state = DownloadState::CompletedPredownloading;
+            self.predownloaded = Some(t.version.clone());
+            info!(
+                "Predownload of {} complete: waiting for a Reset Request that names it",
+                t.version
+            );
+        } else {
+            self.download_state = DownloadState::CompletedDownloading;
+        }
+        self.actions.push_back(super::Action::InstallImage {
+            version: t.version.clone(),
+            location: self.store.location(),
+            predownload,
+        });
+    }
+
+    /// The driver's answer to [`Action::InstallImage`](super::Action::InstallImage).
+    pub fn install_done(&mut self, result: Result<(), String>, now: Instant) {
+        let predownload = self.download_state == DownloadState::CompletedPredownloading;
+        match result {
+            Ok(()) if predownload => info!(
+                "Image {} staged for activation",
+                self.predownloaded.as_deref().unwrap_or("?")
+            ),
+            Ok(()) => {
+                // RFC 5415 Figure 6: after the download the WTP enters Reset.
+                self.set_state(State::Reset, now);
+                self.teardown(
+                    "image installed",
+                    AfterTeardown::Reboot("new image installed".into()),
+                    now,
+                );
+            }
+            Err(reason) => {
+                self.predownloaded = None;
+                self.fail_download(&format!("install failed: {reason}"), predownload, true, now);
+            }
+        }
+    }
+
+    /// Ends a transfer that failed: removes the partial file, records the error, tells the
+    /// controller when the failure is ours, and schedules the retry. A predownload fails
+    /// without leaving Run; a download at Join restarts through DTLS Teardown.
+    pub(super) fn fail_download(
+        &mut self,
+        reason: &str,
+        predownload: bool,
+        tell_ac: bool,
+        now: Instant,
+    ) {
+        let image = self.cfg.identity.image_type.clone();
+        warn!("Aborting image download({reason}), {image}");
+        info!("upgrade.sh: Script called with args:[ABORT]");
+        self.transfer = None;
+        self.pending_image_request = false;
+        self.image_deadline = None;
+        self.store.abort();
+        self.download_state = DownloadState::Failed;
+        self.retry_count = self.retry_count.saturating_add(1);
+        self.last_error = Some(reason.to_string());
+        let wait = self.retry_backoff();
+        self.next_retry = Some(now + wait);
+        info!(
+            "Image download retry {} in {}s (reason : {reason})",
+            self.retry_count,
+            wait.as_secs()
+        );
+        if tell_ac && self.state.has_session() {
+            self.send_failure_event(reason, now);
+        }
+        if predownload && self.state == State::Run {
+            self.predownload_retry = self.predownload_version.clone().map(|v| (v, now + wait));
+        } else if self.state.has_session() {
+            self.teardown(reason, AfterTeardown::RetryAfter(wait), now);
+        }
+    }
+
+    /// Tells the controller why the download failed: a WTP Event Request with our vendor
+    /// element, if no other request is outstanding.
+    fn send_failure_event(&mut self, reason: &str, now: Instant) {
+        if self.requester.busy() {
+            return;
+        }
+        let seq = self.requester.next_seq();
+        let vendor = self.cfg.identity.vendor_id;
+        self.builder.start(
+            &crate::capwap::Header::control(),
+            MessageType::WtpEventRequest as u32,
+            seq,
+        );
+        self.builder.element(&Element::VendorSpecific {
+            vendor,
+            element_id: VENDOR_ELEMENT_DOWNLOAD_FAILURE,
+            data: reason.as_bytes(),
+        });
+        self.send_request(MessageType::WtpEventRequest, now);
+    }
+
+    /// The next retry delay: base × 2^(n-1), capped, then a random 50–100 % of it.
+    fn retry_backoff(&mut self) -> Duration {
+        let p = &self.cfg.download;
+        let n = self.retry_count.saturating_sub(1).min(16);
+        let full = p.retry_base.saturating_mul(1u32 << n).min(p.retry_max);
+        self.jitter(full * 2).min(full).max(full / 2)
+    }
+
+    /// The ImageDataStartTimer expired.
+    pub(super) fn image_timer(&mut self, now: Instant) {
+        self.image_deadline = None;
+        let Some(t) = &self.transfer else { return };
+        let predownload = t.predownload;
+        let reason = if t.msgs == 0 {
+            "image download cannot start"
+        } else {
+            "image download stalled"
+        };
+        self.fail_download(reason, predownload, false, now);
+    }
+
+    /// A Configuration Update Request in Run that names an image (Figure 8 and 9).
+    pub(super) fn on_predownload_request(
+        &mut self,
+        version: &str,
+        msg: &ControlMessage<'_>,
+        now: Instant,
+    ) {
+        let v = &self.cfg.versions;
+        let have = version == v.primary
+            || v.backup.as_deref() == Some(version)
+            || self.predownloaded.as_deref() == Some(version);
+        if have {
+            info!("Predownload of {version} requested: Image Already Present");
+            let code = ResultCode::ImageDataErrorImageAlreadyPresent as u32;
+            return self.send_response(msg.msg_type, msg.seq, Some(code));
+        }
+        self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+        if self.transfer.as_ref().is_some_and(|t| t.version == version) {
+            return;
+        }
+        info!("Predownload of {version} requested by the AC");
+        self.predownload_version = Some(version.to_string());
+        self.predownload_retry = None;
+        self.start_download(version, true, now);
+    }
+
+    /// A Reset Request that names an image: activate the predownloaded one.
+    pub(super) fn on_activate(&mut self, version: &str, msg: &ControlMessage<'_>, now: Instant) {
+        if self.predownloaded.as_deref() != Some(version)
+            && self.cfg.versions.backup.as_deref() != Some(version)
+        {
+            warn!("Reset Request names {version}, which this AP does not have");
+            let code = ResultCode::ResetFailureUnableToReset as u32;
+            return self.send_response(msg.msg_type, msg.seq, Some(code));
+        }
+        info!("Reset Request activates {version}");
+        self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+        self.actions.push_back(super::Action::ActivateImage {
+            version: version.to_string(),
+        });
+        self.set_state(State::Reset, now);
+        self.teardown(
+            "reset requested by the AC",
+            AfterTeardown::Reboot(format!("activate {version}")),
+            now,
+        );
+    }
+
+    /// What `wtpd status` shows of the download.
+    pub fn download_status(&self, now: Instant) -> DownloadStatus {
+        let t = self.transfer.as_ref();
+        DownloadStatus {
+            state: self.download_state,
+            version: t
+                .map(|t| t.version.clone())
+                .or_else(|| self.predownloaded.clone())
+                .or_else(|| self.predownload_version.clone()),
+            bytes: t.map(|t| t.bytes).unwrap_or(0),
+            size: t.and_then(|t| t.expected_size),
+            percent: match self.download_state {
+                DownloadState::CompletedDownloading | DownloadState::CompletedPredownloading => {
+                    Some(100)
+                }
+                _ => t.and_then(|t| t.percent()),
+            },
+            eta: t.and_then(|t| t.eta(now)),
+            retry_count: self.retry_count,
+            next_retry: self.next_retry.filter(|r| *r > now),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
