@@ -450,11 +450,14 @@ fn encode_equals_mkenvimage_in_both_byte_orders() {
             }
         }
     }
-    // The byte order matters: a big-endian image does not read as little-endian.
+    // The byte order matters: a big-endian image does not read as little-endian, and the
+    // error says so.
     let tool = mkenvimage(&dir, &envs[2], 0x1000, &["-b"]);
     assert!(matches!(
         decode(&tool, ByteOrder::Little, false),
-        Err(EnvError::BadCrc { .. })
+        Err(EnvError::WrongByteOrder {
+            configured: ByteOrder::Little
+        })
     ));
     let be = encode(&envs[2], 0x1000, ByteOrder::Big, None).unwrap();
     let le = encode(&envs[2], 0x1000, ByteOrder::Little, None).unwrap();
@@ -961,4 +964,37 @@ fn env_names_and_values_are_checked() {
     assert_eq!(e.remove("a").as_deref(), Some("2"));
     assert_eq!(e.get("a"), None);
     assert_eq!(e.len(), 2);
+}
+
+#[test]
+fn wrong_byte_order_is_diagnosed_and_never_overwritten() {
+    let e = env(&[("boot_slot", "a")]);
+    for redundant in [false, true] {
+        let (mut s, cfg) = if redundant {
+            mem_redundant()
+        } else {
+            mem_single()
+        };
+        write_with(&mut s, &cfg, &e).unwrap(); // big-endian
+        let mut le = cfg.clone();
+        le.byte_order = ByteOrder::Little;
+        let err = read_with(&mut s, &le).unwrap_err();
+        let wrong = |e: &EnvError| {
+            matches!(
+                e,
+                EnvError::WrongByteOrder {
+                    configured: ByteOrder::Little
+                }
+            )
+        };
+        match &err {
+            EnvError::NoValidCopy { copy0, .. } => assert!(wrong(copy0)),
+            other => assert!(wrong(other), "{other}"),
+        }
+        let writes = s.writes;
+        let err = write_with(&mut s, &le, &env(&[("boot_slot", "b")])).unwrap_err();
+        assert!(wrong(&err), "{err}");
+        assert_eq!(s.writes, writes, "nothing written");
+        assert_eq!(read_with(&mut s, &cfg).unwrap().0, e);
+    }
 }

@@ -132,7 +132,8 @@ pub fn encode(
     Ok(out)
 }
 
-/// Reads one copy's bytes (all `size` of them): checks the CRC ([`EnvError::BadCrc`]), then
+/// Reads one copy's bytes (all `size` of them): checks the CRC ([`EnvError::BadCrc`], or
+/// [`EnvError::WrongByteOrder`] when it matches with its bytes swapped), then
 /// parses `name=value\0` entries up to the first empty one (bytes after it are ignored:
 /// `fw_setenv` leaves old data there). Returns the variables and, when `redundant`, the flag.
 ///
@@ -155,6 +156,11 @@ pub fn decode(
     let data = &bytes[header..];
     let computed = crc32(data);
     if stored != computed {
+        if stored.swap_bytes() == computed {
+            return Err(EnvError::WrongByteOrder {
+                configured: byte_order,
+            });
+        }
         return Err(EnvError::BadCrc { stored, computed });
     }
     let flag = redundant.then(|| bytes[4]);

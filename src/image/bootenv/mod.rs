@@ -7,7 +7,7 @@
 //!
 //! - Reading ([`read`]): the copy whose CRC is valid; of two valid copies, the one with the
 //!   higher flag, where 0 beats 255 (the counter wrapped); equal flags: copy 0.
-//! - Writing ([`write`]): the *other* copy, the non-current one, with the current flag + 1. A
+//! - Writing ([`write()`]): the *other* copy, the non-current one, with the current flag + 1. A
 //!   write cut by a power loss leaves that copy invalid and the current one untouched, so the
 //!   next read still returns the old environment. With one copy, a torn write leaves no valid
 //!   environment at all ([`EnvError::BadCrc`]): boards should use two.
@@ -86,6 +86,9 @@ pub enum EnvError {
     TooShort { len: usize, needed: usize },
     /// The stored CRC is not the data's: an erased, torn or corrupted copy.
     BadCrc { stored: u32, computed: u32 },
+    /// The CRC is right but stored in the other byte order: the config's byte order is wrong
+    /// (a big-endian board's environment read as little-endian, or the reverse).
+    WrongByteOrder { configured: ByteOrder },
     /// The CRC is right but an entry is not `name=value\0` (`offset` is in the copy).
     Malformed { offset: usize, reason: &'static str },
     /// Neither copy of a redundant environment is valid; why, for each.
@@ -128,6 +131,10 @@ impl fmt::Display for EnvError {
             EnvError::BadCrc { stored, computed } => write!(
                 f,
                 "environment CRC invalid (stored {stored:#010x}, computed {computed:#010x})"
+            ),
+            EnvError::WrongByteOrder { configured } => write!(
+                f,
+                "environment CRC is valid only in the other byte order ({configured:?} configured)"
             ),
             EnvError::Malformed { offset, reason } => {
                 write!(f, "environment malformed at byte {offset}: {reason}")
@@ -193,7 +200,7 @@ impl ReadInfo {
     }
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteInfo {
     /// The index of the copy written (now the current one).
@@ -284,7 +291,9 @@ pub fn read_with<S: EnvStorage + ?Sized>(
 /// neither is, copy 0 with flag 1 (as `mkenvimage -r` makes it). Single copy: rewrites it in
 /// place, which a power cut can leave torn.
 ///
-/// Refuses an environment that does not fit ([`EnvError::TooLarge`]) before touching storage.
+/// Refuses, before touching storage, an environment that does not fit
+/// ([`EnvError::TooLarge`]), and a config whose byte order makes a valid copy look invalid
+/// ([`EnvError::WrongByteOrder`]): writing then would replace a good environment.
 pub fn write_with<S: EnvStorage + ?Sized>(
     storage: &mut S,
     cfg: &EnvConfig,
@@ -300,8 +309,17 @@ pub fn write_with<S: EnvStorage + ?Sized>(
         });
     }
     let (copy, flag, fallback) = if cfg.is_redundant() {
-        let f0 = load_copy(storage, cfg, 0).ok().map(|c| c.1.unwrap_or(0));
-        let f1 = load_copy(storage, cfg, 1).ok().map(|c| c.1.unwrap_or(0));
+        let (c0, c1) = (load_copy(storage, cfg, 0), load_copy(storage, cfg, 1));
+        for c in [&c0, &c1] {
+            if let Err(EnvError::WrongByteOrder { configured }) = c {
+                // The config is wrong: writing would replace a good environment.
+                return Err(EnvError::WrongByteOrder {
+                    configured: *configured,
+                });
+            }
+        }
+        let f0 = c0.ok().map(|c| c.1.unwrap_or(0));
+        let f1 = c1.ok().map(|c| c.1.unwrap_or(0));
         match (f0, f1) {
             (Some(a), Some(b)) => {
                 let cur = current_copy(a, b);
@@ -313,6 +331,9 @@ pub fn write_with<S: EnvStorage + ?Sized>(
             (None, None) => (0, Some(1), None),
         }
     } else {
+        if let Err(EnvError::WrongByteOrder { configured }) = load_copy(storage, cfg, 0) {
+            return Err(EnvError::WrongByteOrder { configured });
+        }
         (0, None, None)
     };
     let loc = &cfg.copies[copy];
