@@ -221,6 +221,20 @@ pub struct DownloadSection {
     pub retry_base: std::time::Duration,
     #[serde(with = "crate::time::secs")]
     pub retry_max: std::time::Duration,
+    /// What happens to a complete image.
+    pub install: InstallMethod,
+}
+
+/// What the agent does with a complete, checked download.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallMethod {
+    /// Leave it in the download directory and reset (a board without partitions to write, such
+    /// as the simulated one): the image can be inspected or installed by other means.
+    #[default]
+    None,
+    /// Refuse it: the download is removed, the failure recorded and retried.
+    Refuse,
 }
 
 impl Default for DownloadSection {
@@ -233,6 +247,7 @@ impl Default for DownloadSection {
             required_bytes: p.required_bytes,
             retry_base: p.retry_base,
             retry_max: p.retry_max,
+            install: InstallMethod::None,
         }
     }
 }
@@ -301,6 +316,9 @@ pub struct AcsimConfig {
     /// The image version named in Join Responses; by default the `version.info` of
     /// `image_dir`, or none.
     pub image_version: Option<String>,
+    /// Name the image in Join Responses (download at Join); false leaves it to predownload.
+    #[serde(default = "yes")]
+    pub image_at_join: bool,
     /// The image folder: one file per AP hardware type (`ap1g8`, ...) plus `version.info`.
     pub image_dir: Option<PathBuf>,
     /// Bytes per Image Data block.
@@ -335,6 +353,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_version() -> String {
     "1.0.0".into()
+}
+fn yes() -> bool {
+    true
 }
 fn default_block_size() -> usize {
     1024
@@ -449,6 +470,7 @@ impl AcsimConfig {
             vendor_id: crate::wtp::config::EXAMPLE_ENTERPRISE,
             version: self.version.clone(),
             image_version: self.image_version.clone(),
+            image_at_join: self.image_at_join,
             max_wtps: self.max_wtps,
             psk: self.dtls.mode == DtlsMode::Psk,
             join_result: self.join_result,

@@ -1,9 +1,9 @@
 //! `acsim demo`: a complete lab on loopback, built and run in one command.
 //!
-//! It writes a PKI, `acsim.toml` and `wtpd.toml` into a folder, starts `acsim run` and one
+//! It writes a PKI, an image folder like the seed's controller (`ap1g4 ... ap3g3` and
+//! `version.info`), `acsim.toml` and `wtpd.toml` into a folder, starts `acsim run` and one
 //! `wtpd` as separate processes (so that signals and exit codes are real), prints both logs as
-//! they grow, and checks the scenario: Discovery → DTLS → Join → Configure → Data Check → Run,
-//! Echoes for a few seconds, then SIGTERM to wtpd (DTLS close_notify, exit 0).
+//! they grow, and checks the scenario ([`Scenario`]).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -39,6 +39,9 @@ pub struct DemoOptions {
     pub dtls: DemoDtls,
     /// Seconds to hold Run before stopping wtpd.
     pub hold_secs: u64,
+    pub scenario: Scenario,
+    /// Size of the lab board's image.
+    pub image_size: u64,
 }
 
 impl Default for DemoOptions {
@@ -47,6 +50,8 @@ impl Default for DemoOptions {
             dir: None,
             dtls: DemoDtls::Certificate,
             hold_secs: 5,
+            scenario: Scenario::Upgrade,
+            image_size: 8 * 1024 * 1024 + 601,
         }
     }
 }
@@ -265,13 +270,20 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
         "capwap.pcap",
         "dtls-keys.log",
         "acsim.status",
+        "acsim.sock",
     ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    let _ = std::fs::remove_dir_all(dir.join("tmp"));
     let port = free_port_pair().map_err(io("pick a UDP port"))?;
     let listen = write_lab(&dir, opts.dtls, port)?;
+    prepare_scenario(&dir, opts.scenario, opts.image_size)?;
     println!("acsim demo: lab in {}", dir.display());
-    println!("acsim demo: controller on {listen}, DTLS {:?}", opts.dtls);
+    println!(
+        "acsim demo: controller on {listen}, DTLS {:?}, scenario {:?}",
+        opts.dtls, opts.scenario
+    );
 
     let acsim_bin = std::env::current_exe().map_err(io("current executable"))?;
     let wtpd_bin = sibling_binary("wtpd")?;
@@ -287,48 +299,179 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
             pos: 0,
         },
     ];
+    let wlog = dir.join("wtpd.log");
+    let alog = dir.join("acsim.log");
     let mut ac = spawn(&acsim_bin, &["run", "--config", "acsim.toml"], &dir)?;
-    let mut ok = true;
-    let mut notes = Vec::new();
-    let listening = wait_until(Duration::from_secs(10), &mut tails, || {
-        log_has(&dir.join("acsim.log"), "listening")
-    });
-    if !listening {
-        notes.push("acsim did not start listening".to_string());
-        ok = false;
-    }
+    let mut notes: Vec<String> = Vec::new();
     let mut wtp_code = None;
     let mut status = String::new();
-    if ok {
+    let mut extra = String::new();
+    if !wait_until(Duration::from_secs(10), &mut tails, || {
+        log_has(&alog, "listening")
+    }) {
+        notes.push("acsim did not start listening".into());
+    } else {
         let mut wtp = spawn(&wtpd_bin, &["--config", "wtpd.toml"], &dir)?;
-        let run = wait_until(Duration::from_secs(60), &mut tails, || {
-            log_has(&dir.join("wtpd.log"), "CAPWAP State: Run")
-        });
-        if run {
-            let hold = Duration::from_secs(opts.hold_secs);
-            wait_until(hold, &mut tails, || false);
-            status = std::fs::read_to_string(dir.join("acsim.status")).unwrap_or_default();
-        } else {
-            notes.push("wtpd did not reach Run within 60 s".into());
-            ok = false;
+        let sc = opts.scenario;
+        let expect =
+            |notes: &mut Vec<String>, tails: &mut [Tail], path: &Path, needle: &str, secs: u64| {
+                let ok = wait_until(Duration::from_secs(secs), tails, || log_has(path, needle));
+                if !ok {
+                    notes.push(format!(
+                        "no '{needle}' in {} within {secs} s",
+                        path.display()
+                    ));
+                }
+                ok
+            };
+        match sc {
+            Scenario::Join => {
+                if expect(&mut notes, &mut tails, &wlog, "CAPWAP State: Run", 60) {
+                    wait_until(Duration::from_secs(opts.hold_secs), &mut tails, || false);
+                    status = std::fs::read_to_string(dir.join("acsim.status")).unwrap_or_default();
+                }
+            }
+            Scenario::Upgrade => {
+                if expect(
+                    &mut notes,
+                    &mut tails,
+                    &wlog,
+                    "Image transfer completed",
+                    300,
+                ) {
+                    wtp_code = wtp.wait_for(Duration::from_secs(20), &mut tails);
+                    extra = compare_download(&dir, &mut notes);
+                }
+            }
+            Scenario::Predownload => {
+                if expect(&mut notes, &mut tails, &wlog, "CAPWAP State: Run", 60) {
+                    let echoes_before = echo_count(&dir);
+                    print!("{}", control(&dir, "predownload all")?);
+                    if expect(
+                        &mut notes,
+                        &mut tails,
+                        &wlog,
+                        "Predownload of 17.9.4.27 complete",
+                        300,
+                    ) {
+                        let during = echo_count(&dir).saturating_sub(echoes_before);
+                        extra = format!("Echoes answered during the predownload: {during}\n");
+                        if during == 0 {
+                            notes.push("no Echo was answered during the predownload".into());
+                        }
+                        extra.push_str(&compare_download(&dir, &mut notes));
+                        status = control(&dir, "status").unwrap_or_default();
+                        print!("{}", control(&dir, "activate all")?);
+                        expect(
+                            &mut notes,
+                            &mut tails,
+                            &wlog,
+                            "Reset Request activates 17.9.4.27",
+                            30,
+                        );
+                        wtp_code = wtp.wait_for(Duration::from_secs(20), &mut tails);
+                    }
+                }
+            }
+            Scenario::MissingImage | Scenario::Timeout | Scenario::Stall | Scenario::Teardown => {
+                let (ac_line, ap_line) = match sc {
+                    Scenario::MissingImage => (
+                        "No such file or directory",
+                        "Aborting image download(controller refused the image",
+                    ),
+                    Scenario::Timeout => (
+                        "after 0 blocks (fault switch)",
+                        "Going to restart CAPWAP (reason : image download cannot start)",
+                    ),
+                    Scenario::Stall => (
+                        "after 2000 blocks (fault switch)",
+                        "Going to restart CAPWAP (reason : image download stalled)",
+                    ),
+                    _ => (
+                        "Tearing DTLS down at byte",
+                        "Aborting image download(0x0): Dtls cleanup, ap1g8",
+                    ),
+                };
+                expect(&mut notes, &mut tails, &alog, ac_line, 60);
+                expect(&mut notes, &mut tails, &wlog, ap_line, 60);
+                // The retry: a second Image Data Request after the backoff.
+                let retried = wait_until(Duration::from_secs(60), &mut tails, || {
+                    std::fs::read_to_string(&wlog)
+                        .is_ok_and(|t| t.matches("Image Data Request sent to").count() >= 2)
+                });
+                if !retried {
+                    notes.push("no retry within 60 s".into());
+                }
+                if dir.join("tmp").join("part.tar").exists() && sc != Scenario::Teardown {
+                    notes.push("a partial download was left in tmp/part.tar".into());
+                }
+                status = control(&dir, "status").unwrap_or_default();
+            }
         }
-        wtp.signal(nix::sys::signal::Signal::SIGTERM);
-        wtp_code = wtp.wait_for(Duration::from_secs(10), &mut tails);
-        if wtp_code != Some(0) {
-            notes.push(format!("wtpd exit status {wtp_code:?}, expected 0"));
-            ok = false;
+        if wtp_code.is_none() {
+            wtp.signal(nix::sys::signal::Signal::SIGTERM);
+            wtp_code = wtp.wait_for(Duration::from_secs(10), &mut tails);
         }
-        // Let acsim log the close_notify before it stops.
+        let want = match sc {
+            Scenario::Upgrade | Scenario::Predownload => crate::runtime::wtp::EXIT_REBOOT,
+            _ => 0,
+        };
+        if wtp_code != Some(want) {
+            notes.push(format!("wtpd exit status {wtp_code:?}, expected {want}"));
+        }
+        if status.is_empty() {
+            status = control(&dir, "status").unwrap_or_default();
+        }
         wait_until(Duration::from_millis(500), &mut tails, || false);
     }
     ac.signal(nix::sys::signal::Signal::SIGTERM);
     let ac_code = ac.wait_for(Duration::from_secs(10), &mut tails);
     if ac_code != Some(0) {
         notes.push(format!("acsim exit status {ac_code:?}, expected 0"));
-        ok = false;
     }
-    print!("{}", summary(&dir, wtp_code, ac_code, &status, ok, &notes));
+    let ok = notes.is_empty();
+    let ap_status = crate::status::WtpStatus::load(&dir.join("state"))
+        .map(|s| s.table())
+        .unwrap_or_default();
+    print!(
+        "{}",
+        summary(&dir, wtp_code, ac_code, &status, &ap_status, &extra, ok, &notes)
+    );
     Ok(if ok { 0 } else { 1 })
+}
+
+/// Echoes the AC has answered, from its status table.
+fn echo_count(dir: &Path) -> u64 {
+    let table = control(dir, "status").unwrap_or_default();
+    table
+        .lines()
+        .filter(|l| !l.starts_with("Total") && !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Compares the AP's download with the served image.
+fn compare_download(dir: &Path, notes: &mut Vec<String>) -> String {
+    let got = sha256_file(&dir.join("tmp").join("part.tar"));
+    let want = sha256_file(&dir.join("images").join(LAB_IMAGE_TYPE));
+    match (got, want) {
+        (Ok(g), Ok(w)) if g == w => format!(
+            "Download check : tmp/part.tar SHA-256 {} equals images/{LAB_IMAGE_TYPE}\n",
+            crate::image::download::hex(&g)
+        ),
+        (Ok(_), Ok(_)) => {
+            notes.push("tmp/part.tar differs from the served image".into());
+            String::new()
+        }
+        (g, w) => {
+            notes.push(format!(
+                "cannot compare the download: {:?} / {:?}",
+                g.err(),
+                w.err()
+            ));
+            String::new()
+        }
+    }
 }
 
 fn wait_until(limit: Duration, tails: &mut [Tail], mut done: impl FnMut() -> bool) -> bool {
@@ -347,11 +490,14 @@ fn wait_until(limit: Duration, tails: &mut [Tail], mut done: impl FnMut() -> boo
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn summary(
     dir: &Path,
     wtp: Option<i32>,
     ac: Option<i32>,
     status: &str,
+    ap_status: &str,
+    extra: &str,
     ok: bool,
     notes: &[String],
 ) -> String {
@@ -360,16 +506,10 @@ fn summary(
         .lines()
         .filter_map(|l| l.split("CAPWAP State: ").nth(1))
         .collect();
-    let echoes = status
-        .lines()
-        .filter(|l| !l.starts_with("Total"))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
     let mut s = String::new();
     let _ = writeln!(s, "\n===== acsim demo summary =====");
     let _ = writeln!(s, "AP states      : {}", states.join(" -> "));
-    let _ = writeln!(s, "Echoes answered: {echoes} (last status before stop)");
+    s.push_str(extra);
     let _ = writeln!(
         s,
         "wtpd exit      : {}",
@@ -380,6 +520,12 @@ fn summary(
         "acsim exit     : {}",
         ac.map(|c| c.to_string()).unwrap_or_else(|| "-".into())
     );
+    if !ap_status.is_empty() {
+        let _ = writeln!(s, "\n--- wtpd status ---\n{ap_status}");
+    }
+    if !status.is_empty() {
+        let _ = writeln!(s, "--- acsim status ---\n{status}");
+    }
     let _ = writeln!(s, "Files          : {}", dir.display());
     for f in [
         "acsim.toml",
@@ -403,4 +549,165 @@ fn summary(
     }
     let _ = writeln!(s, "Result         : {}", if ok { "OK" } else { "FAILED" });
     s
+}
+
+/// What the demo shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scenario {
+    /// Join, reach Run, hold it with Echoes, stop with SIGTERM.
+    Join,
+    /// The AP runs an older version: download at Join, checked, then Reset.
+    #[default]
+    Upgrade,
+    /// The AP joins as it is; acsim asks it to predownload in Run, then activates the image.
+    Predownload,
+    /// The image folder lacks the AP's hardware type (the seed's wrong path).
+    MissingImage,
+    /// acsim never sends the first block (the seed's "image download cannot start").
+    Timeout,
+    /// acsim stops sending in the middle.
+    Stall,
+    /// acsim tears DTLS down in the middle of the transfer.
+    Teardown,
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "join" => Scenario::Join,
+            "upgrade" => Scenario::Upgrade,
+            "predownload" => Scenario::Predownload,
+            "missing-image" => Scenario::MissingImage,
+            "timeout" => Scenario::Timeout,
+            "stall" => Scenario::Stall,
+            "teardown" => Scenario::Teardown,
+            other => {
+                return Err(format!(
+                    "--scenario {other}: use join, upgrade, predownload, missing-image, timeout, stall or teardown"
+                ))
+            }
+        })
+    }
+}
+
+/// The AP hardware types of the seed's image folder.
+pub const HARDWARE_TYPES: [&str; 7] = [
+    "ap1g4", "ap1g5", "ap1g6", "ap1g6a", "ap1g7", "ap1g8", "ap3g3",
+];
+/// The lab board's hardware type.
+pub const LAB_IMAGE_TYPE: &str = "ap1g8";
+/// The versions of the seed: the controller's, the AP's, and the AP's backup.
+pub const CONTROLLER_VERSION: &str = "17.9.4.27";
+pub const AP_VERSION: &str = "17.3.3.26";
+pub const AP_BACKUP_VERSION: &str = "8.10.130.0";
+
+/// Writes an image folder: a file of random bytes per hardware type (`size` for the lab
+/// board's, a small one for the others) and `version.info`.
+pub fn write_image_folder(
+    dir: &Path,
+    version: &str,
+    size: u64,
+    omit: Option<&str>,
+) -> Result<(), DemoError> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    let mut rng = crate::rng::Rng::new(size ^ 0xa5a5);
+    let mut buf = vec![0u8; 64 * 1024];
+    for t in HARDWARE_TYPES {
+        let path = dir.join(t);
+        let _ = std::fs::remove_file(&path);
+        if Some(t) == omit {
+            continue;
+        }
+        let n = if t == LAB_IMAGE_TYPE {
+            size
+        } else {
+            64 * 1024 + 17
+        };
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&path).map_err(io(format!("create {}", path.display())))?,
+        );
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            rng.fill(&mut buf[..k]);
+            f.write_all(&buf[..k])
+                .map_err(io(format!("write {}", path.display())))?;
+            left -= k as u64;
+        }
+        f.flush().map_err(io(format!("write {}", path.display())))?;
+    }
+    std::fs::write(dir.join("version.info"), format!("{version}\n"))
+        .map_err(io("write version.info"))?;
+    Ok(())
+}
+
+/// Adds a scenario's image folder and settings to a lab written by [`write_lab`].
+pub fn prepare_scenario(dir: &Path, scenario: Scenario, image_size: u64) -> Result<(), DemoError> {
+    if scenario == Scenario::Join {
+        return Ok(());
+    }
+    let omit = (scenario == Scenario::MissingImage).then_some(LAB_IMAGE_TYPE);
+    write_image_folder(&dir.join("images"), CONTROLLER_VERSION, image_size, omit)?;
+    let ac_path = dir.join("acsim.toml");
+    let mut ac = std::fs::read_to_string(&ac_path).map_err(io("read acsim.toml"))?;
+    let faults = match scenario {
+        Scenario::Timeout => "[faults]\nstall_after_blocks = 0\n",
+        Scenario::Stall => "[faults]\nstall_after_blocks = 2000\n",
+        Scenario::Teardown => "[faults]\nteardown_at_byte = 2097152\n",
+        _ => "",
+    };
+    let top = format!(
+        "image_dir = \"images\"\ncontrol_socket = \"acsim.sock\"\nimage_at_join = {}\n",
+        scenario != Scenario::Predownload
+    );
+    ac = format!("{top}{ac}\n{faults}");
+    std::fs::write(&ac_path, ac).map_err(io("write acsim.toml"))?;
+    let wtp_path = dir.join("wtpd.toml");
+    let mut w = std::fs::read_to_string(&wtp_path).map_err(io("read wtpd.toml"))?;
+    w = w.replace(
+        &format!("version = \"{CONTROLLER_VERSION}\"\nbackup = \"{AP_VERSION}\""),
+        &format!("version = \"{AP_VERSION}\"\nbackup = \"{AP_BACKUP_VERSION}\""),
+    );
+    w = w.replace(
+        "discovery_interval = 1\n",
+        "discovery_interval = 1\nimage_data_start = 5\n",
+    );
+    w = format!(
+        "state_dir = \"state\"\n{w}\n[download]\ndir = \"tmp\"\nretry_base = 3\nretry_max = 30\nrequired_bytes = {}\n",
+        image_size
+    );
+    std::fs::write(&wtp_path, w).map_err(io("write wtpd.toml"))?;
+    Ok(())
+}
+
+/// Sends one command to acsim's control socket.
+pub fn control(dir: &Path, line: &str) -> Result<String, DemoError> {
+    use std::io::{Read, Write};
+    let path = dir.join("acsim.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&path)
+        .map_err(io(format!("connect {}", path.display())))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    s.write_all(format!("{line}\n").as_bytes())
+        .map_err(io("control socket"))?;
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(io("control socket"))?;
+    Ok(out)
+}
+
+/// SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = openssl::sha::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
 }

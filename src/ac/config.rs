@@ -49,8 +49,11 @@ pub struct AcConfig {
     pub vendor_id: u32,
     /// The software version the AC reports (AC Descriptor).
     pub version: String,
-    /// The image version the AC names in Join Responses (Image Identifier); `None` names none.
+    /// The image version the AC serves (Image Identifier); `None` serves none.
     pub image_version: Option<String>,
+    /// Name the image in Join Responses, so that APs on another version download it at Join;
+    /// when false, APs join as they are and get it by predownload.
+    pub image_at_join: bool,
     pub max_wtps: u16,
     /// PSK mode (for the AC Descriptor's security bits).
     pub psk: bool,
@@ -71,6 +74,7 @@ impl Default for AcConfig {
             vendor_id: crate::wtp::config::EXAMPLE_ENTERPRISE,
             version: "1.0.0".into(),
             image_version: None,
+            image_at_join: true,
             max_wtps: 1000,
             psk: false,
             join_result: 0,

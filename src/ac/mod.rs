@@ -667,7 +667,12 @@ impl Ac {
         self.describe_ac(&mut b, &radios);
         b.element(&Element::EcnSupport(0));
         self.control_addresses(&mut b);
-        if let Some(img) = &self.cfg.image_version {
+        if let Some(img) = self
+            .cfg
+            .image_version
+            .as_ref()
+            .filter(|_| self.cfg.image_at_join)
+        {
             b.element(&Element::ImageIdentifier {
                 vendor: self.cfg.vendor_id,
                 name: img,

@@ -10,7 +10,13 @@ acsim - CAPWAP (RFC 5415) controller simulator and test harness
 
 USAGE:
     acsim run --config FILE          run the controller in the foreground
-    acsim status --config FILE       print the table of APs of a running acsim
+    acsim status --config FILE       print the table of APs (show ap image) of a running acsim
+    acsim predownload --config FILE [--ap NAME]
+                                     ask APs in Run to predownload the served image
+    acsim activate --config FILE [--ap NAME]
+                                     reset APs into the predownloaded image
+    acsim reset --config FILE --ap NAME
+                                     send a Reset Request
     acsim demo [--dir DIR] [--dtls certificate|psk] [--hold SECONDS]
                                      build a lab in DIR (a new temporary folder when not
                                      given) and run the scenario: one wtpd joins over DTLS,
@@ -52,11 +58,14 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
         Some(other) => return Err(other.unexpected().into()),
     };
     let mut config: Option<PathBuf> = None;
+    let mut ap: Option<String> = None;
     let mut demo = wtpd::demo::DemoOptions::default();
     while let Some(arg) = parser.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(parser.value()?.into()),
             Long("dir") => demo.dir = Some(parser.value()?.into()),
+            Long("ap") => ap = Some(parser.value()?.string()?),
+            Long("scenario") => demo.scenario = parser.value()?.string()?.parse()?,
             Long("dtls") => demo.dtls = parser.value()?.string()?.parse()?,
             Long("hold") => demo.hold_secs = parser.value()?.parse()?,
             Short('h') | Long("help") => {
@@ -80,15 +89,48 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
         "status" => {
             let path = config.ok_or("status needs --config FILE")?;
             let cfg = AcsimConfig::load(&path)?;
+            if cfg.control_socket.is_some() {
+                print!("{}", control(&cfg, "status")?);
+                return Ok(0);
+            }
             let file = cfg
                 .status_file
-                .ok_or("the configuration names no status_file")?;
+                .ok_or("the configuration names neither control_socket nor status_file")?;
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| format!("{}: {e} (is acsim running?)", file.display()))?;
             print!("{text}");
             Ok(0)
         }
+        "predownload" | "activate" | "reset" => {
+            let path = config.ok_or_else(|| format!("{cmd} needs --config FILE"))?;
+            let cfg = AcsimConfig::load(&path)?;
+            let who = match (cmd.as_str(), ap) {
+                ("reset", None) => return Err("reset needs --ap NAME".into()),
+                (_, Some(a)) => a,
+                (_, None) => "all".into(),
+            };
+            let answer = control(&cfg, &format!("{cmd} {who}"))?;
+            print!("{answer}");
+            Ok(if answer.contains(": sent") { 0 } else { 1 })
+        }
         "demo" => Ok(wtpd::demo::run(demo)?),
         other => Err(format!("unknown command '{other}' (see --help)").into()),
     }
+}
+
+/// Sends one command to a running acsim over its control socket and returns the answer.
+fn control(cfg: &AcsimConfig, line: &str) -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    let path = cfg
+        .control_socket
+        .as_ref()
+        .ok_or("the configuration names no control_socket")?;
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("{}: {e} (is acsim running?)", path.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
 }

@@ -10,12 +10,14 @@ wtpd - CAPWAP (RFC 5415) access-point agent
 
 USAGE:
     wtpd --config FILE [--controller HOST:PORT]...   run the agent in the foreground
+    wtpd status --config FILE [--json]              the AP's image status (show ap image)
     wtpd --help | --version
 
 OPTIONS:
     -c, --config FILE          the agent's configuration (wtpd.toml)
         --controller HOST:PORT a controller to discover, before those in the file;
                                may be repeated; HOST may be a DNS name
+        --json                 with status: one JSON object
     -h, --help                 this text
     -V, --version              the version
 
@@ -38,9 +40,13 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     use lexopt::prelude::*;
     let mut config: Option<PathBuf> = None;
     let mut controllers = Vec::new();
+    let mut json = false;
+    let mut status = false;
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
+            Value(v) if v == "status" && !status => status = true,
+            Long("json") => json = true,
             Short('c') | Long("config") => config = Some(parser.value()?.into()),
             Long("controller") => controllers.push(parser.value()?.string()?),
             Short('h') | Long("help") => {
@@ -56,6 +62,20 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     }
     let path = config.ok_or("--config FILE is required (see --help)")?;
     let cfg = WtpdConfig::load(&path)?;
+    if status {
+        let dir = cfg
+            .state_dir
+            .as_ref()
+            .ok_or("the configuration names no state_dir")?;
+        let st = wtpd::status::WtpStatus::load(dir)
+            .ok_or_else(|| format!("no status in {} (has wtpd run?)", dir.display()))?;
+        if json {
+            println!("{}", st.to_json());
+        } else {
+            print!("{}", st.table());
+        }
+        return Ok(0);
+    }
     let (target, level) = cfg.log.resolve("wtpd")?;
     wtpd::logging::init(target, level)?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{earliest, io_err, write_atomic, Clock, RuntimeError};
-use crate::ac::{Ac, AcAction};
+use crate::ac::{Ac, AcAction, WtpSession};
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::{CONTROL_PORT, DATA_PORT};
 use crate::config::AcsimConfig;
@@ -112,6 +112,17 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
     let mut dbuf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(2048);
     let mut last_status = String::new();
+    let mut last_status_at: Option<Instant> = None;
+    let control = match &cfg.control_socket {
+        Some(p) => {
+            let _ = std::fs::remove_file(p);
+            Some(
+                tokio::net::UnixListener::bind(p)
+                    .map_err(io_err(format!("bind {}", p.display())))?,
+            )
+        }
+        None => None,
+    };
 
     loop {
         loop {
@@ -187,8 +198,15 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                 break;
             }
         }
-        let status = status_table(&ac);
+        let due = last_status_at
+            .is_none_or(|t| clock.now().saturating_since(t) >= Duration::from_secs(1));
+        let status = if due {
+            status_table(&ac, clock.now())
+        } else {
+            last_status.clone()
+        };
         if status != last_status {
+            last_status_at = Some(clock.now());
             if let Some(p) = &cfg.status_file {
                 if let Err(e) = write_atomic(p, status.as_bytes()) {
                     warn!("cannot write {}: {e}", p.display());
@@ -275,6 +293,16 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                 }
                 ac.handle_timeout(clock.now());
             },
+            conn = async {
+                match &control {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok((stream, _)) = conn {
+                    serve_control(stream, &mut ac, &clock).await;
+                }
+            },
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -285,6 +313,22 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         flush(&ctl, *addr, &mut p.session).await;
     }
     Ok(0)
+}
+
+/// Reads one command line from a control connection, runs it, writes the answer.
+async fn serve_control(stream: tokio::net::UnixStream, ac: &mut Ac, clock: &Clock) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(r);
+    match tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {
+            info!("control: {}", line.trim());
+            let answer = control_command(ac, line.trim(), clock.now());
+            let _ = w.write_all(answer.as_bytes()).await;
+        }
+        _ => warn!("control connection sent no command"),
+    }
 }
 
 /// With DTLS off, a clear Join Request opens the session that DTLS would have opened.
@@ -308,34 +352,147 @@ async fn flush(sock: &UdpSocket, peer: SocketAddr, session: &mut DtlsSession) {
     }
 }
 
-/// The table `acsim status` prints: one line per WTP.
-pub fn status_table(ac: &Ac) -> String {
+/// The table `acsim status` prints: one line per WTP, connected or last seen, with the
+/// columns of the seed's `show ap image`.
+pub fn status_table(ac: &Ac, now: Instant) -> String {
     let mut s = String::new();
-    let n = ac.sessions().count();
-    let _ = writeln!(s, "Total number of APs : {n}");
+    let live: Vec<&WtpSession> = ac.sessions().collect();
+    let gone: Vec<&WtpSession> = ac.departed().collect();
+    let count = |f: &dyn Fn(&str) -> bool| {
+        live.iter()
+            .chain(gone.iter())
+            .filter(|w| w.download.as_ref().is_some_and(|d| f(&d.status)))
+            .count()
+    };
+    let _ = writeln!(s, "Total number of APs : {}", live.len());
+    let _ = writeln!(s, "Number of APs");
+    let _ = writeln!(
+        s,
+        "  Initiated               : {}",
+        count(&|st| st == "Initiated")
+    );
+    let _ = writeln!(
+        s,
+        "  Downloading             : {}",
+        count(&|st| st == "Downloading")
+    );
+    let _ = writeln!(
+        s,
+        "  Predownloading          : {}",
+        count(&|st| st == "Predownloading")
+    );
+    let _ = writeln!(
+        s,
+        "  Completed               : {}",
+        count(&|st| st == "Complete")
+    );
+    let _ = writeln!(
+        s,
+        "  Failed                  : {}",
+        count(&|st| st.starts_with("Failed"))
+    );
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "{:<20} {:<22} {:<11} {:<14} {:<14} {:<10} {:>6}",
-        "AP Name", "Address", "State", "Primary Image", "Backup Image", "Model", "Echoes"
+        "{:<18} {:<21} {:<10} {:<12} {:<12} {:<15} {:<12} {:<14} {:>6}",
+        "AP Name",
+        "Address",
+        "State",
+        "Primary",
+        "Backup",
+        "Image Status",
+        "Version",
+        "ETA/Percent",
+        "Echoes"
     );
-    let _ = writeln!(s, "{}", "-".repeat(103));
-    for w in ac.sessions() {
+    let _ = writeln!(s, "{}", "-".repeat(128));
+    for (w, connected) in live
+        .iter()
+        .map(|w| (w, true))
+        .chain(gone.iter().map(|w| (w, false)))
+    {
+        let d = w.download.as_ref();
+        let status = d
+            .map(|d| d.status.split(':').next().unwrap_or("").to_string())
+            .unwrap_or_else(|| "-".into());
+        let eta_pct = match d {
+            Some(d) => format!(
+                "{} {}",
+                d.eta(now)
+                    .map(|e| crate::status::format_eta(e.as_secs()))
+                    .unwrap_or_else(|| "--:--:--".into()),
+                d.percent()
+                    .map(|p| format!("{p}%"))
+                    .unwrap_or_else(|| "-".into())
+            ),
+            None => "-".into(),
+        };
+        let dash = |v: &str| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.to_string()
+            }
+        };
         let _ = writeln!(
             s,
-            "{:<20} {:<22} {:<11} {:<14} {:<14} {:<10} {:>6}",
-            if w.info.name.is_empty() {
-                "-"
-            } else {
-                &w.info.name
-            },
+            "{:<18} {:<21} {:<10} {:<12} {:<12} {:<15} {:<12} {:<14} {:>6}",
+            dash(&w.info.name),
             w.peer.to_string(),
-            w.state.name(),
-            w.info.primary_version,
-            w.info.backup_version,
-            w.info.model,
+            if connected { w.state.name() } else { "Gone" },
+            dash(&w.info.primary_version),
+            dash(&w.info.backup_version),
+            status,
+            d.map(|d| dash(&d.version)).unwrap_or_else(|| "-".into()),
+            eta_pct,
             w.info.echoes
         );
+        if let Some(err) = d.and_then(|d| d.status.strip_prefix("Failed: ")) {
+            let _ = writeln!(s, "{:<18} last error: {err}", "");
+        }
     }
     s
+}
+
+/// Carries out one command from the control socket and says how it went.
+fn control_command(ac: &mut Ac, line: &str, now: Instant) -> String {
+    let mut words = line.split_whitespace();
+    let cmd = words.next().unwrap_or("");
+    let who = words.next().unwrap_or("all");
+    if cmd == "status" {
+        return status_table(ac, now);
+    }
+    let targets: Vec<SocketAddr> = if who == "all" {
+        ac.sessions().map(|s| s.peer).collect()
+    } else {
+        ac.find(who).into_iter().collect()
+    };
+    if targets.is_empty() {
+        return format!("no AP matches '{who}'\n");
+    }
+    let mut out = String::new();
+    for peer in targets {
+        let ok = match cmd {
+            "predownload" => ac.predownload(peer, now),
+            "activate" => ac.activate(peer, now),
+            "reset" => ac.reset(peer, now),
+            _ => {
+                return format!("unknown command '{cmd}' (predownload, activate, reset, status)\n")
+            }
+        };
+        let name = ac
+            .session(peer)
+            .map(|s| s.info.name.clone())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{cmd} {name} ({peer}): {}",
+            if ok {
+                "sent"
+            } else {
+                "refused: the AP is not in Run, is busy, or no image is configured"
+            }
+        );
+    }
+    out
 }

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::{earliest, io_err, Clock, RuntimeError};
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::CONTROL_PORT;
-use crate::config::{RebootMethod, WtpdConfig};
+use crate::config::{InstallMethod, RebootMethod, WtpdConfig};
 use crate::dtls::{DtlsContext, DtlsError, DtlsEvent, DtlsSession};
 use crate::image::store::FileStore;
 use crate::status::WtpStatus;
@@ -179,18 +179,26 @@ pub async fn run(
                         location,
                         predownload,
                     } => {
-                        // The signed-image install (verify, write the inactive slot, switch)
-                        // is not part of this build yet: refuse, so the failure is visible and
-                        // retried rather than a reboot into the same version.
-                        let _ = predownload;
-                        warn!("Image {version} is complete at {location}, but this build cannot install images yet");
-                        wtp.install_done(
-                            Err("image install is not supported by this build".into()),
-                            clock.now(),
-                        );
+                        let result = match cfg.download.install {
+                            InstallMethod::None => {
+                                info!(
+                                    "Image {version} kept at {location} (install = \"none\": nothing is written to a partition){}",
+                                    if predownload { "" } else { "; resetting" }
+                                );
+                                Ok(())
+                            }
+                            InstallMethod::Refuse => {
+                                Err("this board does not install images (install = \"refuse\")"
+                                    .to_string())
+                            }
+                        };
+                        wtp.install_done(result, clock.now());
                     }
                     Action::ActivateImage { version } => {
-                        warn!("Activation of {version} requested, but this build cannot switch partitions yet");
+                        info!(
+                            "Activating {version} (install = {:?})",
+                            cfg.download.install
+                        );
                     }
                     Action::Reboot { reason } => {
                         save_status(&cfg, &wtp, &clock, &mut last_status);

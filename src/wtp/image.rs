@@ -127,6 +127,7 @@ impl Wtp {
             self.store.location()
         );
         self.transfer = Some(Transfer::new(&image, version, predownload, now));
+        self.download_version = Some(version.to_string());
         self.download_state = DownloadState::Initiated;
         self.image_deadline = Some(now + self.cfg.timers.image_data_start);
         self.pending_image_request = true;
@@ -498,10 +499,7 @@ impl Wtp {
         let t = self.transfer.as_ref();
         DownloadStatus {
             state: self.download_state,
-            version: t
-                .map(|t| t.version.clone())
-                .or_else(|| self.predownloaded.clone())
-                .or_else(|| self.predownload_version.clone()),
+            version: self.download_version.clone(),
             bytes: t.map(|t| t.bytes).unwrap_or(0),
             size: t.and_then(|t| t.expected_size),
             percent: match self.download_state {

@@ -165,6 +165,8 @@ pub struct Wtp {
     image_deadline: Option<Instant>,
     pending_image_request: bool,
     download_state: DownloadState,
+    /// The version of the last download started, for the status.
+    download_version: Option<String>,
     retry_count: u32,
     last_error: Option<String>,
     next_retry: Option<Instant>,
@@ -214,6 +216,7 @@ impl Wtp {
             image_deadline: None,
             pending_image_request: false,
             download_state: DownloadState::None,
+            download_version: None,
             retry_count: cfg.retry.retry_count,
             last_error: cfg.retry.last_error.clone(),
             next_retry: None,
