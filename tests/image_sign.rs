@@ -969,3 +969,19 @@ fn streaming_memory_child() {
     );
     let _ = fs::remove_dir_all(&small);
 }
+
+#[test]
+fn documented_recipes_are_the_tested_ones() {
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/image-format.md"))
+            .unwrap();
+    assert!(
+        doc.contains(SHELL_RECIPE.trim()),
+        "docs/image-format.md lacks SHELL_RECIPE"
+    );
+    assert!(
+        doc.contains(ED25519_SIGNER_RECIPE.trim()),
+        "docs/image-format.md lacks ED25519_SIGNER_RECIPE"
+    );
+    assert!(doc.contains(VERIFY_SUCCESS));
+}

@@ -508,11 +508,7 @@ pub fn verify_manifest(
             found: manifest.hardware_type.clone(),
         });
     }
-    if !manifest.compatible_boards.is_empty()
-        && !manifest
-            .compatible_boards
-            .iter()
-            .any(|b| *b == policy.board)
+    if !manifest.compatible_boards.is_empty() && !manifest.compatible_boards.contains(&policy.board)
     {
         return Err(VerifyError::BoardNotCompatible {
             board: policy.board.clone(),
