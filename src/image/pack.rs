@@ -430,13 +430,14 @@ fn manifest_for(
 /// Copies one payload file into the tar, checking it still has the size and digest hashed.
 fn copy_payload(
     out: &mut impl Write,
+    out_path: &Path,
     spec: &PayloadSpec,
     p: &Payload,
     mtime: u64,
 ) -> Result<(), PackError> {
     let h = ustar_header(&p.name, p.size, mtime)?;
     let w = |e| PackError::Io {
-        path: spec.path.clone(),
+        path: out_path.to_path_buf(),
         source: e,
     };
     out.write_all(&h).map_err(w)?;
@@ -491,7 +492,7 @@ fn write_image(
         member(&mut w, "manifest.sig", sig, t)?;
         member(&mut w, "signer.pem", chain_pem, t)?;
         for (ps, p) in spec.payloads.iter().zip(payloads) {
-            copy_payload(&mut w, ps, p, t)?;
+            copy_payload(&mut w, &tmp, ps, p, t)?;
         }
         w.write_all(&[0u8; 2 * BLOCK]).map_err(io_at(&tmp))?;
         let f = w.into_inner().map_err(|e| io_at(&tmp)(e.into_error()))?;
