@@ -402,15 +402,19 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
                 if !retried {
                     notes.push("no retry within 60 s".into());
                 }
-                if dir.join("tmp").join("part.tar").exists() && sc != Scenario::Teardown {
-                    notes.push("a partial download was left in tmp/part.tar".into());
-                }
                 status = control(&dir, "status").unwrap_or_default();
             }
         }
         if wtp_code.is_none() {
             wtp.signal(nix::sys::signal::Signal::SIGTERM);
             wtp_code = wtp.wait_for(Duration::from_secs(10), &mut tails);
+        }
+        let failure = matches!(
+            sc,
+            Scenario::MissingImage | Scenario::Timeout | Scenario::Stall | Scenario::Teardown
+        );
+        if failure && dir.join("tmp").join("part.tar").exists() {
+            notes.push("a partial download was left in tmp/part.tar".into());
         }
         let want = match sc {
             Scenario::Upgrade | Scenario::Predownload => crate::runtime::wtp::EXIT_REBOOT,

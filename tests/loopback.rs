@@ -75,6 +75,8 @@ fn run_demo(dtls: &str, name: &str) -> PathBuf {
             dtls,
             "--hold",
             "3",
+            "--scenario",
+            "join",
         ])
         .env("WTPD_BIN", wtpd())
         .output()
@@ -346,4 +348,172 @@ fn vanished_controller_ends_in_teardown_and_rediscovery() {
         "{after_teardown}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs a demo scenario with a 1 MiB + 1 byte image; returns the lab folder.
+fn run_scenario(scenario: &str) -> PathBuf {
+    run_scenario_sized(scenario, 1048577)
+}
+
+fn run_scenario_sized(scenario: &str, size: u64) -> PathBuf {
+    let dir = lab(scenario);
+    let size = size.to_string();
+    let out = Command::new(acsim())
+        .args([
+            "demo",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--scenario",
+            scenario,
+            "--image-size",
+            &size,
+        ])
+        .env("WTPD_BIN", wtpd())
+        .output()
+        .expect("run acsim demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo {scenario} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Result         : OK"), "{stdout}");
+    dir
+}
+
+fn assert_in_order(log: &str, lines: &[&str]) {
+    let mut at = 0;
+    for l in lines {
+        match log[at..].find(l) {
+            Some(i) => at += i + l.len(),
+            None => panic!("'{l}' missing (or out of order) in:\n{log}"),
+        }
+    }
+}
+
+#[test]
+fn upgrade_downloads_the_image_as_the_seed_logs_it() {
+    let dir = run_scenario("upgrade");
+    let log = read(&dir.join("wtpd.log"));
+    assert_in_order(
+        &log,
+        &[
+            "CAPWAP State: Image Data",
+            "AP image version 17.3.3.26 backup 8.10.130.0, Controller 17.9.4.27",
+            "Version does not match.",
+            "upgrade.sh: Script called with args:[PRECHECK]",
+            "upgrade.sh: /tmp space: OK available",
+            "wtpOpenImgFile: request ap1g8, local",
+            "Image Data Request sent to 127.0.0.1, fileName [ap1g8]",
+            "Image Data Response from 127.0.0.1",
+            "AC accepted previous sent request with result code: 0",
+            "> 1048577 bytes, 1025 msgs, 1 last",
+            "Image transfer completed",
+            "CAPWAP State: Reset",
+        ],
+    );
+    let served = wtpd::demo::sha256_file(&dir.join("images/ap1g8")).unwrap();
+    let got = wtpd::demo::sha256_file(&dir.join("tmp/part.tar")).unwrap();
+    assert_eq!(got, served);
+    let status = read(&dir.join("state/status.toml"));
+    assert!(
+        status.contains("download_state = \"Completed downloading\""),
+        "{status}"
+    );
+    assert!(read(&dir.join("acsim.log")).contains("AP Image Download Success"));
+    let json = Command::new(wtpd())
+        .args([
+            "status",
+            "--config",
+            dir.join("wtpd.toml").to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(
+        json.contains("\"download_status\":\"Completed downloading\"")
+            && json.contains("\"percent\":100"),
+        "{json}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn predownload_in_run_keeps_answering_echoes_then_activates() {
+    // Large enough to last a few Echo intervals (1 s in the lab): the demo checks that Echoes
+    // were answered while the image came.
+    let dir = run_scenario_sized("predownload", 16 << 20);
+    let log = read(&dir.join("wtpd.log"));
+    assert_in_order(
+        &log,
+        &[
+            "CAPWAP State: Run",
+            "Predownload of 17.9.4.27 requested by the AC",
+            "Image Data Request sent to",
+            "Last block stored, IsPre 1",
+            "Predownload of 17.9.4.27 complete",
+            "Reset Request activates 17.9.4.27",
+        ],
+    );
+    assert!(
+        !log.contains("CAPWAP State: Image Data"),
+        "a predownload stays in Run"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn assert_failure_retried(scenario: &str, ap_line: &str, ac_line: &str) {
+    // Larger than the teardown fault's 2 MiB.
+    let dir = run_scenario_sized(scenario, 3 << 20);
+    let log = read(&dir.join("wtpd.log"));
+    assert_in_order(
+        &log,
+        &[
+            ap_line,
+            "upgrade.sh: Script called with args:[ABORT]",
+            "Image Data Request sent to",
+        ],
+    );
+    assert!(log.contains("CAPWAP State: DTLS Teardown"), "{log}");
+    assert!(
+        read(&dir.join("acsim.log")).contains(ac_line),
+        "{}",
+        read(&dir.join("acsim.log"))
+    );
+    assert!(
+        !dir.join("tmp/part.tar").exists(),
+        "no stray file after the stop"
+    );
+    let status = read(&dir.join("state/status.toml"));
+    assert!(status.contains("retry_count = "), "{status}");
+    assert!(!status.contains("retry_count = 0"), "{status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn missing_image_is_refused_and_retried() {
+    assert_failure_retried(
+        "missing-image",
+        "Aborting image download(controller refused the image: result code 16",
+        "ap1g8: No such file or directory",
+    );
+}
+
+#[test]
+fn image_download_that_cannot_start_restarts_capwap_and_retries() {
+    assert_failure_retried(
+        "timeout",
+        "Going to restart CAPWAP (reason : image download cannot start)",
+        "Stalling the transfer",
+    );
+}
+
+#[test]
+fn teardown_mid_transfer_aborts_as_dtls_cleanup_and_retries() {
+    assert_failure_retried(
+        "teardown",
+        "Aborting image download(0x0): Dtls cleanup, ap1g8",
+        "Tearing DTLS down at byte",
+    );
 }

@@ -28,6 +28,19 @@ pub struct AcTimers {
     pub max_retransmit: u32,
 }
 
+impl AcTimers {
+    /// How long a WTP in Run may stay silent: three Echo intervals.
+    pub fn run_budget(&self) -> Duration {
+        self.echo_interval * 3
+    }
+
+    /// How long a WTP in Image Data may stay silent. It has not been told our EchoInterval yet
+    /// (that comes with Configure), so it echoes at the RFC default of 30 s.
+    pub fn image_data_budget(&self) -> Duration {
+        self.echo_interval.max(Duration::from_secs(30)) * 3
+    }
+}
+
 impl Default for AcTimers {
     fn default() -> Self {
         AcTimers {

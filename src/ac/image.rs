@@ -138,7 +138,13 @@ impl Ac {
         if !predownload {
             s.state = SessionState::ImageData;
         }
-        s.deadline = Some(now + self.cfg.timers.echo_interval * 3);
+        s.deadline = Some(
+            now + if predownload {
+                self.cfg.timers.run_budget()
+            } else {
+                self.cfg.timers.image_data_budget()
+            },
+        );
         s.download = Some(AcDownload {
             image: name.clone(),
             version,
@@ -290,7 +296,11 @@ impl Ac {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
-        let echo_budget = self.cfg.timers.echo_interval * 3;
+        let echo_budget = if s.state == SessionState::ImageData {
+            self.cfg.timers.image_data_budget()
+        } else {
+            self.cfg.timers.run_budget()
+        };
         let name = display_name(s);
         let Some(d) = s.download.as_mut() else { return };
         d.waiting = false;

@@ -371,7 +371,7 @@ impl Ac {
             };
             return self.malformed(from, "keep-alive", &e);
         };
-        let echo_budget = self.cfg.timers.echo_interval * 3;
+        let echo_budget = self.cfg.timers.run_budget();
         let Some(s) = self
             .sessions
             .values_mut()
@@ -572,7 +572,13 @@ impl Ac {
                 if let Some(s) = self.sessions.get_mut(&peer) {
                     s.info.echoes += 1;
                     if matches!(s.state, SessionState::Run | SessionState::ImageData) {
-                        s.deadline = Some(now + t.echo_interval * 3);
+                        s.deadline = Some(
+                            now + if s.state == SessionState::ImageData {
+                                t.image_data_budget()
+                            } else {
+                                t.run_budget()
+                            },
+                        );
                     }
                 }
                 self.respond(peer, msg.msg_type, msg.seq, &[]);

@@ -17,14 +17,23 @@ USAGE:
                                      reset APs into the predownloaded image
     acsim reset --config FILE --ap NAME
                                      send a Reset Request
-    acsim demo [--dir DIR] [--dtls certificate|psk] [--hold SECONDS]
+    acsim demo [--dir DIR] [--dtls certificate|psk] [--scenario NAME] [--hold SECONDS]
+               [--image-size BYTES]
                                      build a lab in DIR (a new temporary folder when not
-                                     given) and run the scenario: one wtpd joins over DTLS,
-                                     reaches Run, holds it with Echoes, is stopped
+                                     given) and run a scenario with one wtpd over DTLS:
+                                     upgrade (default): the AP runs 17.3.3.26, downloads
+                                       17.9.4.27 at Join, checks it, resets
+                                     join: reach Run, hold it with Echoes, SIGTERM
+                                     predownload: download in Run, then activate
+                                     missing-image, timeout, stall, teardown: the seed's
+                                       failures, each aborted cleanly and retried
     acsim --help | --version
 
 DEMO FILES (in DIR):
     acsim.toml wtpd.toml             the two configurations
+    images/                          the image folder acsim serves (one file per
+                                     hardware type, version.info)
+    tmp/ state/                      the AP's download directory and state directory
     pki/                             controller CA and certificates, AP certificate,
                                      image-signing chain
     acsim.log wtpd.log               both logs
@@ -68,6 +77,7 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             Long("scenario") => demo.scenario = parser.value()?.string()?.parse()?,
             Long("dtls") => demo.dtls = parser.value()?.string()?.parse()?,
             Long("hold") => demo.hold_secs = parser.value()?.parse()?,
+            Long("image-size") => demo.image_size = parser.value()?.parse()?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(0);

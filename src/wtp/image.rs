@@ -65,24 +65,28 @@ impl Wtp {
     pub(super) fn decide_version(&mut self, version: Option<String>, now: Instant) -> bool {
         let Some(version) = version else { return false };
         let v = &self.cfg.versions;
-        info!(
+        let line = format!(
             "AP image version {} backup {}, Controller {}",
             v.primary,
             v.backup.as_deref().unwrap_or("none"),
             version
         );
         if version == v.primary {
+            info!("{line}");
             info!("Version matches the controller.");
             return false;
         }
         if v.backup.as_deref() == Some(version.as_str()) {
             // Figure 7: the WTP has the image in its other partition; the partition switch
             // comes with the install support, until then the AP serves with what it runs.
+            info!("{line}");
             warn!("Backup image {version} matches the controller: swap needed (partition switch not available yet)");
             return false;
         }
-        info!("Version does not match.");
+        // The seed's order: the state first, then the versions and the verdict.
         self.set_state(State::ImageData, now);
+        info!("{line}");
+        info!("Version does not match.");
         self.echo_due = Some(now + self.cfg.timers.echo_interval);
         self.start_download(&version, false, now);
         true
@@ -426,7 +430,7 @@ impl Wtp {
     }
 
     /// The next retry delay: base × 2^(n-1), capped, then a random 50–100 % of it.
-    fn retry_backoff(&mut self) -> Duration {
+    pub(super) fn retry_backoff(&mut self) -> Duration {
         let p = &self.cfg.download;
         let n = self.retry_count.saturating_sub(1).min(16);
         let full = p.retry_base.saturating_mul(1u32 << n).min(p.retry_max);
@@ -437,13 +441,18 @@ impl Wtp {
     pub(super) fn image_timer(&mut self, now: Instant) {
         self.image_deadline = None;
         let Some(t) = &self.transfer else { return };
-        let predownload = t.predownload;
         let reason = if t.msgs == 0 {
             "image download cannot start"
         } else {
             "image download stalled"
         };
-        self.fail_download(reason, predownload, false, now);
+        if t.predownload {
+            // A predownload fails without leaving Run.
+            self.fail_download(reason, true, false, now);
+        } else {
+            // As the seed: restart CAPWAP, and the teardown cleans the download up.
+            self.teardown(reason, AfterTeardown::Restart, now);
+        }
     }
 
     /// A Configuration Update Request in Run that names an image (Figure 8 and 9).

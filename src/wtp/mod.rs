@@ -276,6 +276,12 @@ impl Wtp {
         }
         self.stopping = true;
         info!("Shutting down CAPWAP (reason : agent stopped)");
+        if let Some(t) = self.transfer.take() {
+            warn!("Aborting image download(agent stopped), {}", t.image);
+            self.store.abort();
+            self.download_state = DownloadState::Failed;
+            self.last_error = Some("agent stopped during the download".into());
+        }
         if self.state.has_session() || self.state == State::DtlsSetup {
             self.actions.push_back(Action::DtlsClose);
         }
@@ -452,14 +458,6 @@ impl Wtp {
             _ => info!("Going to restart CAPWAP (reason : {reason})"),
         }
         self.stats.teardowns += 1;
-        if let Some(t) = self.transfer.take() {
-            warn!("Aborting image download(0x0): Dtls cleanup, {}", t.image);
-            info!("upgrade.sh: Script called with args:[ABORT]");
-            self.store.abort();
-            self.download_state = DownloadState::Failed;
-            self.retry_count = self.retry_count.saturating_add(1);
-            self.last_error = Some(format!("Dtls cleanup: {reason}"));
-        }
         self.pending_image_request = false;
         self.image_deadline = None;
         self.predownload_retry = None;
@@ -467,6 +465,26 @@ impl Wtp {
         self.responder.reset();
         self.clear_session_timers();
         self.set_state(State::DtlsTeardown, now);
+        let mut after = after;
+        if let Some(t) = self.transfer.take() {
+            // The seed's order: the teardown first, then the download it cleans up.
+            warn!("Aborting image download(0x0): Dtls cleanup, {}", t.image);
+            info!("upgrade.sh: Script called with args:[ABORT]");
+            self.store.abort();
+            self.download_state = DownloadState::Failed;
+            self.retry_count = self.retry_count.saturating_add(1);
+            self.last_error = Some(reason.to_string());
+            let wait = self.retry_backoff();
+            self.next_retry = Some(now + wait);
+            info!(
+                "Image download retry {} in {}s (reason : {reason})",
+                self.retry_count,
+                wait.as_secs()
+            );
+            if after == AfterTeardown::Restart {
+                after = AfterTeardown::RetryAfter(wait);
+            }
+        }
         self.actions.push_back(Action::DtlsClose);
         self.after_teardown = after;
         self.state_deadline = Some(now + self.cfg.timers.dtls_session_delete);
