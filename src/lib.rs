@@ -9,6 +9,7 @@
 //! machines), [`runtime`] (tokio), then [`config`], [`demo`] and the binaries in `src/bin/`.
 
 pub mod ac;
+pub mod board;
 pub mod capwap;
 pub mod config;
 pub mod demo;
