@@ -12,6 +12,7 @@
 pub mod bootenv;
 pub mod bundle;
 pub mod download;
+pub mod install;
 pub mod manifest;
 pub mod pack;
 pub mod source;

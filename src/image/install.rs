@@ -1,0 +1,538 @@
+//! Installing a verified image to the inactive slot and switching to it with ONE environment
+//! write; marking a new slot good; the bootloader's side of the contract, for the simulated
+//! board and the tests. docs/ab-update.md describes the contract with U-Boot.
+//!
+//! The order is what makes a power cut at any write harmless:
+//! 1. verify the manifest, signature and chain before a byte of payload is written;
+//! 2. mark the target slot `invalid` (one environment write) before writing it;
+//! 3. stream the payload into the slot in large chunks (its digest checked as it streams),
+//!    fsync, then read the slot back and hash it against the manifest;
+//! 4. switch with ONE environment write: `boot_slot`, `upgrade_available=1`, `bootcount=0`,
+//!    `bootlimit`, and the slot's version and state (`new`).
+//!
+//! Until step 4 lands, the environment boots the old slot; after it, the new one, with the
+//! boot-attempt budget that makes U-Boot fall back if the agent never marks it good.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use log::{info, warn};
+
+use super::bootenv::{
+    read_with, write_with, Env, EnvConfig, EnvError, EnvLocation, EnvStorage, FileStorage,
+};
+use super::bundle::{BundleError, BundleReader};
+use super::download::hex;
+use super::verify::{TrustPolicy, VerifyError, VERIFY_SUCCESS};
+use crate::board::{Board, Slot};
+
+/// Chunk size for slot writes and the read-back.
+pub const CHUNK: usize = 1 << 20;
+
+/// Where slots are written. [`Disk`] is the real one; tests count and cut writes.
+pub trait SlotStorage {
+    fn write_at(&mut self, slot: &Slot, offset: u64, data: &[u8]) -> io::Result<()>;
+    fn sync(&mut self, slot: &Slot) -> io::Result<()>;
+    fn read_at(&mut self, slot: &Slot, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// Slot files or block devices, and the environment, on the real disk.
+#[derive(Default)]
+pub struct Disk {
+    open: HashMap<PathBuf, File>,
+    env: FileStorage,
+}
+
+impl Disk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn file(&mut self, slot: &Slot) -> io::Result<&File> {
+        if !self.open.contains_key(&slot.device) {
+            // Never created or truncated: a slot is a device or a file the board provides.
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&slot.device)?;
+            self.open.insert(slot.device.clone(), f);
+        }
+        Ok(&self.open[&slot.device])
+    }
+}
+
+impl SlotStorage for Disk {
+    fn write_at(&mut self, slot: &Slot, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file(slot)?.write_all_at(data, offset)
+    }
+    fn sync(&mut self, slot: &Slot) -> io::Result<()> {
+        self.file(slot)?.sync_data()
+    }
+    fn read_at(&mut self, slot: &Slot, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file(slot)?.read_at(buf, offset)
+    }
+}
+
+impl EnvStorage for Disk {
+    fn read_at(&mut self, loc: &EnvLocation) -> io::Result<Vec<u8>> {
+        self.env.read_at(loc)
+    }
+    fn write_at(&mut self, loc: &EnvLocation, data: &[u8]) -> io::Result<()> {
+        self.env.write_at(loc, data)
+    }
+}
+
+/// Why an install, a switch or a mark-good failed. Nothing was switched when this is returned.
+#[derive(Debug)]
+pub enum InstallError {
+    Env(EnvError),
+    Bundle(BundleError),
+    Verify(VerifyError),
+    /// The board has no A/B slots.
+    NoSlots,
+    /// The image has no payload for the `rootfs` target, or more than one.
+    Payloads(String),
+    TooLarge {
+        payload: u64,
+        slot: u64,
+    },
+    Io {
+        what: String,
+        error: io::Error,
+    },
+    /// The slot's bytes, read back, differ from the manifest.
+    ReadBack {
+        slot: String,
+        expected: String,
+        got: String,
+    },
+    /// Activation of a version the other slot does not hold (good).
+    NotStaged {
+        version: String,
+    },
+}
+
+impl std::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstallError::Env(e) => write!(f, "U-Boot environment: {e}"),
+            InstallError::Bundle(e) => write!(f, "image: {e}"),
+            InstallError::Verify(e) => write!(f, "Image signing verify failed: {e}"),
+            InstallError::NoSlots => write!(f, "the board has no A/B slots"),
+            InstallError::Payloads(s) => write!(f, "image payloads: {s}"),
+            InstallError::TooLarge { payload, slot } => {
+                write!(
+                    f,
+                    "payload of {payload} bytes does not fit the slot's {slot}"
+                )
+            }
+            InstallError::Io { what, error } => write!(f, "{what}: {error}"),
+            InstallError::ReadBack {
+                slot,
+                expected,
+                got,
+            } => {
+                write!(
+                    f,
+                    "slot {slot} read back as SHA-256 {got}, expected {expected}"
+                )
+            }
+            InstallError::NotStaged { version } => {
+                write!(f, "no good slot holds version {version}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InstallError {}
+
+impl From<EnvError> for InstallError {
+    fn from(e: EnvError) -> Self {
+        InstallError::Env(e)
+    }
+}
+impl From<BundleError> for InstallError {
+    fn from(e: BundleError) -> Self {
+        InstallError::Bundle(e)
+    }
+}
+impl From<VerifyError> for InstallError {
+    fn from(e: VerifyError) -> Self {
+        InstallError::Verify(e)
+    }
+}
+
+/// The A/B state the environment describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbState {
+    pub boot_slot: String,
+    pub upgrade_available: bool,
+    pub bootcount: u32,
+    pub bootlimit: u32,
+    /// Version and state (`good`, `new`, `invalid`) per slot.
+    pub slots: Vec<(String, Option<String>, String)>,
+}
+
+impl AbState {
+    pub fn read(board: &Board, env: &Env) -> Result<AbState, InstallError> {
+        let first = board.slots.first().ok_or(InstallError::NoSlots)?;
+        let boot_slot = env
+            .get("boot_slot")
+            .filter(|s| board.slot(s).is_some())
+            .unwrap_or(&first.name)
+            .to_string();
+        let num = |k: &str| env.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(AbState {
+            upgrade_available: env.get("upgrade_available") == Some("1"),
+            bootcount: num("bootcount"),
+            bootlimit: num("bootlimit"),
+            slots: board
+                .slots
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        env.get(&format!("slot_{}_version", s.name))
+                            .map(str::to_string),
+                        env.get(&format!("slot_{}_state", s.name))
+                            .unwrap_or("good")
+                            .to_string(),
+                    )
+                })
+                .collect(),
+            boot_slot,
+        })
+    }
+
+    fn slot(&self, name: &str) -> Option<&(String, Option<String>, String)> {
+        self.slots.iter().find(|s| s.0 == name)
+    }
+
+    /// The running version (the booted slot's).
+    pub fn primary(&self) -> Option<String> {
+        self.slot(&self.boot_slot).and_then(|s| s.1.clone())
+    }
+
+    /// The other slot's version, if it holds a good image.
+    pub fn backup(&self) -> Option<String> {
+        self.slots
+            .iter()
+            .find(|s| s.0 != self.boot_slot && s.2 == "good")
+            .and_then(|s| s.1.clone())
+    }
+
+    /// The other slot's name.
+    pub fn other(&self) -> Option<&str> {
+        self.slots
+            .iter()
+            .find(|s| s.0 != self.boot_slot)
+            .map(|s| s.0.as_str())
+    }
+}
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallReport {
+    pub slot: String,
+    pub version: String,
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    /// The time floor to persist (see [`TrustPolicy::not_before_floor`]).
+    pub new_time_floor: u64,
+    pub activated: bool,
+}
+
+fn set(env: &mut Env, k: &str, v: &str) -> Result<(), InstallError> {
+    env.set(k, v).map(|_| ()).map_err(InstallError::Env)
+}
+
+/// Verifies `image`, writes its rootfs payload to the inactive slot, reads it back, and either
+/// switches to it (`activate`) or leaves it staged as a good backup (a predownload).
+pub fn install<S: SlotStorage + EnvStorage>(
+    board: &Board,
+    env_cfg: &EnvConfig,
+    storage: &mut S,
+    image: impl Read,
+    policy: &TrustPolicy,
+    activate: bool,
+) -> Result<InstallReport, InstallError> {
+    install_chunked(board, env_cfg, storage, image, policy, activate, CHUNK)
+}
+
+/// [`install`] with a chosen write size (tests use small chunks to cut power between more
+/// writes).
+pub fn install_chunked<S: SlotStorage + EnvStorage>(
+    board: &Board,
+    env_cfg: &EnvConfig,
+    storage: &mut S,
+    image: impl Read,
+    policy: &TrustPolicy,
+    activate: bool,
+    chunk: usize,
+) -> Result<InstallReport, InstallError> {
+    let (mut env, _) = read_with(storage, env_cfg)?;
+    let ab = AbState::read(board, &env)?;
+    let target_name = ab.other().ok_or(InstallError::NoSlots)?.to_string();
+    let target = board
+        .slot(&target_name)
+        .ok_or(InstallError::NoSlots)?
+        .clone();
+
+    let mut bundle = BundleReader::new(image)?;
+    let verified = bundle.verify(policy)?;
+    info!(
+        "{VERIFY_SUCCESS} ({}, signed by {})",
+        verified.manifest().version,
+        verified.signer()
+    );
+    let manifest = verified.manifest().clone();
+    let rootfs: Vec<_> = manifest
+        .payloads
+        .iter()
+        .filter(|p| p.target == "rootfs")
+        .collect();
+    if rootfs.len() != 1 || manifest.payloads.len() != 1 {
+        return Err(InstallError::Payloads(format!(
+            "{} payloads, {} for rootfs: this board takes exactly one rootfs payload",
+            manifest.payloads.len(),
+            rootfs.len()
+        )));
+    }
+    let expected = rootfs[0].sha256;
+    if rootfs[0].size > target.size {
+        return Err(InstallError::TooLarge {
+            payload: rootfs[0].size,
+            slot: target.size,
+        });
+    }
+
+    // The slot can never look good while it is being written.
+    let state_key = format!("slot_{}_state", target.name);
+    if env.get(&state_key) != Some("invalid") {
+        set(&mut env, &state_key, "invalid")?;
+        write_with(storage, env_cfg, &env)?;
+    }
+    info!(
+        "Writing {} ({} bytes) to slot {} ({})",
+        rootfs[0].name,
+        rootfs[0].size,
+        target.name,
+        target.device.display()
+    );
+    let mut buf = vec![0u8; chunk.max(512)];
+    let mut written = 0u64;
+    {
+        let mut payload = bundle
+            .next_payload(&verified)?
+            .ok_or_else(|| InstallError::Payloads("the rootfs payload is missing".into()))?;
+        loop {
+            let n = read_full(&mut payload, &mut buf).map_err(|error| InstallError::Io {
+                what: format!("read {}", rootfs[0].name),
+                error,
+            })?;
+            if n == 0 {
+                break;
+            }
+            SlotStorage::write_at(storage, &target, written, &buf[..n]).map_err(|error| {
+                InstallError::Io {
+                    what: format!("write slot {}", target.name),
+                    error,
+                }
+            })?;
+            written += n as u64;
+        }
+        payload.finish()?;
+    }
+    storage.sync(&target).map_err(|error| InstallError::Io {
+        what: format!("fsync slot {}", target.name),
+        error,
+    })?;
+    bundle.finish()?;
+
+    // Read back what the medium holds (the step that catches silent write corruption).
+    let got = hash_slot(storage, &target, written, &mut buf)?;
+    if got != expected {
+        return Err(InstallError::ReadBack {
+            slot: target.name.clone(),
+            expected: hex(&expected),
+            got: hex(&got),
+        });
+    }
+    info!(
+        "Slot {} read back: SHA-256 {} matches the manifest",
+        target.name,
+        hex(&got)
+    );
+
+    set(
+        &mut env,
+        &format!("slot_{}_version", target.name),
+        &manifest.version,
+    )?;
+    if activate {
+        switch_env(&mut env, board, &target.name)?;
+    } else {
+        set(&mut env, &state_key, "good")?;
+    }
+    write_with(storage, env_cfg, &env)?;
+    if activate {
+        info!(
+            "Switched to slot {} ({}) in one environment write",
+            target.name, manifest.version
+        );
+    } else {
+        info!(
+            "Slot {} holds {} as a good backup, ready to activate",
+            target.name, manifest.version
+        );
+    }
+    Ok(InstallReport {
+        slot: target.name,
+        version: manifest.version.clone(),
+        bytes: written,
+        sha256: got,
+        new_time_floor: verified.new_time_floor(),
+        activated: activate,
+    })
+}
+
+/// The variables of a switch to `slot`, all set before the one write.
+fn switch_env(env: &mut Env, board: &Board, slot: &str) -> Result<(), InstallError> {
+    let limit = board.bootenv.as_ref().map(|b| b.boot_limit).unwrap_or(3);
+    set(env, "boot_slot", slot)?;
+    set(env, "upgrade_available", "1")?;
+    set(env, "bootcount", "0")?;
+    set(env, "bootlimit", &limit.to_string())?;
+    set(env, &format!("slot_{slot}_state"), "new")
+}
+
+/// Switches to the other slot if it holds `version` as a good image (a predownloaded image, or
+/// the backup partition that already has the controller's version).
+pub fn activate<S: EnvStorage>(
+    board: &Board,
+    env_cfg: &EnvConfig,
+    storage: &mut S,
+    version: &str,
+) -> Result<String, InstallError> {
+    let (mut env, _) = read_with(storage, env_cfg)?;
+    let ab = AbState::read(board, &env)?;
+    let other = ab.other().ok_or(InstallError::NoSlots)?.to_string();
+    if ab.backup().as_deref() != Some(version) {
+        return Err(InstallError::NotStaged {
+            version: version.to_string(),
+        });
+    }
+    switch_env(&mut env, board, &other)?;
+    write_with(storage, env_cfg, &env)?;
+    info!("Switched to slot {other} ({version}) in one environment write");
+    Ok(other)
+}
+
+/// Marks the booted slot good if it is on trial: clears `upgrade_available` and the counter.
+/// Returns the slot name when something was written.
+pub fn mark_good<S: EnvStorage>(
+    board: &Board,
+    env_cfg: &EnvConfig,
+    storage: &mut S,
+) -> Result<Option<String>, InstallError> {
+    let (mut env, _) = read_with(storage, env_cfg)?;
+    let ab = AbState::read(board, &env)?;
+    if !ab.upgrade_available {
+        return Ok(None);
+    }
+    set(&mut env, "upgrade_available", "0")?;
+    set(&mut env, "bootcount", "0")?;
+    set(&mut env, &format!("slot_{}_state", ab.boot_slot), "good")?;
+    write_with(storage, env_cfg, &env)?;
+    Ok(Some(ab.boot_slot))
+}
+
+/// What the bootloader decided (the rules of board/uboot/boot.cmd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// Boot this slot; `trial` when it is a new slot being tried.
+    Slot { name: String, trial: bool },
+    /// The new slot used up its attempts: booting the other one instead.
+    RolledBack { failed: String, to: String },
+}
+
+/// The bootloader's step, as board/uboot/boot.cmd does it, for the simulated board and tests:
+/// on a trial boot, count the attempt; past the limit, fall back to the other slot.
+pub fn boot_step(board: &Board, env: &mut Env) -> Result<Boot, InstallError> {
+    let ab = AbState::read(board, env)?;
+    if !ab.upgrade_available {
+        return Ok(Boot::Slot {
+            name: ab.boot_slot,
+            trial: false,
+        });
+    }
+    let count = ab.bootcount + 1;
+    if count > ab.bootlimit.max(1) {
+        let other = ab.other().ok_or(InstallError::NoSlots)?.to_string();
+        set(env, "boot_slot", &other)?;
+        set(env, &format!("slot_{}_state", ab.boot_slot), "invalid")?;
+        set(env, "upgrade_available", "0")?;
+        set(env, "bootcount", "0")?;
+        warn!(
+            "Slot {} did not become good in {} boots: rolling back to {other}",
+            ab.boot_slot, ab.bootlimit
+        );
+        return Ok(Boot::RolledBack {
+            failed: ab.boot_slot,
+            to: other,
+        });
+    }
+    set(env, "bootcount", &count.to_string())?;
+    Ok(Boot::Slot {
+        name: ab.boot_slot,
+        trial: true,
+    })
+}
+
+/// SHA-256 of the first `len` bytes of a slot.
+pub fn hash_slot<S: SlotStorage>(
+    storage: &mut S,
+    slot: &Slot,
+    len: u64,
+    buf: &mut [u8],
+) -> Result<[u8; 32], InstallError> {
+    let mut h = openssl::sha::Sha256::new();
+    let mut off = 0u64;
+    while off < len {
+        let want = (len - off).min(buf.len() as u64) as usize;
+        let n = storage
+            .read_at(slot, off, &mut buf[..want])
+            .map_err(|error| InstallError::Io {
+                what: format!("read back slot {}", slot.name),
+                error,
+            })?;
+        if n == 0 {
+            return Err(InstallError::Io {
+                what: format!("read back slot {}", slot.name),
+                error: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "slot shorter than the payload",
+                ),
+            });
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finish())
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
