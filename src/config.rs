@@ -273,12 +273,28 @@ pub enum RebootMethod {
     Exit,
 }
 
+/// How images are checked before they are installed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSection {
+    /// Trust anchors (PEM) the image signer's chain must reach.
+    pub trust: Vec<PathBuf>,
+    /// Accept images older than the running version.
+    pub allow_downgrade: bool,
+}
+
 /// wtpd.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WtpdConfig {
     pub wtp: Identity,
-    pub software: SoftwareSection,
+    /// The running and backup versions, for an agent without a board file (with one, the
+    /// U-Boot environment says them).
+    pub software: Option<SoftwareSection>,
+    /// The board file (board/*.toml): image type, radios, slots, environment, reboot.
+    pub board: Option<PathBuf>,
+    #[serde(default)]
+    pub image: ImageSection,
     #[serde(default)]
     pub discovery: DiscoverySection,
     pub dtls: DtlsSection,
@@ -291,8 +307,8 @@ pub struct WtpdConfig {
     pub bind: SocketAddr,
     #[serde(default)]
     pub reboot: RebootMethod,
-    #[serde(default)]
-    pub download: DownloadSection,
+    /// Overrides the board's [download]; defaults apply when neither has one.
+    pub download: Option<DownloadSection>,
     /// Folder for the agent's state files.
     pub state_dir: Option<PathBuf>,
 }
@@ -390,15 +406,27 @@ impl WtpdConfig {
         if let Some(p) = &mut c.discovery.dhcp_file {
             *p = relative_to(&base, p);
         }
-        c.download.dir = relative_to(&base, &c.download.dir);
-        if c.download.file.is_empty() || c.download.file.contains('/') {
+        if let Some(b) = &mut c.board {
+            *b = relative_to(&base, b);
+        }
+        for t in &mut c.image.trust {
+            *t = relative_to(&base, t);
+        }
+        if c.software.is_none() && c.board.is_none() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
-                what: format!(
-                    "download.file '{}' must be a plain file name",
-                    c.download.file
-                ),
+                what: "either [software] or a board file (board = ...) must say the versions"
+                    .into(),
             });
+        }
+        if let Some(d) = &mut c.download {
+            d.dir = relative_to(&base, &d.dir);
+            if d.file.is_empty() || d.file.contains('/') {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    what: format!("download.file '{}' must be a plain file name", d.file),
+                });
+            }
         }
         if let Some(p) = &mut c.state_dir {
             *p = relative_to(&base, p);
@@ -513,7 +541,7 @@ echo_interval = 2
     fn wtpd_config_parses_and_resolves_paths() {
         let c = WtpdConfig::parse(WTPD, Path::new("/lab/wtpd.toml")).unwrap();
         assert_eq!(c.wtp.name, "wtp-1");
-        assert_eq!(c.software.backup.as_deref(), Some("8.10.130.0"));
+        assert_eq!(c.software.unwrap().backup.as_deref(), Some("8.10.130.0"));
         assert_eq!(c.dtls.cert.as_deref(), Some(Path::new("/lab/pki/wtp.pem")));
         assert_eq!(c.dtls.ca.as_deref(), Some(Path::new("/etc/wtpd/ca.pem")));
         assert_eq!(

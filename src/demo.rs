@@ -127,7 +127,10 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
     let wtpd = format!(
         "# wtpd configuration written by `acsim demo`: a simulated board on loopback.\n\
          bind = \"127.0.0.1:0\"\n\
-         reboot = \"exit\"\n\n\
+         board = \"board.toml\"\n\
+         state_dir = \"state\"\n\n\
+         [image]\n\
+         trust = [\"pki/image-root.pem\"]\n\n\
          [wtp]\n\
          name = \"wtp-sim-1\"\n\
          location = \"lab bench\"\n\
@@ -136,9 +139,6 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
          base_mac = \"02:00:00:00:00:01\"\n\
          image_type = \"ap1g8\"\n\
          radios = [{{ id = 1, radio_type = 13 }}, {{ id = 2, radio_type = 10 }}]\n\n\
-         [software]\n\
-         version = \"17.9.4.27\"\n\
-         backup = \"17.3.3.26\"\n\n\
          [discovery]\n\
          controllers = [\"{listen}\"]\n\
          broadcast = false\n\n\
@@ -150,10 +150,89 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
          [log]\ntarget = \"{}\"\n",
         dir.join("wtpd.log").display()
     );
-    for (name, text) in [("acsim.toml", acsim), ("wtpd.toml", wtpd)] {
+    for (name, text) in [
+        ("acsim.toml", acsim),
+        ("wtpd.toml", wtpd),
+        ("board.toml", SIM_BOARD.to_string()),
+    ] {
         std::fs::write(dir.join(name), text).map_err(io(format!("write {name}")))?;
     }
+    write_board_storage(dir, CONTROLLER_VERSION, AP_VERSION)?;
     Ok(listen)
+}
+
+/// The simulated board's file (board/sim.toml).
+pub const SIM_BOARD: &str = include_str!("../board/sim.toml");
+
+/// Creates the simulated board's slots and U-Boot environment (two redundant copies in
+/// `env.bin`) with slot a booted at `running` and slot b holding `backup`.
+pub fn write_board_storage(dir: &Path, running: &str, backup: &str) -> Result<(), DemoError> {
+    use crate::image::bootenv;
+    let board = crate::board::Board::parse(SIM_BOARD, &dir.join("board.toml"))
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    std::fs::create_dir_all(dir.join("slots")).map_err(io("create slots"))?;
+    for s in &board.slots {
+        let f = std::fs::File::create(&s.device)
+            .map_err(io(format!("create {}", s.device.display())))?;
+        f.set_len(s.size)
+            .map_err(io(format!("size {}", s.device.display())))?;
+    }
+    // fw_env.config paths are taken as they are (as libubootenv does): write absolute ones.
+    let env_bin = std::fs::canonicalize(dir)
+        .map_err(io(format!("resolve {}", dir.display())))?
+        .join("env.bin");
+    std::fs::write(
+        dir.join("fw_env.config"),
+        format!(
+            "# DEVICE OFFSET SIZE (redundant copies)\n{0} 0x0000 0x2000\n{0} 0x2000 0x2000\n",
+            env_bin.display()
+        ),
+    )
+    .map_err(io("write fw_env.config"))?;
+    std::fs::write(dir.join("env.bin"), vec![0xffu8; 0x4000]).map_err(io("write env.bin"))?;
+    let cfg = board
+        .env_config()
+        .ok_or_else(|| DemoError::Setup("sim board has no environment".into()))?
+        .map_err(DemoError::Setup)?;
+    let env = bootenv::Env::from_pairs([
+        ("boot_slot", "a"),
+        ("slot_a_version", running),
+        ("slot_a_state", "good"),
+        ("slot_b_version", backup),
+        ("slot_b_state", "good"),
+    ])
+    .map_err(|e| DemoError::Setup(e.to_string()))?;
+    for _ in 0..2 {
+        bootenv::write(&cfg, &env).map_err(|e| DemoError::Setup(format!("environment: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The simulated board's bootloader: the rules of board/uboot/boot.cmd applied to env.bin.
+pub fn boot_sim_board(dir: &Path) -> Result<String, DemoError> {
+    use crate::image::{bootenv, install};
+    let board = crate::board::Board::load(&dir.join("board.toml"))
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let cfg = board
+        .env_config()
+        .ok_or_else(|| DemoError::Setup("no environment".into()))?
+        .map_err(DemoError::Setup)?;
+    let (mut env, _) =
+        bootenv::read(&cfg).map_err(|e| DemoError::Setup(format!("environment: {e}")))?;
+    let before = env.clone();
+    let boot = install::boot_step(&board, &mut env).map_err(|e| DemoError::Setup(e.to_string()))?;
+    if env != before {
+        bootenv::write(&cfg, &env).map_err(|e| DemoError::Setup(format!("environment: {e}")))?;
+    }
+    Ok(match boot {
+        install::Boot::Slot { name, trial: true } => {
+            format!("bootloader: booting slot {name} (trial)")
+        }
+        install::Boot::Slot { name, trial: false } => format!("bootloader: booting slot {name}"),
+        install::Boot::RolledBack { failed, to } => {
+            format!("bootloader: slot {failed} never became good: rolled back to {to}")
+        }
+    })
 }
 
 /// Follows a log file and prints new lines with a prefix.
@@ -339,8 +418,11 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
                     "Image transfer completed",
                     300,
                 ) {
-                    wtp_code = wtp.wait_for(Duration::from_secs(20), &mut tails);
                     extra = compare_download(&dir, &mut notes);
+                    let code = wtp.wait_for(Duration::from_secs(30), &mut tails);
+                    wtp = reboot_into_new_slot(
+                        &dir, &wtpd_bin, code, &mut notes, &mut tails, &mut extra,
+                    )?;
                 }
             }
             Scenario::Predownload => {
@@ -360,6 +442,14 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
                             notes.push("no Echo was answered during the predownload".into());
                         }
                         extra.push_str(&compare_download(&dir, &mut notes));
+                        // The controller must have the last block's answer before it can ask.
+                        expect(
+                            &mut notes,
+                            &mut tails,
+                            &alog,
+                            "AP Image Download Success",
+                            30,
+                        );
                         status = control(&dir, "status").unwrap_or_default();
                         print!("{}", control(&dir, "activate all")?);
                         expect(
@@ -369,7 +459,10 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
                             "Reset Request activates 17.9.4.27",
                             30,
                         );
-                        wtp_code = wtp.wait_for(Duration::from_secs(20), &mut tails);
+                        let code = wtp.wait_for(Duration::from_secs(30), &mut tails);
+                        wtp = reboot_into_new_slot(
+                            &dir, &wtpd_bin, code, &mut notes, &mut tails, &mut extra,
+                        )?;
                     }
                 }
             }
@@ -416,10 +509,7 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
         if failure && dir.join("tmp").join("part.tar").exists() {
             notes.push("a partial download was left in tmp/part.tar".into());
         }
-        let want = match sc {
-            Scenario::Upgrade | Scenario::Predownload => crate::runtime::wtp::EXIT_REBOOT,
-            _ => 0,
-        };
+        let want = 0;
         if wtp_code != Some(want) {
             notes.push(format!("wtpd exit status {wtp_code:?}, expected {want}"));
         }
@@ -442,6 +532,35 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
         summary(&dir, wtp_code, ac_code, &status, &ap_status, &extra, ok, &notes)
     );
     Ok(if ok { 0 } else { 1 })
+}
+
+/// After the agent's reset (exit 75): run the bootloader, start the agent again, and wait for
+/// it to rejoin on the new slot and mark it good.
+fn reboot_into_new_slot(
+    dir: &Path,
+    wtpd_bin: &Path,
+    code: Option<i32>,
+    notes: &mut Vec<String>,
+    tails: &mut [Tail],
+    extra: &mut String,
+) -> Result<Proc, DemoError> {
+    if code != Some(crate::runtime::wtp::EXIT_REBOOT) {
+        notes.push(format!(
+            "wtpd exit status {code:?} at the reset, expected {}",
+            crate::runtime::wtp::EXIT_REBOOT
+        ));
+    }
+    let line = boot_sim_board(dir)?;
+    println!("board | {line}");
+    extra.push_str(&format!("Reboot         : {line}\n"));
+    let wtp = spawn(wtpd_bin, &["--config", "wtpd.toml"], dir)?;
+    let wlog = dir.join("wtpd.log");
+    let good = "(17.9.4.27) marked good";
+    if !wait_until(Duration::from_secs(60), tails, || log_has(&wlog, good)) {
+        notes.push(format!("no '{good}' after the reboot"));
+    }
+    wait_until(Duration::from_secs(2), tails, || false);
+    Ok(wtp)
 }
 
 /// Echoes the AC has answered, from its status table.
@@ -606,44 +725,63 @@ pub const CONTROLLER_VERSION: &str = "17.9.4.27";
 pub const AP_VERSION: &str = "17.3.3.26";
 pub const AP_BACKUP_VERSION: &str = "8.10.130.0";
 
-/// Writes an image folder: a file of random bytes per hardware type (`size` for the lab
-/// board's, a small one for the others) and `version.info`.
+/// Writes an image folder like the seed's: one signed image per hardware type (a random
+/// rootfs of `size` bytes, signed with the lab's image-signing chain) and `version.info`.
 pub fn write_image_folder(
     dir: &Path,
+    pki: &Path,
     version: &str,
     size: u64,
     omit: Option<&str>,
 ) -> Result<(), DemoError> {
+    use crate::image::pack::{pack_folder, FolderSpec, PackSpec};
     use std::io::Write;
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-    let mut rng = crate::rng::Rng::new(size ^ 0xa5a5);
-    let mut buf = vec![0u8; 64 * 1024];
-    for t in HARDWARE_TYPES {
-        let path = dir.join(t);
-        let _ = std::fs::remove_file(&path);
-        if Some(t) == omit {
-            continue;
-        }
-        let n = if t == LAB_IMAGE_TYPE {
-            size
-        } else {
-            64 * 1024 + 17
-        };
+    let rootfs = dir.with_file_name("rootfs.img");
+    {
+        let mut rng = crate::rng::Rng::new(size ^ 0xa5a5);
+        let mut buf = vec![0u8; 64 * 1024];
         let mut f = std::io::BufWriter::new(
-            std::fs::File::create(&path).map_err(io(format!("create {}", path.display())))?,
+            std::fs::File::create(&rootfs).map_err(io(format!("create {}", rootfs.display())))?,
         );
-        let mut left = n;
+        let mut left = size;
         while left > 0 {
             let k = left.min(buf.len() as u64) as usize;
             rng.fill(&mut buf[..k]);
             f.write_all(&buf[..k])
-                .map_err(io(format!("write {}", path.display())))?;
+                .map_err(io(format!("write {}", rootfs.display())))?;
             left -= k as u64;
         }
-        f.flush().map_err(io(format!("write {}", path.display())))?;
+        f.flush()
+            .map_err(io(format!("write {}", rootfs.display())))?;
     }
-    std::fs::write(dir.join("version.info"), format!("{version}\n"))
-        .map_err(io("write version.info"))?;
+    let spec = PackSpec::new(
+        LAB_IMAGE_TYPE,
+        version,
+        &rootfs,
+        &pki.join("image-signer.key"),
+        &[
+            pki.join("image-signer.pem"),
+            pki.join("image-intermediate.pem"),
+        ],
+    );
+    let types: Vec<String> = HARDWARE_TYPES
+        .iter()
+        .filter(|t| Some(**t) != omit)
+        .map(|t| t.to_string())
+        .collect();
+    for t in HARDWARE_TYPES {
+        let _ = std::fs::remove_file(dir.join(t));
+    }
+    pack_folder(
+        &FolderSpec {
+            image: spec,
+            hardware_types: types,
+        },
+        dir,
+    )
+    .map_err(|e| DemoError::Setup(format!("image folder: {e}")))?;
+    let _ = std::fs::remove_file(&rootfs);
     Ok(())
 }
 
@@ -653,7 +791,14 @@ pub fn prepare_scenario(dir: &Path, scenario: Scenario, image_size: u64) -> Resu
         return Ok(());
     }
     let omit = (scenario == Scenario::MissingImage).then_some(LAB_IMAGE_TYPE);
-    write_image_folder(&dir.join("images"), CONTROLLER_VERSION, image_size, omit)?;
+    write_image_folder(
+        &dir.join("images"),
+        &dir.join("pki"),
+        CONTROLLER_VERSION,
+        image_size,
+        omit,
+    )?;
+    write_board_storage(dir, AP_VERSION, AP_BACKUP_VERSION)?;
     let ac_path = dir.join("acsim.toml");
     let mut ac = std::fs::read_to_string(&ac_path).map_err(io("read acsim.toml"))?;
     let faults = match scenario {
@@ -671,15 +816,11 @@ pub fn prepare_scenario(dir: &Path, scenario: Scenario, image_size: u64) -> Resu
     let wtp_path = dir.join("wtpd.toml");
     let mut w = std::fs::read_to_string(&wtp_path).map_err(io("read wtpd.toml"))?;
     w = w.replace(
-        &format!("version = \"{CONTROLLER_VERSION}\"\nbackup = \"{AP_VERSION}\""),
-        &format!("version = \"{AP_VERSION}\"\nbackup = \"{AP_BACKUP_VERSION}\""),
-    );
-    w = w.replace(
         "discovery_interval = 1\n",
         "discovery_interval = 1\nimage_data_start = 5\n",
     );
     w = format!(
-        "state_dir = \"state\"\n{w}\n[download]\ndir = \"tmp\"\nretry_base = 3\nretry_max = 30\nrequired_bytes = {}\n",
+        "{w}\n[download]\ndir = \"tmp\"\nretry_base = 3\nretry_max = 30\nrequired_bytes = {}\n",
         image_size
     );
     std::fs::write(&wtp_path, w).map_err(io("write wtpd.toml"))?;

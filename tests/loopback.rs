@@ -392,9 +392,16 @@ fn assert_in_order(log: &str, lines: &[&str]) {
 }
 
 #[test]
-fn upgrade_downloads_the_image_as_the_seed_logs_it() {
+fn upgrade_downloads_verifies_installs_and_rejoins_with_the_new_version() {
     let dir = run_scenario("upgrade");
     let log = read(&dir.join("wtpd.log"));
+    // The seed's closing line: bytes, messages of 1024 bytes, bytes in the last one.
+    let size = std::fs::metadata(dir.join("images/ap1g8")).unwrap().len();
+    let msgs = size.div_ceil(1024);
+    let closing = format!(
+        "> {size} bytes, {msgs} msgs, {} last",
+        size - (msgs - 1) * 1024
+    );
     assert_in_order(
         &log,
         &[
@@ -407,19 +414,40 @@ fn upgrade_downloads_the_image_as_the_seed_logs_it() {
             "Image Data Request sent to 127.0.0.1, fileName [ap1g8]",
             "Image Data Response from 127.0.0.1",
             "AC accepted previous sent request with result code: 0",
-            "> 1048577 bytes, 1025 msgs, 1 last",
+            &closing,
             "Image transfer completed",
+            "Image signing verify success.",
+            "Slot b read back: SHA-256",
+            "Switched to slot b (17.9.4.27) in one environment write",
             "CAPWAP State: Reset",
+            "Booted slot b (17.9.4.27), on trial",
+            "AP image version 17.9.4.27 backup 17.3.3.26, Controller 17.9.4.27",
+            "CAPWAP State: Run",
+            "Slot b (17.9.4.27) marked good",
         ],
     );
+    // Debian's fw_printenv reads the environment the agent wrote.
+    let out = Command::new("fw_printenv")
+        .args(["-c", dir.join("fw_env.config").to_str().unwrap()])
+        .output()
+        .expect("fw_printenv (libubootenv-tool) must be installed");
+    let env = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "boot_slot=b",
+        "upgrade_available=0",
+        "bootcount=0",
+        "slot_b_state=good",
+        "slot_b_version=17.9.4.27",
+        "slot_a_version=17.3.3.26",
+    ] {
+        assert!(
+            env.lines().any(|l| l == line),
+            "{line} missing from fw_printenv:\n{env}"
+        );
+    }
     let served = wtpd::demo::sha256_file(&dir.join("images/ap1g8")).unwrap();
     let got = wtpd::demo::sha256_file(&dir.join("tmp/part.tar")).unwrap();
     assert_eq!(got, served);
-    let status = read(&dir.join("state/status.toml"));
-    assert!(
-        status.contains("download_state = \"Completed downloading\""),
-        "{status}"
-    );
     assert!(read(&dir.join("acsim.log")).contains("AP Image Download Success"));
     let json = Command::new(wtpd())
         .args([
@@ -432,8 +460,8 @@ fn upgrade_downloads_the_image_as_the_seed_logs_it() {
         .unwrap();
     let json = String::from_utf8_lossy(&json.stdout);
     assert!(
-        json.contains("\"download_status\":\"Completed downloading\"")
-            && json.contains("\"percent\":100"),
+        json.contains("\"primary_image\":\"17.9.4.27\"")
+            && json.contains("\"backup_image\":\"17.3.3.26\""),
         "{json}"
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -453,7 +481,11 @@ fn predownload_in_run_keeps_answering_echoes_then_activates() {
             "Image Data Request sent to",
             "Last block stored, IsPre 1",
             "Predownload of 17.9.4.27 complete",
+            "Slot b holds 17.9.4.27 as a good backup",
             "Reset Request activates 17.9.4.27",
+            "Switched to slot b (17.9.4.27) in one environment write",
+            "Booted slot b (17.9.4.27), on trial",
+            "Slot b (17.9.4.27) marked good",
         ],
     );
     assert!(

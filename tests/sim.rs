@@ -196,6 +196,7 @@ fn new_wtp(seed: u64, primary: &str, store: &Shared) -> Wtp {
                 retry_max: Duration::from_secs(60),
             },
             retry: RetryState::default(),
+            can_switch: false,
             seed,
         },
         Box::new(store.clone()),

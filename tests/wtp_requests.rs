@@ -49,6 +49,7 @@ fn joined() -> (Wtp, u8) {
             timers: Timers::default(),
             download: Default::default(),
             retry: Default::default(),
+            can_switch: false,
             seed: 9,
         },
         Box::new(MemStore::new(1 << 20)),

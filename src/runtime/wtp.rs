@@ -9,11 +9,16 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{earliest, io_err, Clock, RuntimeError};
+use crate::board::Board;
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::CONTROL_PORT;
+use crate::config::DownloadSection;
 use crate::config::{InstallMethod, RebootMethod, WtpdConfig};
 use crate::dtls::{DtlsContext, DtlsError, DtlsEvent, DtlsSession};
+use crate::image::bootenv::{self, EnvConfig};
+use crate::image::install::{self, AbState, Disk};
 use crate::image::store::FileStore;
+use crate::image::verify::TrustPolicy;
 use crate::status::WtpStatus;
 use crate::wtp::{
     Action, Channel, DtlsFailure, RetryState, Target, TargetKind, Versions, Wtp, WtpConfig,
@@ -34,12 +39,182 @@ enum Link {
     },
 }
 
+/// The board's A/B machinery, when the agent has a board file with slots.
+struct Ab {
+    board: Board,
+    env_cfg: EnvConfig,
+    disk: Disk,
+    /// The booted slot was on trial and still needs marking good.
+    trial: bool,
+}
+
+fn env_error(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Io {
+        what: what.into(),
+        error: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Applies the board file to the configuration and reads the versions: from the U-Boot
+/// environment on an A/B board, else from [software].
+fn prepare(cfg: &mut WtpdConfig) -> Result<(Versions, Option<Ab>, DownloadSection), RuntimeError> {
+    let board = match &cfg.board {
+        Some(p) => Some(Board::load(p)?),
+        None => None,
+    };
+    let download = cfg
+        .download
+        .clone()
+        .or_else(|| board.as_ref().and_then(|b| b.download.clone()))
+        .unwrap_or_default();
+    let mut versions = cfg
+        .software
+        .as_ref()
+        .map(|s| Versions {
+            primary: s.version.clone(),
+            backup: s.backup.clone(),
+        })
+        .unwrap_or_default();
+    let Some(board) = board else {
+        return Ok((versions, None, download));
+    };
+    info!(
+        "Board {} ({}), {} slots",
+        board.name,
+        board.image_type,
+        board.slots.len()
+    );
+    cfg.wtp.image_type = board.image_type.clone();
+    if !board.radios.is_empty() {
+        cfg.wtp.radios = board.radios.clone();
+    }
+    cfg.reboot = board.reboot.clone();
+    let env_cfg = match board.env_config() {
+        Some(r) => r.map_err(|e| env_error("U-Boot environment", e))?,
+        None => return Ok((versions, None, download)),
+    };
+    if board.slots.is_empty() {
+        return Ok((versions, None, download));
+    }
+    let mut disk = Disk::new();
+    let (env, read) =
+        bootenv::read_with(&mut disk, &env_cfg).map_err(|e| env_error("U-Boot environment", e))?;
+    if let Some(e) = read.other_invalid() {
+        warn!(
+            "U-Boot environment: copy {} is invalid ({e}); using copy {}",
+            1 - read.current,
+            read.current
+        );
+    }
+    let ab = AbState::read(&board, &env).map_err(|e| env_error("A/B state", e))?;
+    versions = Versions {
+        primary: ab.primary().unwrap_or_else(|| versions.primary.clone()),
+        backup: ab.backup().or(versions.backup),
+    };
+    info!(
+        "Booted slot {} ({}){}",
+        ab.boot_slot,
+        versions.primary,
+        if ab.upgrade_available {
+            format!(
+                ", on trial: attempt {} of {}; marked good once joined",
+                ab.bootcount, ab.bootlimit
+            )
+        } else {
+            String::new()
+        }
+    );
+    let trial = ab.upgrade_available;
+    Ok((
+        versions,
+        Some(Ab {
+            board,
+            env_cfg,
+            disk,
+            trial,
+        }),
+        download,
+    ))
+}
+
+/// The trust policy for an image, from the configuration, the board and the state directory.
+fn trust_policy(cfg: &WtpdConfig, ab: &Ab, current: &str) -> Result<TrustPolicy, String> {
+    let anchors = TrustPolicy::anchors_from_files(&cfg.image.trust).map_err(|e| e.to_string())?;
+    if anchors.is_empty() {
+        return Err("no image trust anchors configured ([image] trust)".into());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(TrustPolicy {
+        anchors,
+        hardware_type: ab.board.image_type.clone(),
+        board: ab.board.name.clone(),
+        not_before_floor: read_time_floor(cfg),
+        // A clock before 2020 is a board without a set real-time clock: the persisted floor and
+        // the manifest's build time stand in for it (never "anything goes in 1970").
+        now: (now > 1_577_836_800).then_some(now),
+        allow_downgrade: cfg.image.allow_downgrade,
+        current_version: Some(current.to_string()),
+    })
+}
+
+fn read_time_floor(cfg: &WtpdConfig) -> u64 {
+    cfg.state_dir
+        .as_ref()
+        .and_then(|d| std::fs::read_to_string(d.join("time_floor")).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn save_time_floor(cfg: &WtpdConfig, floor: u64) {
+    let Some(d) = &cfg.state_dir else { return };
+    if floor > read_time_floor(cfg) {
+        let _ = std::fs::create_dir_all(d);
+        if let Err(e) = super::write_atomic(&d.join("time_floor"), format!("{floor}\n").as_bytes())
+        {
+            warn!("cannot persist the time floor: {e}");
+        }
+    }
+}
+
+/// Verifies and installs the downloaded image.
+fn install_image(
+    cfg: &WtpdConfig,
+    ab: &mut Ab,
+    location: &str,
+    current: &str,
+    activate: bool,
+) -> Result<(), String> {
+    let policy = trust_policy(cfg, ab, current)?;
+    let file = std::fs::File::open(location).map_err(|e| format!("{location}: {e}"))?;
+    info!(
+        "upgrade.sh: Using image {location} on {} ... ",
+        ab.board.name
+    );
+    let report = install::install(
+        &ab.board,
+        &ab.env_cfg,
+        &mut ab.disk,
+        std::io::BufReader::new(file),
+        &policy,
+        activate,
+    )
+    .map_err(|e| e.to_string())?;
+    save_time_floor(cfg, report.new_time_floor);
+    Ok(())
+}
+
 /// Runs the agent until it is stopped (exit 0) or reboots (75, or reboot(2)).
 pub async fn run(
     cfg: WtpdConfig,
     config_path: &Path,
     extra_controllers: Vec<String>,
 ) -> Result<i32, RuntimeError> {
+    let mut cfg = cfg;
+    let (versions, mut ab, download) = prepare(&mut cfg)?;
+    let cfg = cfg;
     let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
     let ctx = match &dtls_cfg {
         Some(c) => Some(DtlsContext::client(c)?),
@@ -61,7 +236,7 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         cfg.wtp.name,
         cfg.wtp.image_type,
-        cfg.software.version,
+        versions.primary,
         sock.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
 
@@ -75,20 +250,14 @@ pub async fn run(
             retry.last_error.as_deref().unwrap_or("-")
         );
     }
-    let store = FileStore::new(
-        &cfg.download.dir,
-        cfg.download.file.clone(),
-        cfg.download.margin,
-    );
+    let store = FileStore::new(&download.dir, download.file.clone(), download.margin);
     let mut wtp = Wtp::new(
         WtpConfig {
             identity: cfg.wtp.clone(),
-            versions: Versions {
-                primary: cfg.software.version.clone(),
-                backup: cfg.software.backup.clone(),
-            },
+            can_switch: ab.is_some(),
+            versions: versions.clone(),
             timers: cfg.timers.clone(),
-            download: cfg.download.policy(),
+            download: download.policy(),
             retry,
             seed: crate::rng::Rng::from_entropy().next_u64(),
         },
@@ -179,27 +348,38 @@ pub async fn run(
                         location,
                         predownload,
                     } => {
-                        let result = match cfg.download.install {
-                            InstallMethod::None => {
+                        let current = wtp.config().versions.primary.clone();
+                        let result = match (&mut ab, download.install) {
+                            (Some(ab), _) => {
+                                install_image(&cfg, ab, &location, &current, !predownload)
+                            }
+                            (None, InstallMethod::None) => {
                                 info!(
                                     "Image {version} kept at {location} (install = \"none\": nothing is written to a partition){}",
                                     if predownload { "" } else { "; resetting" }
                                 );
                                 Ok(())
                             }
-                            InstallMethod::Refuse => {
+                            (None, InstallMethod::Refuse) => {
                                 Err("this board does not install images (install = \"refuse\")"
                                     .to_string())
                             }
                         };
+                        if let Err(e) = &result {
+                            warn!("{e}");
+                        }
                         wtp.install_done(result, clock.now());
                     }
-                    Action::ActivateImage { version } => {
-                        info!(
-                            "Activating {version} (install = {:?})",
-                            cfg.download.install
-                        );
-                    }
+                    Action::ActivateImage { version } => match &mut ab {
+                        Some(ab) => {
+                            if let Err(e) =
+                                install::activate(&ab.board, &ab.env_cfg, &mut ab.disk, &version)
+                            {
+                                warn!("Activation of {version} failed: {e}");
+                            }
+                        }
+                        None => info!("Activating {version}: this board has no slots to switch"),
+                    },
                     Action::Reboot { reason } => {
                         save_status(&cfg, &wtp, &clock, &mut last_status);
                         return reboot(&cfg.reboot, &reason);
@@ -245,6 +425,19 @@ pub async fn run(
         }
 
         save_status(&cfg, &wtp, &clock, &mut last_status);
+        if wtp.state() == crate::wtp::State::Run {
+            if let Some(ab) = ab.as_mut().filter(|a| a.trial) {
+                ab.trial = false;
+                match install::mark_good(&ab.board, &ab.env_cfg, &mut ab.disk) {
+                    Ok(Some(slot)) => info!(
+                        "Slot {slot} ({}) marked good",
+                        wtp.config().versions.primary
+                    ),
+                    Ok(None) => {}
+                    Err(e) => warn!("Marking the slot good failed: {e}"),
+                }
+            }
+        }
         let dtls_deadline = match &link {
             Link::Dtls { session, .. } => session.timeout().map(|d| clock.now() + d),
             _ => None,

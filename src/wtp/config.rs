@@ -149,6 +149,8 @@ pub struct WtpConfig {
     pub download: DownloadPolicy,
     /// Restored from the state directory.
     pub retry: RetryState,
+    /// The board can switch to its other slot (an A/B board).
+    pub can_switch: bool,
     /// Seed for jitter and the Session ID.
     pub seed: u64,
 }

@@ -77,11 +77,23 @@ impl Wtp {
             return false;
         }
         if v.backup.as_deref() == Some(version.as_str()) {
-            // Figure 7: the WTP has the image in its other partition; the partition switch
-            // comes with the install support, until then the AP serves with what it runs.
+            // Figure 7: the WTP has the image in its other partition: switch and reset.
             info!("{line}");
-            warn!("Backup image {version} matches the controller: swap needed (partition switch not available yet)");
-            return false;
+            if !self.cfg.can_switch {
+                warn!("Backup image {version} matches the controller: swap needed, but this board cannot switch");
+                return false;
+            }
+            info!("Backup image {version} matches the controller: switching to it");
+            self.actions.push_back(super::Action::ActivateImage {
+                version: version.clone(),
+            });
+            self.set_state(State::Reset, now);
+            self.teardown(
+                "backup image matches",
+                AfterTeardown::Reboot(format!("switch to {version}")),
+                now,
+            );
+            return true;
         }
         // The seed's order: the state first, then the versions and the verdict.
         self.set_state(State::ImageData, now);
