@@ -549,3 +549,64 @@ fn teardown_mid_transfer_aborts_as_dtls_cleanup_and_retries() {
         "Tearing DTLS down at byte",
     );
 }
+
+#[test]
+fn acsim_image_folder_builds_signed_images_that_verify() {
+    let dir = lab("image-folder");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = wtpd::pki::generate_lab_pki(&dir.join("pki")).unwrap();
+    std::fs::write(dir.join("rootfs.img"), vec![7u8; 100_000]).unwrap();
+    let out = Command::new(acsim())
+        .args([
+            "image",
+            "folder",
+            "--version",
+            "17.12.1.5",
+            "--types",
+            "ap1g8,ap3g3",
+        ])
+        .arg("--rootfs")
+        .arg(dir.join("rootfs.img"))
+        .arg("--key")
+        .arg(&pki.image_signer_key)
+        .arg("--chain")
+        .arg(&pki.image_signer_cert)
+        .arg("--chain")
+        .arg(&pki.image_intermediate_cert)
+        .arg("--dir")
+        .arg(dir.join("images"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&dir.join("images/version.info")), "17.12.1.5\n");
+    for (t, other) in [("ap1g8", "ap3g3"), ("ap3g3", "ap1g8")] {
+        let f = std::fs::File::open(dir.join("images").join(t)).unwrap();
+        let bundle = wtpd::image::bundle::BundleReader::new(f).unwrap();
+        let policy = wtpd::image::verify::TrustPolicy {
+            anchors: wtpd::image::verify::TrustPolicy::anchors_from_files(&[pki
+                .image_root_cert
+                .clone()])
+            .unwrap(),
+            hardware_type: t.into(),
+            board: "any".into(),
+            not_before_floor: 0,
+            now: None,
+            allow_downgrade: false,
+            current_version: Some("17.9.4.27".into()),
+        };
+        bundle.verify(&policy).unwrap();
+        let wrong = wtpd::image::verify::TrustPolicy {
+            hardware_type: other.into(),
+            ..policy
+        };
+        assert!(
+            bundle.verify(&wrong).is_err(),
+            "{t} must not verify as {other}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -27,6 +27,13 @@ USAGE:
                                      predownload: download in Run, then activate
                                      missing-image, timeout, stall, teardown: the seed's
                                        failures, each aborted cleanly and retried
+    acsim image pack --hardware-type TYPE --version V --rootfs FILE --key KEY
+               --chain CERT [--chain CERT]... [--board NAME]... [--algorithm ALG] --out FILE
+                                     build one signed image (docs/image-format.md)
+    acsim image folder --version V --rootfs FILE --key KEY --chain CERT...
+               [--types ap1g4,ap1g8,...] [--algorithm ALG] --dir DIR
+                                     build an image folder like the seed's: one signed
+                                     image per hardware type, plus version.info
     acsim --help | --version
 
 DEMO FILES (in DIR):
@@ -66,6 +73,9 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
         }
         Some(other) => return Err(other.unexpected().into()),
     };
+    if cmd == "image" {
+        return image_command(parser);
+    }
     let mut config: Option<PathBuf> = None;
     let mut ap: Option<String> = None;
     let mut demo = wtpd::demo::DemoOptions::default();
@@ -143,4 +153,109 @@ fn control(cfg: &AcsimConfig, line: &str) -> Result<String, Box<dyn std::error::
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
     Ok(answer)
+}
+
+/// `acsim image pack|folder ...`: signed images for acsim to serve.
+fn image_command(mut parser: lexopt::Parser) -> Result<i32, Box<dyn std::error::Error>> {
+    use lexopt::prelude::*;
+    use wtpd::image::manifest::SignatureAlgorithm;
+    use wtpd::image::pack::{
+        pack_folder, pack_image, FolderSpec, PackSpec, DEFAULT_HARDWARE_TYPES,
+    };
+    let sub = match parser.next()? {
+        Some(Value(v)) => v.string()?,
+        _ => return Err("image needs pack or folder (see --help)".into()),
+    };
+    let (mut hw, mut version, mut rootfs, mut key, mut out, mut dir) =
+        (None, None, None, None, None, None);
+    let mut chain: Vec<PathBuf> = Vec::new();
+    let mut boards: Vec<String> = Vec::new();
+    let mut types: Option<Vec<String>> = None;
+    let mut algorithm = SignatureAlgorithm::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("hardware-type") => hw = Some(parser.value()?.string()?),
+            Long("version") => version = Some(parser.value()?.string()?),
+            Long("rootfs") => rootfs = Some(PathBuf::from(parser.value()?)),
+            Long("key") => key = Some(PathBuf::from(parser.value()?)),
+            Long("chain") => chain.push(parser.value()?.into()),
+            Long("board") => boards.push(parser.value()?.string()?),
+            Long("types") => {
+                types = Some(
+                    parser
+                        .value()?
+                        .string()?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            Long("algorithm") => {
+                let a = parser.value()?.string()?;
+                algorithm = SignatureAlgorithm::from_name(&a).ok_or_else(|| {
+                    format!("--algorithm {a}: use ecdsa-p256-sha256, ed25519 or rsa-pss-sha256")
+                })?;
+            }
+            Long("out") => out = Some(PathBuf::from(parser.value()?)),
+            Long("dir") => dir = Some(PathBuf::from(parser.value()?)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let version = version.ok_or("--version is required")?;
+    let rootfs = rootfs.ok_or("--rootfs is required")?;
+    let key = key.ok_or("--key is required")?;
+    if chain.is_empty() {
+        return Err("--chain (the signer certificate, then intermediates) is required".into());
+    }
+    let mut spec = PackSpec::new(
+        hw.as_deref().unwrap_or("ap1g8"),
+        &version,
+        &rootfs,
+        &key,
+        &chain,
+    );
+    spec.boards = boards;
+    spec.algorithm = algorithm;
+    match sub.as_str() {
+        "pack" => {
+            hw.ok_or("--hardware-type is required")?;
+            let out = out.ok_or("--out is required")?;
+            let p = pack_image(&spec, &out)?;
+            println!(
+                "{}: {} {} ({} bytes)",
+                p.path.display(),
+                p.manifest.hardware_type,
+                p.manifest.version,
+                std::fs::metadata(&p.path)?.len()
+            );
+            Ok(0)
+        }
+        "folder" => {
+            let dir = dir.ok_or("--dir is required")?;
+            let hardware_types = types.unwrap_or_else(|| {
+                DEFAULT_HARDWARE_TYPES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+            let packed = pack_folder(
+                &FolderSpec {
+                    image: spec,
+                    hardware_types,
+                },
+                &dir,
+            )?;
+            for p in &packed {
+                println!(
+                    "{}: {} {}",
+                    p.path.display(),
+                    p.manifest.hardware_type,
+                    p.manifest.version
+                );
+            }
+            println!("{}: {version}", dir.join("version.info").display());
+            Ok(0)
+        }
+        other => Err(format!("image {other}: use pack or folder").into()),
+    }
 }
