@@ -295,6 +295,9 @@ pub struct WtpdConfig {
     pub download: DownloadSection,
     /// Folder for the agent's state files.
     pub state_dir: Option<PathBuf>,
+    /// Credentials, trust and timeouts for `wtpd fetch URL`.
+    #[serde(default)]
+    pub fetch: crate::fetch::FetchSection,
 }
 
 fn any_addr() -> SocketAddr {
@@ -321,6 +324,10 @@ pub struct AcsimConfig {
     pub image_at_join: bool,
     /// The image folder: one file per AP hardware type (`ap1g8`, ...) plus `version.info`.
     pub image_dir: Option<PathBuf>,
+    /// Where images come from: `image_dir` (mode "local", the default) or a TFTP, SFTP or
+    /// HTTPS server (docs/image-servers.md).
+    #[serde(default)]
+    pub image_download: crate::fetch::spool::ImageDownloadProfile,
     /// Bytes per Image Data block.
     #[serde(default = "default_block_size")]
     pub block_size: usize,
@@ -391,6 +398,7 @@ impl WtpdConfig {
             *p = relative_to(&base, p);
         }
         c.download.dir = relative_to(&base, &c.download.dir);
+        c.fetch.resolve(&base);
         if c.download.file.is_empty() || c.download.file.contains('/') {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -449,6 +457,13 @@ impl AcsimConfig {
         {
             *p = relative_to(&base, p);
         }
+        c.image_download.resolve(&base);
+        c.image_download
+            .check()
+            .map_err(|what| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what,
+            })?;
         c.dtls.to_dtls(path)?;
         Ok(c)
     }
