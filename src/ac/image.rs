@@ -66,6 +66,8 @@ pub struct AcDownload {
     pub(super) total: Option<u64>,
     /// The block with Data Type 2 went out.
     pub(super) last_sent: bool,
+    /// Why the previous transfer to this WTP failed, kept while it retries.
+    pub last_error: Option<String>,
 }
 
 impl AcDownload {
@@ -147,7 +149,20 @@ impl Ac {
                 budget_image
             },
         );
+        // The error of the previous attempt, in this session or the one before (the WTP
+        // restarts CAPWAP after a failed download), stays visible while it retries.
+        let previous = s
+            .download
+            .as_ref()
+            .or_else(|| self.departed.get(&s.info.name)?.download.as_ref());
+        let last_error = previous.and_then(|d| {
+            d.status
+                .strip_prefix("Failed: ")
+                .map(str::to_string)
+                .or_else(|| d.last_error.clone())
+        });
         s.download = Some(AcDownload {
+            last_error,
             image: name,
             version,
             predownload,

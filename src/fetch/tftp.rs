@@ -62,13 +62,19 @@ fn parse(buf: &[u8]) -> Option<Packet<'_>> {
             })
         }
         OACK => {
+            // name\0value\0 pairs; every field NUL-terminated.
+            let body = &buf[2..];
             let mut opts = Vec::new();
-            let mut fields = buf[2..].split(|&b| b == 0);
+            if body.is_empty() {
+                return Some(Packet::Oack(opts));
+            }
+            let body = body.strip_suffix(&[0])?;
+            let mut fields = body.split(|&b| b == 0);
             while let Some(name) = fields.next() {
-                if name.is_empty() {
-                    break;
-                }
                 let value = fields.next()?;
+                if name.is_empty() {
+                    return None;
+                }
                 opts.push((
                     String::from_utf8_lossy(name).to_ascii_lowercase(),
                     String::from_utf8_lossy(value).into_owned(),

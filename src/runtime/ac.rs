@@ -496,7 +496,12 @@ pub fn status_table(ac: &Ac, now: Instant) -> String {
             eta_pct,
             w.info.echoes
         );
-        if let Some(err) = d.and_then(|d| d.status.strip_prefix("Failed: ")) {
+        let err = d.and_then(|d| {
+            d.status
+                .strip_prefix("Failed: ")
+                .or(d.last_error.as_deref())
+        });
+        if let Some(err) = err {
             let _ = writeln!(s, "{:<18} last error: {err}", "");
         }
     }
