@@ -265,6 +265,10 @@ struct Entry {
     file: File,
     progress: Arc<Mutex<Progress>>,
     cancel: Arc<AtomicBool>,
+    /// The AC is waiting for more of this download: wake it at the next write. Without a
+    /// waiter, writes do not wake the runtime (a fast server would otherwise wake it for
+    /// every packet while it is busy serving blocks).
+    wanted: Arc<AtomicBool>,
 }
 
 /// The callback that wakes the runtime when a download made progress.
@@ -285,6 +289,7 @@ struct SpoolSink {
     file: File,
     progress: Arc<Mutex<Progress>>,
     cancel: Arc<AtomicBool>,
+    wanted: Arc<AtomicBool>,
     wake: Waker,
     md5: openssl::hash::Hasher,
     written: u64,
@@ -322,7 +327,9 @@ impl Sink for SpoolSink {
             .map_err(|e| FetchErrorKind::Io(e.to_string()))?;
         self.written += bytes.len() as u64;
         lock(&self.progress).received = self.written;
-        (self.wake)();
+        if self.wanted.swap(false, Ordering::AcqRel) {
+            (self.wake)();
+        }
         Ok(())
     }
 }
@@ -373,12 +380,14 @@ impl RemoteSource {
         let (w, r) = self.spool_file(name)?;
         let progress = Arc::new(Mutex::new(Progress::default()));
         let cancel = Arc::new(AtomicBool::new(false));
+        let wanted = Arc::new(AtomicBool::new(true));
         let md5 = openssl::hash::Hasher::new(openssl::hash::MessageDigest::md5())
             .map_err(|e| SourceError::Io(e.to_string()))?;
         let mut sink = SpoolSink {
             file: w,
             progress: progress.clone(),
             cancel: cancel.clone(),
+            wanted: wanted.clone(),
             wake: self.wake.clone(),
             md5,
             written: 0,
@@ -423,6 +432,7 @@ impl RemoteSource {
                 file: r,
                 progress,
                 cancel,
+                wanted,
             },
         );
         Ok(())
@@ -454,6 +464,8 @@ impl ImageSource for RemoteSource {
         let Some(e) = self.entries.get(name) else {
             return Err(SourceError::Pending);
         };
+        // Set before looking, so that a write after the look wakes us.
+        e.wanted.store(true, Ordering::Release);
         let outcome = {
             let p = lock(&e.progress);
             if let Some(err) = &p.error {
@@ -490,6 +502,11 @@ impl ImageSource for RemoteSource {
             .ok_or_else(|| SourceError::Io(format!("{name} is not being downloaded")))?;
         let (received, done) = {
             let p = lock(&e.progress);
+            if !p.done && offset + (buf.len() as u64) >= p.received {
+                // Not enough yet: the next write wakes the AC (set under the lock that the
+                // writer takes before it looks, so no write slips between).
+                e.wanted.store(true, Ordering::Release);
+            }
             if let Some(err) = &p.error {
                 return Err(failure(err));
             }
