@@ -269,3 +269,52 @@ fn profile_refusals_say_why() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = Path::new("");
 }
+
+/// With `announce_md5`, acsim downloads the whole image first and announces Image Information
+/// (size and MD5), which the AP checks.
+#[test]
+fn announce_md5_sends_image_information() {
+    let dir = lab("announce-md5");
+    let port = free_port_pair().unwrap();
+    write_lab(&dir, DemoDtls::Psk, port).unwrap();
+    prepare_scenario(&dir, Scenario::Upgrade, 500_000).unwrap();
+    let (server, table) =
+        wtpd::fetch::lab::serve_lab_images(&dir, DownloadMode::Tftp).expect("image server");
+    let ac_toml = dir.join("acsim.toml");
+    std::fs::write(
+        &ac_toml,
+        format!("{}\n{table}announce_md5 = true\n", read(&ac_toml)),
+    )
+    .unwrap();
+    let _ac = start(acsim(), &["run", "--config", "acsim.toml"], &dir);
+    let alog = dir.join("acsim.log");
+    let wlog = dir.join("wtpd.log");
+    assert!(wait_for(&alog, "listening", Duration::from_secs(10)));
+    let _wtp = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    assert!(
+        wait_for(&wlog, "Image SHA-256", Duration::from_secs(60)),
+        "{}",
+        read(&wlog)
+    );
+    let md5 = {
+        let data = std::fs::read(dir.join("images/ap1g8")).unwrap();
+        wtpd::image::download::hex(
+            &openssl::hash::hash(openssl::hash::MessageDigest::md5(), &data).unwrap(),
+        )
+    };
+    let want = format!("Image Information: 500000 bytes, MD5 {md5}");
+    assert!(read(&wlog).contains(&want), "{}", read(&wlog));
+    assert!(
+        read(&alog).contains(&format!("serving ap1g8, 500000 bytes, MD5 {md5}")),
+        "{}",
+        read(&alog)
+    );
+    assert_eq!(
+        sha256(&dir.join("tmp/part.tar")),
+        sha256(&dir.join("images/ap1g8"))
+    );
+    drop(_wtp);
+    drop(_ac);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -470,9 +470,8 @@ impl ImageSource for RemoteSource {
             let p = lock(&e.progress);
             if let Some(err) = &p.error {
                 Err(failure(err))
-            } else if !p.begun {
-                Err(SourceError::Pending)
-            } else if self.profile.announce_md5 && !p.done {
+            } else if !p.begun || (self.profile.announce_md5 && !p.done) {
+                // Not answered yet, or the MD5 is to be announced and is not known yet.
                 Err(SourceError::Pending)
             } else if p.done {
                 Ok(ImageInfo {

@@ -469,7 +469,7 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(b"\0\x06tsize\0123\0BLKSIZE\01468\0"),
+            parse(b"\0\x06tsize\x00123\0BLKSIZE\x001468\0"),
             Some(Packet::Oack(vec![
                 ("tsize".into(), "123".into()),
                 ("blksize".into(), "1468".into())
