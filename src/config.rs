@@ -311,6 +311,9 @@ pub struct WtpdConfig {
     pub download: Option<DownloadSection>,
     /// Folder for the agent's state files.
     pub state_dir: Option<PathBuf>,
+    /// Credentials, trust and timeouts for `wtpd fetch URL`.
+    #[serde(default)]
+    pub fetch: crate::fetch::FetchSection,
 }
 
 fn any_addr() -> SocketAddr {
@@ -337,6 +340,10 @@ pub struct AcsimConfig {
     pub image_at_join: bool,
     /// The image folder: one file per AP hardware type (`ap1g8`, ...) plus `version.info`.
     pub image_dir: Option<PathBuf>,
+    /// Where images come from: `image_dir` (mode "local", the default) or a TFTP, SFTP or
+    /// HTTPS server (docs/image-servers.md).
+    #[serde(default)]
+    pub image_download: crate::fetch::spool::ImageDownloadProfile,
     /// Bytes per Image Data block.
     #[serde(default = "default_block_size")]
     pub block_size: usize,
@@ -406,6 +413,7 @@ impl WtpdConfig {
         if let Some(p) = &mut c.discovery.dhcp_file {
             *p = relative_to(&base, p);
         }
+        c.fetch.resolve(&base);
         if let Some(b) = &mut c.board {
             *b = relative_to(&base, b);
         }
@@ -477,6 +485,13 @@ impl AcsimConfig {
         {
             *p = relative_to(&base, p);
         }
+        c.image_download.resolve(&base);
+        c.image_download
+            .check()
+            .map_err(|what| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what,
+            })?;
         c.dtls.to_dtls(path)?;
         Ok(c)
     }

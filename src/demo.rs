@@ -42,6 +42,9 @@ pub struct DemoOptions {
     pub scenario: Scenario,
     /// Size of the lab board's image.
     pub image_size: u64,
+    /// Where acsim takes the image from: its folder, or a real TFTP, SFTP or HTTPS server
+    /// that the demo starts on loopback (`--source`).
+    pub source: crate::fetch::spool::DownloadMode,
 }
 
 impl Default for DemoOptions {
@@ -52,6 +55,7 @@ impl Default for DemoOptions {
             hold_secs: 5,
             scenario: Scenario::Upgrade,
             image_size: 8 * 1024 * 1024 + 601,
+            source: crate::fetch::spool::DownloadMode::Local,
         }
     }
 }
@@ -358,6 +362,23 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
     let port = free_port_pair().map_err(io("pick a UDP port"))?;
     let listen = write_lab(&dir, opts.dtls, port)?;
     prepare_scenario(&dir, opts.scenario, opts.image_size)?;
+    // The image server, when the image comes from one; it stops when the demo ends.
+    let _server = match opts.source {
+        crate::fetch::spool::DownloadMode::Local => None,
+        mode => {
+            let (server, table) = crate::fetch::lab::serve_lab_images(&dir, mode)
+                .map_err(|e| DemoError::Setup(format!("image server: {e}")))?;
+            let p = dir.join("acsim.toml");
+            let text = std::fs::read_to_string(&p).map_err(io("read acsim.toml"))?;
+            std::fs::write(&p, format!("{text}\n{table}")).map_err(io("write acsim.toml"))?;
+            println!(
+                "acsim demo: {mode:?} image server on 127.0.0.1:{} (pid {})",
+                server.port,
+                server.pid().unwrap_or(0)
+            );
+            Some(server)
+        }
+    };
     println!("acsim demo: lab in {}", dir.display());
     println!(
         "acsim demo: controller on {listen}, DTLS {:?}, scenario {:?}",

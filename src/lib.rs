@@ -14,6 +14,7 @@ pub mod capwap;
 pub mod config;
 pub mod demo;
 pub mod dtls;
+pub mod fetch;
 pub mod image;
 pub mod logging;
 pub mod outq;

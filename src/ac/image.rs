@@ -15,7 +15,7 @@ use crate::capwap::element::image_data_type;
 use crate::capwap::header::Header;
 use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
 use crate::image::download::hex;
-use crate::image::source::ImageInfo;
+use crate::image::source::{ImageInfo, SourceError};
 use crate::time::Instant;
 use crate::wtp::Channel;
 
@@ -57,6 +57,17 @@ pub struct AcDownload {
     pub(super) info: Option<ImageInfo>,
     /// A block was sent and waits for its response.
     pub(super) waiting: bool,
+    /// The WTP's Image Data Request (type, sequence number) not answered yet: the image
+    /// server has not said whether it has the file.
+    pub(super) pending_request: Option<(u32, u8)>,
+    /// The next block has not arrived from the image server yet.
+    pub(super) starved: bool,
+    /// The image's whole size once certain (the last block is the one that reaches it).
+    pub(super) total: Option<u64>,
+    /// The block with Data Type 2 went out.
+    pub(super) last_sent: bool,
+    /// Why the previous transfer to this WTP failed, kept while it retries.
+    pub last_error: Option<String>,
 }
 
 impl AcDownload {
@@ -117,63 +128,184 @@ impl Ac {
             self.image_failed(peer, &format!("refused with result code {code}"), now);
             return self.respond(peer, msg.msg_type, msg.seq, &[Element::ResultCode(code)]);
         }
-        let info = match self.source.open(&name) {
-            Ok(i) => i,
-            Err(e) => {
-                warn!("{e}");
-                self.image_failed(peer, &e.to_string(), now);
-                let code = ResultCode::ImageDataErrorOther as u32;
-                return self.respond(peer, msg.msg_type, msg.seq, &[Element::ResultCode(code)]);
+        if let Some(d) = self.sessions.get(&peer).and_then(|s| s.download.as_ref()) {
+            if d.pending_request == Some((msg.msg_type, msg.seq)) {
+                // The WTP repeated its request while the image server has not answered yet:
+                // the answer goes out as soon as it does.
+                return;
             }
-        };
-        let mut md5 = info.md5;
-        if self.cfg.faults.wrong_md5 {
-            md5[0] ^= 0xff;
         }
         let version = self.cfg.image_version.clone().unwrap_or_default();
+        let budget_run = self.cfg.timers.run_budget();
+        let budget_image = self.cfg.timers.image_data_budget();
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
         let predownload = s.state == SessionState::Run;
+        s.deadline = Some(
+            now + if predownload {
+                budget_run
+            } else {
+                budget_image
+            },
+        );
+        // The error of the previous attempt, in this session or the one before (the WTP
+        // restarts CAPWAP after a failed download), stays visible while it retries.
+        let previous = s
+            .download
+            .as_ref()
+            .or_else(|| self.departed.get(&s.info.name)?.download.as_ref());
+        let last_error = previous.and_then(|d| {
+            d.status
+                .strip_prefix("Failed: ")
+                .map(str::to_string)
+                .or_else(|| d.last_error.clone())
+        });
+        s.download = Some(AcDownload {
+            last_error,
+            image: name,
+            version,
+            predownload,
+            status: "Initiated".into(),
+            started: Some(now),
+            pending_request: Some((msg.msg_type, msg.seq)),
+            ..AcDownload::default()
+        });
+        // Downloads that no transfer uses any more are dropped, so that this one starts afresh
+        // when it is not in use by another AP.
+        self.retain_sources();
+        self.try_open(peer, now);
+    }
+
+    /// Names the images that transfers are using to the source, which drops the others.
+    fn retain_sources(&mut self) {
+        let in_use: Vec<String> = self
+            .sessions
+            .values()
+            .filter_map(|s| s.download.as_ref())
+            .filter(|d| !d.halted)
+            .map(|d| d.image.clone())
+            .collect();
+        self.source.retain(&|n: &str| in_use.iter().any(|i| i == n));
+    }
+
+    /// Answers a WTP's pending Image Data Request once the source knows the image (or failed).
+    fn try_open(&mut self, peer: SocketAddr, now: Instant) {
+        let Some((image, (req_type, req_seq))) = self
+            .sessions
+            .get(&peer)
+            .and_then(|s| s.download.as_ref())
+            .and_then(|d| Some((d.image.clone(), d.pending_request?)))
+        else {
+            return;
+        };
+        let wtp = self
+            .sessions
+            .get(&peer)
+            .map(display_name)
+            .unwrap_or_default();
+        let info = match self.source.open(&image) {
+            Ok(i) => i,
+            Err(SourceError::Pending) => return,
+            Err(e) => {
+                warn!("{e}");
+                if let Some(d) = self
+                    .sessions
+                    .get_mut(&peer)
+                    .and_then(|s| s.download.as_mut())
+                {
+                    d.pending_request = None;
+                }
+                self.image_failed(peer, &e.to_string(), now);
+                let code = ResultCode::ImageDataErrorOther as u32;
+                return self.respond(peer, req_type, req_seq, &[Element::ResultCode(code)]);
+            }
+        };
+        // Image Information needs both the size (within 32 bits) and the MD5.
+        let announced = match (info.size, info.md5) {
+            (Some(size), Some(mut md5)) if size <= u32::MAX as u64 => {
+                if self.cfg.faults.wrong_md5 {
+                    md5[0] ^= 0xff;
+                }
+                Some((size as u32, md5))
+            }
+            _ => None,
+        };
+        let budget_run = self.cfg.timers.run_budget();
+        let budget_image = self.cfg.timers.image_data_budget();
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        let Some(d) = s.download.as_mut() else { return };
+        d.pending_request = None;
+        d.info = Some(info);
+        d.total = info.size.filter(|_| info.md5.is_some());
+        d.size = info.size.unwrap_or(0);
+        d.started = Some(now);
+        let predownload = d.predownload;
         if !predownload {
             s.state = SessionState::ImageData;
         }
         s.deadline = Some(
             now + if predownload {
-                self.cfg.timers.run_budget()
+                budget_run
             } else {
-                self.cfg.timers.image_data_budget()
+                budget_image
             },
         );
-        s.download = Some(AcDownload {
-            image: name.clone(),
-            version,
-            predownload,
-            size: info.size,
-            status: "Initiated".into(),
-            started: Some(now),
-            info: Some(info),
-            ..AcDownload::default()
-        });
-        info!(
-            "Image Data Request from {wtp}: serving {name}, {} bytes, MD5 {}{}",
-            info.size,
-            hex(&md5),
-            if predownload { " (predownload)" } else { "" }
-        );
-        self.respond(
-            peer,
-            msg.msg_type,
-            msg.seq,
-            &[
-                Element::ResultCode(ResultCode::Success as u32),
-                Element::ImageInformation {
-                    file_size: info.size as u32,
-                    md5,
-                },
-            ],
-        );
+        let pre = if predownload { " (predownload)" } else { "" };
+        match announced {
+            Some((size, md5)) => info!(
+                "Image Data Request from {wtp}: serving {image}, {size} bytes, MD5 {}{pre}",
+                hex(&md5)
+            ),
+            None => info!(
+                "Image Data Request from {wtp}: serving {image} as it arrives ({}; no Image Information){pre}",
+                info.size
+                    .map(|n| format!("{n} bytes"))
+                    .unwrap_or_else(|| "size not given".into())
+            ),
+        }
+        let mut elements = vec![Element::ResultCode(ResultCode::Success as u32)];
+        if let Some((file_size, md5)) = announced {
+            elements.push(Element::ImageInformation { file_size, md5 });
+        }
+        self.respond(peer, req_type, req_seq, &elements);
         self.pump_image(peer, now);
+    }
+
+    /// A remote source made progress (data arrived, a download began or failed): answers the
+    /// requests that waited for the image server and sends the blocks that waited for data.
+    pub fn source_progress(&mut self, now: Instant) {
+        self.retain_sources();
+        let waiting: Vec<(SocketAddr, bool)> = self
+            .sessions
+            .iter()
+            .filter_map(|(p, s)| {
+                let d = s.download.as_ref()?;
+                if d.pending_request.is_some() {
+                    Some((*p, true))
+                } else if d.starved && !d.halted {
+                    Some((*p, false))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (peer, opening) in waiting {
+            if opening {
+                self.try_open(peer, now);
+            } else {
+                if let Some(d) = self
+                    .sessions
+                    .get_mut(&peer)
+                    .and_then(|s| s.download.as_mut())
+                {
+                    d.starved = false;
+                }
+                self.pump_image(peer, now);
+            }
+        }
     }
 
     fn image_failed(&mut self, peer: SocketAddr, reason: &str, now: Instant) {
@@ -215,7 +347,8 @@ impl Ac {
             return;
         }
         let seq = s.requester.next_seq();
-        let abort = faults.abort_at_block == Some(n);
+        let mut abort = faults.abort_at_block == Some(n);
+        let mut failure = None;
         let mut block = std::mem::take(&mut self.block_buf);
         block.resize(block_size.max(1), 0);
         let len = if abort {
@@ -223,14 +356,28 @@ impl Ac {
         } else {
             match self.source.read_at(&d.image, d.sent, &mut block) {
                 Ok(l) => l,
-                Err(e) => {
-                    warn!("{e}");
+                Err(SourceError::Pending) => {
+                    // The image server has not sent this far yet: wait for progress.
                     self.block_buf = block;
-                    return self.image_failed(peer, &e.to_string(), now);
+                    d.starved = true;
+                    return;
+                }
+                Err(e) => {
+                    // Tell the WTP at once (Data Type 5) rather than let it time out.
+                    warn!("{e}");
+                    abort = true;
+                    failure = Some(e.to_string());
+                    0
                 }
             }
         };
-        let last = d.sent + len as u64 >= d.size;
+        if d.total.is_none() {
+            d.total = self.source.total(&d.image);
+            if let Some(t) = d.total {
+                d.size = t;
+            }
+        }
+        let last = !abort && d.total.is_some_and(|t| d.sent + len as u64 >= t);
         let data_type = if abort {
             image_data_type::ERROR
         } else if last {
@@ -271,6 +418,7 @@ impl Ac {
         d.blocks = n;
         d.sent += len as u64;
         d.waiting = true;
+        d.last_sent = last;
         if d.status == "Initiated" {
             d.status = if d.predownload {
                 "Predownloading"
@@ -279,7 +427,10 @@ impl Ac {
             }
             .into();
         }
-        if abort {
+        if let Some(reason) = failure {
+            info!("Aborting the transfer to {name} at block {n}: {reason}");
+            self.image_failed(peer, &reason, now);
+        } else if abort {
             info!("Aborting the transfer to {name} at block {n} (fault switch)");
             d.halted = true;
             d.status = "Failed: aborted by the AC".into();
@@ -319,7 +470,7 @@ impl Ac {
         if d.halted {
             return;
         }
-        if d.sent >= d.size {
+        if d.last_sent {
             d.halted = true;
             d.finished = Some(now);
             d.status = "Complete".into();

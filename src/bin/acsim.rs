@@ -18,7 +18,7 @@ USAGE:
     acsim reset --config FILE --ap NAME
                                      send a Reset Request
     acsim demo [--dir DIR] [--dtls certificate|psk] [--scenario NAME] [--hold SECONDS]
-               [--image-size BYTES]
+               [--image-size BYTES] [--source local|tftp|sftp|https]
                                      build a lab in DIR (a new temporary folder when not
                                      given) and run a scenario with one wtpd over DTLS:
                                      upgrade (default): the AP runs 17.3.3.26, downloads
@@ -27,6 +27,9 @@ USAGE:
                                      predownload: download in Run, then activate
                                      missing-image, timeout, stall, teardown: the seed's
                                        failures, each aborted cleanly and retried
+                                     --source tftp|sftp|https: acsim fetches the image
+                                       from a real tftpd-hpa, sshd or nginx the demo
+                                       starts on loopback (docs/image-servers.md)
     acsim image pack --hardware-type TYPE --version V --rootfs FILE --key KEY
                --chain CERT [--chain CERT]... [--board NAME]... [--algorithm ALG] --out FILE
                                      build one signed image (docs/image-format.md)
@@ -88,6 +91,7 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             Long("dtls") => demo.dtls = parser.value()?.string()?.parse()?,
             Long("hold") => demo.hold_secs = parser.value()?.parse()?,
             Long("image-size") => demo.image_size = parser.value()?.parse()?,
+            Long("source") => demo.source = parser.value()?.string()?.parse()?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(0);

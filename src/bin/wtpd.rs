@@ -11,6 +11,8 @@ wtpd - CAPWAP (RFC 5415) access-point agent
 USAGE:
     wtpd --config FILE [--controller HOST:PORT]...   run the agent in the foreground
     wtpd status --config FILE [--json]              the AP's image status (show ap image)
+    wtpd fetch URL --config FILE [FETCH OPTIONS]     download an image into the download
+                                                    directory (tftp://, sftp://, https://)
     wtpd --help | --version
 
 OPTIONS:
@@ -20,6 +22,13 @@ OPTIONS:
         --json                 with status: one JSON object
     -h, --help                 this text
     -V, --version              the version
+
+FETCH OPTIONS (override the [fetch] table of the configuration):
+        --user NAME --password PW --key FILE          SFTP login
+        --known-hosts FILE --host-key SHA256:...      SFTP host key check
+        --ca FILE                                     HTTPS trust anchors (PEM)
+        --timeout SECONDS --retries N                 per packet / connection
+        --blksize N --windowsize N                    TFTP options (RFC 2348, 7440)
 
 The agent runs until SIGTERM or SIGINT (DTLS close_notify, exit 0). After a Reset it
 reboots the board as its configuration says (reboot = \"syscall\"), or exits with
@@ -42,10 +51,21 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     let mut controllers = Vec::new();
     let mut json = false;
     let mut status = false;
+    let mut fetch: Option<Option<String>> = None;
+    let mut fetch_opts: Vec<(String, Option<String>)> = Vec::new();
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
-            Value(v) if v == "status" && !status => status = true,
+            Value(v) if v == "status" && !status && fetch.is_none() => status = true,
+            Value(v) if v == "fetch" && !status && fetch.is_none() => fetch = Some(None),
+            Value(v) if matches!(fetch, Some(None)) => fetch = Some(Some(v.string()?)),
+            Long(
+                name @ ("user" | "password" | "key" | "known-hosts" | "host-key" | "ca" | "timeout"
+                | "retries" | "blksize" | "windowsize"),
+            ) if fetch.is_some() => {
+                let name = name.to_string();
+                fetch_opts.push((name, Some(parser.value()?.string()?)));
+            }
             Long("json") => json = true,
             Short('c') | Long("config") => config = Some(parser.value()?.into()),
             Long("controller") => controllers.push(parser.value()?.string()?),
@@ -61,7 +81,22 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
         }
     }
     let path = config.ok_or("--config FILE is required (see --help)")?;
-    let cfg = WtpdConfig::load(&path)?;
+    let mut cfg = WtpdConfig::load(&path)?;
+    if let Some(url) = fetch {
+        let url = url.ok_or("fetch needs a URL (tftp://, sftp:// or https://)")?;
+        for (name, value) in fetch_opts {
+            cfg.fetch.set_option(&name, value)?;
+        }
+        let (_, level) = cfg.log.resolve("wtpd")?;
+        wtpd::logging::init(wtpd::logging::LogTarget::Stderr, level)?;
+        return Ok(match wtpd::runtime::wtp::fetch_and_install(cfg, &url) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("wtpd: {e}");
+                1
+            }
+        });
+    }
     if status {
         let dir = cfg
             .state_dir

@@ -1,6 +1,11 @@
 //! The images acsim serves: a folder laid out like the seed's controller (one file per AP
 //! hardware type, `ap1g4 ap1g8 ...`, plus `version.info` with the version they carry), behind a
 //! trait so that the AC state machine reads blocks without doing file I/O itself.
+//!
+//! A source may be remote ([`crate::fetch::spool::RemoteSource`]): the image arrives from a
+//! TFTP, SFTP or HTTPS server while the AC serves it. Such a source answers
+//! [`SourceError::Pending`] when what was asked has not arrived yet; the AC then waits, and the
+//! runtime calls [`crate::ac::Ac::source_progress`] when more has arrived.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -10,11 +15,14 @@ use std::path::{Path, PathBuf};
 
 use openssl::hash::{Hasher, MessageDigest};
 
-/// What the AC tells the AP in Image Information.
+/// What the AC tells the AP in Image Information (RFC 5415 §4.6.31: size and MD5). A source
+/// that streams from a server may know the size (TFTP tsize, SFTP stat, HTTP Content-Length)
+/// but not the MD5 until the end: the AC then omits Image Information, which is optional in
+/// the Image Data Response (§9.1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
-    pub size: u64,
-    pub md5: [u8; 16],
+    pub size: Option<u64>,
+    pub md5: Option<[u8; 16]>,
 }
 
 /// Why an image could not be served. The texts follow the seed's controller log.
@@ -25,6 +33,11 @@ pub enum SourceError {
     /// The file is larger than Image Information can announce (4 GiB).
     TooLarge(String),
     Io(String),
+    /// A remote download failed: the whole message, in the seed's words
+    /// (`Failed to download file tftp://HOST/PATH: Timed out`).
+    Failed(String),
+    /// Not there yet: the image is still arriving from its server. Ask again after progress.
+    Pending,
 }
 
 impl std::fmt::Display for SourceError {
@@ -34,7 +47,8 @@ impl std::fmt::Display for SourceError {
                 write!(f, "Failed to download file {p}: No such file or directory")
             }
             SourceError::TooLarge(p) => write!(f, "Failed to download file {p}: larger than 4 GiB"),
-            SourceError::Io(s) => write!(f, "{s}"),
+            SourceError::Io(s) | SourceError::Failed(s) => write!(f, "{s}"),
+            SourceError::Pending => write!(f, "the image is still arriving"),
         }
     }
 }
@@ -43,10 +57,21 @@ impl std::error::Error for SourceError {}
 
 /// Images by name (hardware type).
 pub trait ImageSource {
-    /// Prepares `name` for serving and says its size and MD5.
+    /// Prepares `name` for serving and says its size and MD5 as far as known.
+    /// [`SourceError::Pending`]: the server has not answered yet; ask again after progress.
     fn open(&mut self, name: &str) -> Result<ImageInfo, SourceError>;
-    /// Reads up to `buf.len()` bytes of `name` at `offset`.
+    /// Reads up to `buf.len()` bytes of `name` at `offset`. A remote source fills `buf`
+    /// whole except at the end of the image, and answers [`SourceError::Pending`] until it can.
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError>;
+    /// The image's whole size once it is certain (a remote download that has ended); the AC
+    /// marks the block that reaches it as the last one. Sources whose `open` gives the size
+    /// need not answer.
+    fn total(&mut self, _name: &str) -> Option<u64> {
+        None
+    }
+    /// Drops what the source keeps for images no transfer uses any more (`in_use` says which
+    /// are), so that the next request for them starts afresh.
+    fn retain(&mut self, _in_use: &dyn Fn(&str) -> bool) {}
 }
 
 /// Reads `version.info` of an image folder: the version its images carry.
@@ -88,7 +113,8 @@ impl FolderSource {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// An image name that is safe as a file name: no path, no dot-dot.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -141,8 +167,8 @@ impl ImageSource for FolderSource {
         let mut md5 = [0u8; 16];
         md5.copy_from_slice(&digest);
         let info = ImageInfo {
-            size: meta.len(),
-            md5,
+            size: Some(meta.len()),
+            md5: Some(md5),
         };
         self.open
             .insert(name.to_string(), Open { file, info, stamp });
@@ -202,7 +228,10 @@ impl ImageSource for SyntheticSource {
         }
         let mut md5 = [0u8; 16];
         md5.copy_from_slice(&h.finish().map_err(|e| SourceError::Io(e.to_string()))?);
-        Ok(ImageInfo { size, md5 })
+        Ok(ImageInfo {
+            size: Some(size),
+            md5: Some(md5),
+        })
     }
 
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError> {
@@ -231,9 +260,9 @@ mod tests {
         let mut s = FolderSource::new(&dir);
         assert_eq!(folder_version(&dir).unwrap(), "17.12.1.5");
         let info = s.open("ap1g8").unwrap();
-        assert_eq!(info.size, 10);
+        assert_eq!(info.size, Some(10));
         assert_eq!(
-            &info.md5[..],
+            &info.md5.unwrap()[..],
             &openssl::hash::hash(MessageDigest::md5(), b"0123456789").unwrap()[..]
         );
         let mut buf = [0u8; 4];
@@ -262,7 +291,7 @@ mod tests {
         let info = s.open("ap1g8").unwrap();
         let all = SyntheticSource::content("ap1g8", 3000);
         assert_eq!(
-            &info.md5[..],
+            &info.md5.unwrap()[..],
             &openssl::hash::hash(MessageDigest::md5(), &all).unwrap()[..]
         );
         let mut buf = [0u8; 1024];

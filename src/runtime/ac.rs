@@ -16,6 +16,7 @@ use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::{CONTROL_PORT, DATA_PORT};
 use crate::config::AcsimConfig;
 use crate::dtls::{DtlsContext, DtlsEvent, DtlsSession};
+use crate::fetch::spool::{DownloadMode, RemoteSource};
 use crate::pcap::PcapWriter;
 use crate::time::Instant;
 use crate::wtp::Channel;
@@ -87,22 +88,69 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
 
     let clock = Clock::new();
     let mut ac_cfg = cfg.ac_config();
-    ac_cfg.image_version = cfg.served_version().map_err(|e| RuntimeError::Io {
-        what: "image folder".into(),
-        error: std::io::Error::other(e.to_string()),
-    })?;
-    let source: Box<dyn crate::image::source::ImageSource> = match &cfg.image_dir {
-        Some(dir) => {
+    // Download threads of a remote image source wake the loop through this.
+    let progress = std::sync::Arc::new(tokio::sync::Notify::new());
+    let source: Box<dyn crate::image::source::ImageSource> = match cfg.image_download.mode {
+        DownloadMode::Local => {
+            ac_cfg.image_version = cfg.served_version().map_err(|e| RuntimeError::Io {
+                what: "image folder".into(),
+                error: std::io::Error::other(e.to_string()),
+            })?;
+            match &cfg.image_dir {
+                Some(dir) => {
+                    info!(
+                        "Serving images from {} (version {})",
+                        dir.display(),
+                        ac_cfg.image_version.as_deref().unwrap_or("-")
+                    );
+                    Box::new(crate::image::source::FolderSource::new(dir))
+                }
+                None => Box::new(crate::image::source::FolderSource::new(
+                    "/nonexistent-image-folder",
+                )),
+            }
+        }
+        _ => {
+            let profile = cfg.image_download.clone();
+            ac_cfg.image_version = match (&cfg.image_version, &profile.version) {
+                (Some(v), _) | (None, Some(v)) => Some(v.clone()),
+                (None, None) => {
+                    // Like the seed's controller, read the folder's version.info.
+                    let p = profile.clone();
+                    match tokio::task::spawn_blocking(move || p.fetch_small("version.info")).await {
+                        Ok(Ok(v)) if !v.is_empty() => Some(v),
+                        Ok(Ok(_)) => {
+                            warn!(
+                                "version.info on the image server is empty: no image named to APs"
+                            );
+                            None
+                        }
+                        Ok(Err(e)) => {
+                            warn!("{e}: no image named to APs");
+                            None
+                        }
+                        Err(e) => {
+                            warn!("version.info: {e}");
+                            None
+                        }
+                    }
+                }
+            };
             info!(
-                "Serving images from {} (version {})",
-                dir.display(),
+                "Image download profile: {:?} from {} (version {})",
+                profile.mode,
+                profile
+                    .url("<hardware type>")
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
                 ac_cfg.image_version.as_deref().unwrap_or("-")
             );
-            Box::new(crate::image::source::FolderSource::new(dir))
+            let notify = progress.clone();
+            Box::new(RemoteSource::new(
+                profile,
+                std::sync::Arc::new(move || notify.notify_one()),
+            ))
         }
-        None => Box::new(crate::image::source::FolderSource::new(
-            "/nonexistent-image-folder",
-        )),
     };
     let mut ac = Ac::new(ac_cfg, source);
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
@@ -303,6 +351,7 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                     serve_control(stream, &mut ac, &clock).await;
                 }
             },
+            _ = progress.notified() => ac.source_progress(clock.now()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -447,7 +496,12 @@ pub fn status_table(ac: &Ac, now: Instant) -> String {
             eta_pct,
             w.info.echoes
         );
-        if let Some(err) = d.and_then(|d| d.status.strip_prefix("Failed: ")) {
+        let err = d.and_then(|d| {
+            d.status
+                .strip_prefix("Failed: ")
+                .or(d.last_error.as_deref())
+        });
+        if let Some(err) = err {
             let _ = writeln!(s, "{:<18} last error: {err}", "");
         }
     }

@@ -206,6 +206,24 @@ fn install_image(
     Ok(())
 }
 
+/// `wtpd fetch URL`: an AP without a controller downloads an image directly, then runs the
+/// same verify, install and switch as after a CAPWAP download, and reboots into it. On a board
+/// without A/B slots the image stays in the download directory.
+pub fn fetch_and_install(cfg: WtpdConfig, url: &str) -> Result<i32, Box<dyn std::error::Error>> {
+    let mut cfg = cfg;
+    let (versions, ab, download) = prepare(&mut cfg)?;
+    let report = crate::fetch::fetch_command(&cfg, &download, url)?;
+    let Some(mut ab) = ab else {
+        info!(
+            "No A/B slots on this board: the image stays at {}",
+            report.location
+        );
+        return Ok(0);
+    };
+    install_image(&cfg, &mut ab, &report.location, &versions.primary, true)?;
+    Ok(reboot(&cfg.reboot, "fetched image installed")?)
+}
+
 /// Runs the agent until it is stopped (exit 0) or reboots (75, or reboot(2)).
 pub async fn run(
     cfg: WtpdConfig,
