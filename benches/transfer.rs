@@ -20,6 +20,9 @@
 //! another, `free` leaves them to the scheduler. The first size runs in every placement, the
 //! others in the first placement only (they are there for memory).
 //!
+//! `WTPD_BENCH_WTPD` and `WTPD_BENCH_ACSIM` replace the binaries (for instance with
+//! `target/board/wtpd`, built with `cargo build --profile board --bin wtpd`).
+//!
 //! MB here is 10^6 bytes. The lab lives in a temporary folder that is removed at the end
 //! (`WTPD_BENCH_KEEP=1` keeps it). Run by `cargo test` (no `--bench` argument) it does nothing.
 
@@ -64,8 +67,13 @@ fn main() {
         eprintln!("transfer bench: no usable placement (one, two, free) on CPUs {cpus:?}");
         std::process::exit(2);
     };
-    let acsim = PathBuf::from(env!("CARGO_BIN_EXE_acsim"));
-    let wtpd = PathBuf::from(env!("CARGO_BIN_EXE_wtpd"));
+    // Other builds of the programs (the board profile, an older commit) can be measured too.
+    let acsim = std::env::var_os("WTPD_BENCH_ACSIM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_acsim")));
+    let wtpd = std::env::var_os("WTPD_BENCH_WTPD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wtpd")));
     println!("transfer bench: acsim {}", acsim.display());
     println!("transfer bench: wtpd  {}", wtpd.display());
     println!("transfer bench: CPUs {cpus:?}, placements {placements:?}");
@@ -326,8 +334,12 @@ struct Transfer {
     wtpd_user: f64,
     wtpd_sys: f64,
     wtpd_maxrss_kib: i64,
-    /// VmRSS samples while the transfer ran (KiB): first, smallest, largest, last.
+    /// VmRSS samples while the transfer ran (KiB).
     rss_samples: Vec<u64>,
+    /// Private_Clean + Private_Dirty of /proc/PID/smaps_rollup, sampled with VmRSS (KiB): the
+    /// part of RSS no other process shares (VmRSS also counts the pages of libcrypto, libssl
+    /// and libc that every process using them shares).
+    private_samples: Vec<u64>,
     acsim_cpu: f64,
     wall: Duration,
 }
@@ -370,6 +382,14 @@ impl Transfer {
                 self.rss_samples.len(),
                 self.rss_samples.iter().min().unwrap(),
                 self.rss_samples.iter().max().unwrap()
+            );
+        }
+        if let (Some(first), Some(max)) = (
+            self.private_samples.first(),
+            self.private_samples.iter().max(),
+        ) {
+            println!(
+                "          private (unshared) memory during the transfer: first {first} KiB, max {max} KiB"
             );
         }
         println!(
@@ -451,6 +471,15 @@ fn spawn(bin: &Path, args: &[&str], dir: &Path, cpu: Option<usize>) -> Result<Pr
         .spawn()
         .map(|c| Proc(Some(c)))
         .map_err(|e| format!("start {}: {e}", bin.display()))
+}
+
+fn private_kib(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(field("Private_Clean:")? + field("Private_Dirty:")?)
 }
 
 fn vm_rss_kib(pid: i32) -> Option<u64> {
@@ -540,12 +569,16 @@ fn transfer_in(
     let started = Instant::now();
     let mut wtp = spawn(wtpd, &["--config", "wtpd.toml"], dir, wtp_cpu)?;
     let mut rss_samples = Vec::new();
+    let mut private_samples = Vec::new();
     let part = dir.join("tmp").join("part.tar");
     let (code, user, sys, maxrss) = wtp.wait4(Duration::from_secs(600), |pid| {
         // Samples while the image is being written, not before wtpd is loaded.
         if part.exists() {
             if let Some(k) = vm_rss_kib(pid) {
                 rss_samples.push(k);
+            }
+            if let Some(k) = private_kib(pid) {
+                private_samples.push(k);
             }
         }
     })?;
@@ -580,6 +613,7 @@ fn transfer_in(
         wtpd_sys: sys,
         wtpd_maxrss_kib: maxrss,
         rss_samples,
+        private_samples,
         acsim_cpu: ac_user + ac_sys,
         wall,
     })
