@@ -114,6 +114,8 @@ pub struct DtlsSession {
     state: State,
     events: VecDeque<DtlsEvent>,
     plaintext: VecDeque<Vec<u8>>,
+    /// Where `SSL_read` decrypts to; allocated at the first record, then reused.
+    read_buf: Vec<u8>,
     retransmits: u32,
 }
 
@@ -138,14 +140,15 @@ impl DtlsSession {
         ssl.set_ex_data(shared_index()?, shared.clone());
         // SAFETY: a valid SSL; the callback only reads ex-data that lives as long as the SSL.
         unsafe { DTLS_set_timer_cb(ssl_ptr(&ssl), Some(timer_cb)) };
-        let stream =
-            SslStream::new(ssl, DatagramQueue::default()).map_err(|e| cfg("SSL BIO", e))?;
+        let stream = SslStream::new(ssl, DatagramQueue::with_prefix(&DTLS_PREAMBLE))
+            .map_err(|e| cfg("SSL BIO", e))?;
         Ok(DtlsSession {
             stream,
             shared,
             state: State::Handshaking,
             events: VecDeque::new(),
             plaintext: VecDeque::new(),
+            read_buf: Vec::new(),
             retransmits: 0,
         })
     }
@@ -171,7 +174,7 @@ impl DtlsSession {
         }
         match datagram {
             [0x01, 0, 0, 0, payload @ ..] if !payload.is_empty() => {
-                self.stream.get_mut().push_incoming(payload.to_vec());
+                self.stream.get_mut().push_incoming(payload);
                 self.drive();
             }
             _ => {}
@@ -180,11 +183,7 @@ impl DtlsSession {
 
     /// The next datagram to send, CAPWAP DTLS header included.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        let d = self.stream.get_mut().pop_outgoing()?;
-        let mut out = Vec::with_capacity(DTLS_PREAMBLE.len() + d.len());
-        out.extend_from_slice(&DTLS_PREAMBLE);
-        out.extend_from_slice(&d);
-        Some(out)
+        self.stream.get_mut().pop_outgoing()
     }
 
     /// The next event, if any.
@@ -220,6 +219,13 @@ impl DtlsSession {
     /// The next decrypted CAPWAP packet.
     pub fn recv(&mut self) -> Option<Vec<u8>> {
         self.plaintext.pop_front()
+    }
+
+    /// Gives back a buffer that [`poll_transmit`](Self::poll_transmit) or
+    /// [`recv`](Self::recv) handed out, once sent or handled, so that the next datagram or
+    /// packet reuses it: a steady exchange then does not allocate.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.stream.get_mut().recycle(buf);
     }
 
     /// Time until the handshake retransmission timer fires, while handshaking.
@@ -362,11 +368,17 @@ impl DtlsSession {
     }
 
     fn read_records(&mut self) {
-        let mut buf = vec![0u8; READ_BUF];
+        if self.read_buf.len() < READ_BUF {
+            self.read_buf = vec![0u8; READ_BUF];
+        }
         loop {
-            match self.stream.ssl_read(&mut buf) {
+            match self.stream.ssl_read(&mut self.read_buf) {
                 Ok(0) => break,
-                Ok(n) => self.plaintext.push_back(buf[..n].to_vec()),
+                Ok(n) => {
+                    let mut p = self.stream.get_mut().take_buf();
+                    p.extend_from_slice(&self.read_buf[..n]);
+                    self.plaintext.push_back(p);
+                }
                 Err(e) => {
                     match e.code() {
                         ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => {}

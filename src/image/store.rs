@@ -169,12 +169,15 @@ impl ImageStore for FileStore {
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let path = self.path();
+        // Called once per block: the path is only built for an error message.
         let w = self
             .writer
             .as_mut()
             .ok_or_else(|| StoreError::Io("write before open".into()))?;
-        w.write_all(data).map_err(|e| io_error("write", &path, e))
+        match w.write_all(data) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io_error("write", &self.path(), e)),
+        }
     }
 
     fn finish(&mut self) -> Result<(), StoreError> {

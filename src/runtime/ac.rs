@@ -230,6 +230,7 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                     busy = true;
                     capture.record(*addr, listen, &pkt, false);
                     ac.handle_control(*addr, &pkt, true, clock.now());
+                    p.session.recycle(pkt);
                 }
             }
             for (addr, reason) in gone {
@@ -248,13 +249,15 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         }
         let due = last_status_at
             .is_none_or(|t| clock.now().saturating_since(t) >= Duration::from_secs(1));
+        // Rendered at most once a second (not once per datagram of an image transfer), written
+        // when it changed.
         let status = if due {
+            last_status_at = Some(clock.now());
             status_table(&ac, clock.now())
         } else {
-            last_status.clone()
+            String::new()
         };
-        if status != last_status {
-            last_status_at = Some(clock.now());
+        if due && status != last_status {
             if let Some(p) = &cfg.status_file {
                 if let Err(e) = write_atomic(p, status.as_bytes()) {
                     warn!("cannot write {}: {e}", p.display());
@@ -398,6 +401,7 @@ async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
 async fn flush(sock: &UdpSocket, peer: SocketAddr, session: &mut DtlsSession) {
     while let Some(d) = session.poll_transmit() {
         send(sock, &d, peer).await;
+        session.recycle(d);
     }
 }
 
