@@ -22,13 +22,14 @@ if test -z "${bootcount}"; then setenv bootcount 0; fi
 
 if test "${upgrade_available}" = "1"; then
     setexpr bootcount ${bootcount} + 1
-    echo "A/B: trial boot ${bootcount} of ${bootlimit} of slot ${boot_slot}"
     if itest ${bootcount} -gt ${bootlimit}; then
         echo "A/B: slot ${boot_slot} was not marked good after ${bootlimit} boots: rolling back"
         setenv slot_${boot_slot}_state invalid
         if test "${boot_slot}" = "a"; then setenv boot_slot b; else setenv boot_slot a; fi
         setenv upgrade_available 0
         setenv bootcount 0
+    else
+        echo "A/B: trial boot ${bootcount} of ${bootlimit} of slot ${boot_slot}"
     fi
     if test -n "${ab_save}"; then run ab_save; else saveenv; fi
 fi

@@ -13,6 +13,9 @@
 #   ab_save  writes the environment to the NON-current copy with flag + 1 (what fw_setenv does)
 #   ab_boot  loads /boot/zImage and /boot/initrd.gz from slot a (partition 2) or b (partition 3)
 #
+# The ab_* variables are saved with the rest of the environment (U-Boot exports all of it);
+# this prelude sets every one of them again after the import, so a saved value never counts.
+#
 # Memory: copy 0 at 0x48000000, copy 1 at 0x48010000, a single-copy view [CRC][data] for
 # `env import -c` / `env export -c` at 0x48020000, the copy being written at 0x48030000.
 
@@ -45,6 +48,9 @@ if test "${ab_cur}" = "none"; then
         if env import -c 0x48020000 0x3fff; then setenv ab_cur 1; fi
     fi
 fi
+# The import brought back the ab_* values of the boot that saved it: read the flags again.
+setexpr.b ab_f0 *0x48000004
+setexpr.b ab_f1 *0x48010004
 if test "${ab_cur}" = "none"; then
     echo "A/B: no valid environment copy on the disk: using the defaults"
 else
@@ -53,6 +59,6 @@ fi
 setenv ab_first
 
 # ab_save: export [CRC][data] (CRC over the 0x3ffb data bytes), add the flag, write the other copy.
-setenv ab_save 'env export -c 0x48020000 0x3fff; cp.b 0x48020000 0x48030000 4; cp.b 0x48020004 0x48030005 0x3ffb; if test "${ab_cur}" = "0"; then setexpr ab_fnew ${ab_f0} + 1; setenv ab_dst 0x820; setenv ab_cur 1; setenv ab_f1 ${ab_fnew}; elif test "${ab_cur}" = "1"; then setexpr ab_fnew ${ab_f1} + 1; setenv ab_dst 0x800; setenv ab_cur 0; setenv ab_f0 ${ab_fnew}; else setenv ab_fnew 1; setenv ab_dst 0x800; setenv ab_cur 0; setenv ab_f0 1; fi; mw.b 0x48030004 ${ab_fnew}; virtio write 0x48030000 ${ab_dst} 0x20; echo "A/B: environment saved to block ${ab_dst}"'
+setenv ab_save 'env export -c -s 0x3fff 0x48020000; cp.b 0x48020000 0x48030000 4; cp.b 0x48020004 0x48030005 0x3ffb; if test "${ab_cur}" = "0"; then setexpr ab_fnew ${ab_f0} + 1; setenv ab_dst 0x820; setenv ab_cur 1; setenv ab_f1 ${ab_fnew}; elif test "${ab_cur}" = "1"; then setexpr ab_fnew ${ab_f1} + 1; setenv ab_dst 0x800; setenv ab_cur 0; setenv ab_f0 ${ab_fnew}; else setenv ab_fnew 1; setenv ab_dst 0x800; setenv ab_cur 0; setenv ab_f0 1; fi; mw.b 0x48030004 ${ab_fnew}; virtio write 0x48030000 ${ab_dst} 0x20; echo "A/B: environment saved to block ${ab_dst}"'
 
 setenv ab_boot 'if test "${boot_slot}" = "b"; then setenv ab_part 3; else setenv ab_part 2; fi; if load virtio 0:${ab_part} ${kernel_addr_r} /boot/zImage; then if load virtio 0:${ab_part} ${ramdisk_addr_r} /boot/initrd.gz; then setenv bootargs "console=ttyAMA0 panic=10 wtpd.slot=${boot_slot} wtpd.trial=${upgrade_available}"; bootz ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}; fi; fi'
