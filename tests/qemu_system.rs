@@ -60,6 +60,21 @@ fn wtpd_armv7() -> PathBuf {
     p
 }
 
+/// Children die with the test process, even when it is killed (no Drop runs then):
+/// PR_SET_PDEATHSIG survives the exec of scripts/qemu-run into qemu-system-arm.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Stops a child when the test ends, whatever happens.
 struct Killer(Child);
 impl Drop for Killer {
@@ -179,7 +194,7 @@ impl Lab {
     }
 
     fn start_acsim(&mut self) {
-        let child = Command::new(acsim())
+        let child = die_with_parent(&mut Command::new(acsim()))
             .args(["run", "--config", "acsim.toml"])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -200,7 +215,7 @@ impl Lab {
     }
 
     fn boot(&mut self) {
-        let child = Command::new(Path::new(REPO).join("scripts/qemu-run"))
+        let child = die_with_parent(&mut Command::new(Path::new(REPO).join("scripts/qemu-run")))
             .arg(self.image_dir())
             .arg("--serial")
             .arg(self.serial())
