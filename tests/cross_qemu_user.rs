@@ -302,3 +302,34 @@ fn qemu_user_boards_match_their_boards() {
     }
     assert!(n >= 4);
 }
+
+/// Host-only, always run: the switch check of the qemu-user runs accepts the one write the
+/// agent will make (done here with the library's bootenv::write, in each board's byte order)
+/// and would catch a wrong byte order.
+#[test]
+fn the_switch_check_accepts_the_agents_write() {
+    for a in [&ARMV7, &MIPS] {
+        let dir = lab(&format!("switch-{}", a.name));
+        let (board, cfg) = install_board(&dir, a);
+        let (mut env, _) = bootenv::read(&cfg).unwrap();
+        for (k, v) in [
+            ("boot_slot", "b"),
+            ("upgrade_available", "1"),
+            ("bootcount", "0"),
+            ("slot_b_version", wtpd::demo::CONTROLLER_VERSION),
+            ("slot_b_state", "new"),
+        ] {
+            env.set(k, v).unwrap();
+        }
+        bootenv::write(&cfg, &env).unwrap();
+        check_switch(&dir, &board, &cfg, a);
+        // The same bytes read in the other byte order are refused.
+        let other = match a.byte_order {
+            ByteOrder::Big => ByteOrder::Little,
+            ByteOrder::Little => ByteOrder::Big,
+        };
+        let wrong = EnvConfig::new(cfg.copies.clone(), other).unwrap();
+        assert!(bootenv::read(&wrong).is_err(), "{}", a.name);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
