@@ -341,6 +341,13 @@ fn a_slot_that_never_becomes_good_is_abandoned_after_the_boot_limit() {
         "the failed slot is invalid, not a backup"
     );
     assert_boots_a_verified_slot(&l, &mut d, 0);
+    // The same version is not installed again: the board would loop.
+    let e = install(&l.board, &l.env_cfg, &mut d, &l.image[..], &l.policy, true).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("failed to boot on this board before"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -113,6 +113,10 @@ pub enum InstallError {
     NotStaged {
         version: String,
     },
+    /// This version was installed before and the bootloader rolled it back.
+    FailedBefore {
+        version: String,
+    },
 }
 
 impl std::fmt::Display for InstallError {
@@ -143,6 +147,10 @@ impl std::fmt::Display for InstallError {
             InstallError::NotStaged { version } => {
                 write!(f, "no good slot holds version {version}")
             }
+            InstallError::FailedBefore { version } => write!(
+                f,
+                "version {version} failed to boot on this board before (rolled back); not installed again"
+            ),
         }
     }
 }
@@ -300,6 +308,17 @@ pub fn install_chunked<S: SlotStorage + EnvStorage>(
             manifest.payloads.len(),
             rootfs.len()
         )));
+    }
+    // A version that already failed to boot here (its slot was abandoned by the bootloader)
+    // is not written again: the board would loop between install and rollback.
+    let failed = ab
+        .slots
+        .iter()
+        .any(|(_, v, st)| st == "invalid" && v.as_deref() == Some(manifest.version.as_str()));
+    if failed {
+        return Err(InstallError::FailedBefore {
+            version: manifest.version.clone(),
+        });
     }
     let expected = rootfs[0].sha256;
     if rootfs[0].size > target.size {

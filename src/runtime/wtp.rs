@@ -20,6 +20,7 @@ use crate::image::install::{self, AbState, Disk};
 use crate::image::store::FileStore;
 use crate::image::verify::TrustPolicy;
 use crate::status::WtpStatus;
+use crate::wtp::image::StatusKey;
 use crate::wtp::{
     Action, Channel, DtlsFailure, RetryState, Target, TargetKind, Versions, Wtp, WtpConfig,
 };
@@ -282,6 +283,7 @@ pub async fn run(
         Box::new(store),
     );
     let mut last_status = WtpStatus::default();
+    let mut status_key: Option<StatusKey> = None;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut link = Link::None;
@@ -399,11 +401,11 @@ pub async fn run(
                         None => info!("Activating {version}: this board has no slots to switch"),
                     },
                     Action::Reboot { reason } => {
-                        save_status(&cfg, &wtp, &clock, &mut last_status);
+                        save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
                         return reboot(&cfg.reboot, &reason);
                     }
                     Action::Exit => {
-                        save_status(&cfg, &wtp, &clock, &mut last_status);
+                        save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
                         info!("wtpd stopped");
                         return Ok(0);
                     }
@@ -435,6 +437,7 @@ pub async fn run(
                 while let Some(p) = session.recv() {
                     busy = true;
                     wtp.handle_control(peer, &p, true, clock.now());
+                    session.recycle(p);
                 }
             }
             if !busy {
@@ -442,7 +445,7 @@ pub async fn run(
             }
         }
 
-        save_status(&cfg, &wtp, &clock, &mut last_status);
+        save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
         if wtp.state() == crate::wtp::State::Run {
             if let Some(ab) = ab.as_mut().filter(|a| a.trial) {
                 ab.trial = false;
@@ -502,8 +505,20 @@ fn restored_retry(saved: Option<&WtpStatus>) -> RetryState {
 }
 
 /// Writes the state file when something an operator would see has changed.
-fn save_status(cfg: &WtpdConfig, wtp: &Wtp, clock: &Clock, last: &mut WtpStatus) {
+fn save_status(
+    cfg: &WtpdConfig,
+    wtp: &Wtp,
+    clock: &Clock,
+    last: &mut WtpStatus,
+    key: &mut Option<StatusKey>,
+) {
     let Some(dir) = &cfg.state_dir else { return };
+    // Called for every datagram: compare a cheap key before building the whole status.
+    let k = wtp.status_key();
+    if key.as_ref() == Some(&k) {
+        return;
+    }
+    *key = Some(k);
     let now = clock.now();
     let d = wtp.download_status(now);
     let wall = SystemTime::now()
@@ -591,6 +606,7 @@ async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
 async fn flush_dtls(sock: &UdpSocket, peer: SocketAddr, session: &mut DtlsSession) {
     while let Some(d) = session.poll_transmit() {
         send(sock, &d, peer).await;
+        session.recycle(d);
     }
 }
 

@@ -46,6 +46,9 @@ impl DownloadState {
     }
 }
 
+/// What changes the status an operator sees: cheap to compute for every datagram.
+pub type StatusKey = (State, DownloadState, Option<u8>, u32, Option<Instant>);
+
 /// A snapshot of the download for `wtpd status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DownloadStatus {
@@ -513,6 +516,17 @@ impl Wtp {
             AfterTeardown::Reboot(format!("activate {version}")),
             now,
         );
+    }
+
+    /// The parts of the status that change what `wtpd status` shows.
+    pub fn status_key(&self) -> StatusKey {
+        (
+            self.state,
+            self.download_state,
+            self.transfer.as_ref().and_then(|t| t.percent()),
+            self.retry_count,
+            self.next_retry,
+        )
     }
 
     /// What `wtpd status` shows of the download.

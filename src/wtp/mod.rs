@@ -863,13 +863,13 @@ impl Wtp {
                 Element::WtpRadioInformation { .. } => cand.supports_binding = true,
                 Element::ControlIpv4 { addr, wtp_count } => {
                     let sa = SocketAddr::new(IpAddr::V4(addr), from.port());
-                    if best_control.is_none_or(|(n, _)| wtp_count < n) {
+                    if usable_control(sa, from) && best_control.is_none_or(|(n, _)| wtp_count < n) {
                         best_control = Some((wtp_count, sa));
                     }
                 }
                 Element::ControlIpv6 { addr, wtp_count } => {
                     let sa = SocketAddr::new(IpAddr::V6(addr), from.port());
-                    if best_control.is_none_or(|(n, _)| wtp_count < n) {
+                    if usable_control(sa, from) && best_control.is_none_or(|(n, _)| wtp_count < n) {
                         best_control = Some((wtp_count, sa));
                     }
                 }
@@ -1120,4 +1120,12 @@ fn image_identifier(msg: &ControlMessage<'_>) -> Option<String> {
             Ok(Element::ImageIdentifier { name, .. }) => Some(name.to_string()),
             _ => None,
         })
+}
+
+/// An announced CAPWAP Control address is used unless it cannot be right: unspecified, or a
+/// loopback address announced by an AC that answered from elsewhere (an AC behind NAT, such as
+/// QEMU's user networking, announcing its own 127.0.0.1).
+fn usable_control(announced: SocketAddr, from: SocketAddr) -> bool {
+    let ip = announced.ip();
+    !ip.is_unspecified() && (!ip.is_loopback() || from.ip().is_loopback())
 }
