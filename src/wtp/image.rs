@@ -402,6 +402,20 @@ impl Wtp {
         self.transfer = None;
         self.pending_image_request = false;
         self.image_deadline = None;
+        let wait = self.record_failure(reason, now);
+        if tell_ac && self.state.has_session() {
+            self.send_failure_event(reason, now);
+        }
+        if predownload && self.state == State::Run {
+            self.predownload_retry = self.predownload_version.clone().map(|v| (v, now + wait));
+        } else if self.state.has_session() {
+            self.teardown(reason, AfterTeardown::RetryAfter(wait), now);
+        }
+    }
+
+    /// The bookkeeping of every failed download: the partial file removed, the error and the
+    /// retry count recorded, the next attempt scheduled with backoff. Returns the wait.
+    pub(super) fn record_failure(&mut self, reason: &str, now: Instant) -> Duration {
         self.store.abort();
         self.download_state = DownloadState::Failed;
         self.retry_count = self.retry_count.saturating_add(1);
@@ -413,14 +427,7 @@ impl Wtp {
             self.retry_count,
             wait.as_secs()
         );
-        if tell_ac && self.state.has_session() {
-            self.send_failure_event(reason, now);
-        }
-        if predownload && self.state == State::Run {
-            self.predownload_retry = self.predownload_version.clone().map(|v| (v, now + wait));
-        } else if self.state.has_session() {
-            self.teardown(reason, AfterTeardown::RetryAfter(wait), now);
-        }
+        wait
     }
 
     /// Tells the controller why the download failed: a WTP Event Request with our vendor

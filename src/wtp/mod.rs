@@ -470,17 +470,7 @@ impl Wtp {
             // The seed's order: the teardown first, then the download it cleans up.
             warn!("Aborting image download(0x0): Dtls cleanup, {}", t.image);
             info!("upgrade.sh: Script called with args:[ABORT]");
-            self.store.abort();
-            self.download_state = DownloadState::Failed;
-            self.retry_count = self.retry_count.saturating_add(1);
-            self.last_error = Some(reason.to_string());
-            let wait = self.retry_backoff();
-            self.next_retry = Some(now + wait);
-            info!(
-                "Image download retry {} in {}s (reason : {reason})",
-                self.retry_count,
-                wait.as_secs()
-            );
+            let wait = self.record_failure(reason, now);
             if after == AfterTeardown::Restart {
                 after = AfterTeardown::RetryAfter(wait);
             }
