@@ -154,12 +154,12 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
          [log]\ntarget = \"{}\"\n",
         dir.join("wtpd.log").display()
     );
-    for (name, text) in [
-        ("acsim.toml", acsim),
-        ("wtpd.toml", wtpd),
-        ("board.toml", SIM_BOARD.to_string()),
-    ] {
+    for (name, text) in [("acsim.toml", acsim), ("wtpd.toml", wtpd)] {
         std::fs::write(dir.join(name), text).map_err(io(format!("write {name}")))?;
+    }
+    // A lab prepared for another board (the qemu-user tests put one in) keeps it.
+    if !dir.join("board.toml").exists() {
+        std::fs::write(dir.join("board.toml"), SIM_BOARD).map_err(io("write board.toml"))?;
     }
     write_board_storage(dir, CONTROLLER_VERSION, AP_VERSION)?;
     Ok(listen)
@@ -168,36 +168,56 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
 /// The simulated board's file (board/sim.toml).
 pub const SIM_BOARD: &str = include_str!("../board/sim.toml");
 
-/// Creates the simulated board's slots and U-Boot environment (two redundant copies in
-/// `env.bin`) with slot a booted at `running` and slot b holding `backup`.
+/// Creates the lab board's slots and U-Boot environment (for the simulated board, two redundant
+/// copies in `env.bin`) with slot a booted at `running` and slot b holding `backup`.
 pub fn write_board_storage(dir: &Path, running: &str, backup: &str) -> Result<(), DemoError> {
     use crate::image::bootenv;
-    let board = crate::board::Board::parse(SIM_BOARD, &dir.join("board.toml"))
+    let board = crate::board::Board::load(&dir.join("board.toml"))
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    std::fs::create_dir_all(dir.join("slots")).map_err(io("create slots"))?;
     for s in &board.slots {
+        if let Some(parent) = s.device.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        }
         let f = std::fs::File::create(&s.device)
             .map_err(io(format!("create {}", s.device.display())))?;
         f.set_len(s.size)
             .map_err(io(format!("size {}", s.device.display())))?;
     }
-    // fw_env.config paths are taken as they are (as libubootenv does): write absolute ones.
-    let env_bin = std::fs::canonicalize(dir)
-        .map_err(io(format!("resolve {}", dir.display())))?
-        .join("env.bin");
-    std::fs::write(
-        dir.join("fw_env.config"),
-        format!(
-            "# DEVICE OFFSET SIZE (redundant copies)\n{0} 0x0000 0x2000\n{0} 0x2000 0x2000\n",
-            env_bin.display()
-        ),
-    )
-    .map_err(io("write fw_env.config"))?;
-    std::fs::write(dir.join("env.bin"), vec![0xffu8; 0x4000]).map_err(io("write env.bin"))?;
+    if !dir.join("fw_env.config").exists() {
+        // fw_env.config paths are taken as they are (as libubootenv does): write absolute ones.
+        let env_bin = std::fs::canonicalize(dir)
+            .map_err(io(format!("resolve {}", dir.display())))?
+            .join("env.bin");
+        std::fs::write(
+            dir.join("fw_env.config"),
+            format!(
+                "# DEVICE OFFSET SIZE (redundant copies)\n{0} 0x0000 0x2000\n{0} 0x2000 0x2000\n",
+                env_bin.display()
+            ),
+        )
+        .map_err(io("write fw_env.config"))?;
+    }
     let cfg = board
         .env_config()
-        .ok_or_else(|| DemoError::Setup("sim board has no environment".into()))?
+        .ok_or_else(|| DemoError::Setup(format!("board {} has no environment", board.name)))?
         .map_err(DemoError::Setup)?;
+    // Fresh, erased environment storage, then the factory environment in both copies (in the
+    // board's byte order).
+    for c in &cfg.copies {
+        let end = c.offset + c.size as u64;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&c.path)
+            .map_err(io(format!("create {}", c.path.display())))?;
+        if f.metadata().map(|m| m.len()).unwrap_or(0) < end {
+            f.set_len(end)
+                .map_err(io(format!("size {}", c.path.display())))?;
+        }
+        std::os::unix::fs::FileExt::write_all_at(&f, &vec![0xffu8; c.size], c.offset)
+            .map_err(io(format!("erase {}", c.path.display())))?;
+    }
     let env = bootenv::Env::from_pairs([
         ("boot_slot", "a"),
         ("slot_a_version", running),
@@ -596,11 +616,14 @@ fn echo_count(dir: &Path) -> u64 {
 
 /// Compares the AP's download with the served image.
 fn compare_download(dir: &Path, notes: &mut Vec<String>) -> String {
+    let image_type = crate::board::Board::load(&dir.join("board.toml"))
+        .map(|b| b.image_type)
+        .unwrap_or_else(|_| LAB_IMAGE_TYPE.to_string());
     let got = sha256_file(&dir.join("tmp").join("part.tar"));
-    let want = sha256_file(&dir.join("images").join(LAB_IMAGE_TYPE));
+    let want = sha256_file(&dir.join("images").join(&image_type));
     match (got, want) {
         (Ok(g), Ok(w)) if g == w => format!(
-            "Download check : tmp/part.tar SHA-256 {} equals images/{LAB_IMAGE_TYPE}\n",
+            "Download check : tmp/part.tar SHA-256 {} equals images/{image_type}\n",
             crate::image::download::hex(&g)
         ),
         (Ok(_), Ok(_)) => {

@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -282,7 +282,8 @@ pub struct RemoteSource {
     entries: HashMap<String, Entry>,
 }
 
-static SPOOL_SEQ: AtomicU64 = AtomicU64::new(0);
+// 32 bits: 32-bit MIPS has no 64-bit atomics, and a name sequence may wrap.
+static SPOOL_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Writes into the spool file and tells the source.
 struct SpoolSink {
