@@ -12,11 +12,10 @@
 //! - mips: `scripts/build-boards mips`, then `cargo test --test cross_qemu_user -- --ignored mips`;
 //!   aarch64 (static musl) likewise.
 //!
-//! `WTPD_CROSS_BIN_ARMV7`, `_AARCH64` and `_MIPS` name another binary. With
-//! `WTPD_EXPECT_INSTALL=1` the runs also check the A/B switch the agent writes (once the install
-//! pipeline reads the board file): `boot_slot`, `upgrade_available`, `bootcount`, the new slot's
-//! version and state, and, byte for byte, that the environment equals what `mkenvimage [-b] -r`
-//! makes of the same variables.
+//! `WTPD_CROSS_BIN_ARMV7`, `_AARCH64` and `_MIPS` name another binary. Each run also checks the
+//! environment the agent wrote after installing, rebooting into slot b and marking it good:
+//! `boot_slot`, `upgrade_available`, `bootcount`, the slots' versions and states, and, byte for
+//! byte, that the current copy equals what `mkenvimage [-b] -r` makes of the same variables.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
