@@ -9,15 +9,19 @@
 //! in the foreground. Errors read as the seed's controller writes them:
 //! `Failed to download file tftp://172.16.5.27/Wrong-Path/ap1g6: No such file or directory`.
 
+#[cfg(feature = "https")]
 pub mod https;
 pub mod lab;
+#[cfg(feature = "sftp")]
 pub mod sftp;
 pub mod spool;
 pub mod tftp;
 pub mod url;
 
 use std::fmt;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+#[cfg(any(feature = "sftp", feature = "https"))]
+use std::net::TcpStream;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -164,8 +168,15 @@ pub trait Sink {
 pub fn fetch(url: &FetchUrl, opts: &FetchOptions, sink: &mut dyn Sink) -> Result<u64, FetchError> {
     match url.scheme {
         Scheme::Tftp => tftp::fetch(url, opts, sink),
+        #[cfg(feature = "sftp")]
         Scheme::Sftp => sftp::fetch(url, opts, sink),
+        #[cfg(feature = "https")]
         Scheme::Https => https::fetch(url, opts, sink),
+        #[allow(unreachable_patterns)]
+        _ => Err(FetchError::new(
+            url,
+            FetchErrorKind::Refused("this binary was built without support for this protocol".into()),
+        )),
     }
 }
 
@@ -191,6 +202,7 @@ pub(crate) fn resolve(url: &FetchUrl) -> Result<Vec<SocketAddr>, FetchError> {
 
 /// Connects to the server within `opts.timeout`. A refused connection is tried again until
 /// the time is up (a server being restarted), and ends as `Timed out` like a silent one.
+#[cfg(any(feature = "sftp", feature = "https"))]
 pub(crate) fn connect_tcp(url: &FetchUrl, opts: &FetchOptions) -> Result<TcpStream, FetchError> {
     let addrs = resolve(url)?;
     let limit = opts.timeout.max(Duration::from_millis(100));
@@ -356,6 +368,7 @@ pub fn fetch_to_store(
 }
 
 /// Base64 (standard alphabet, padded), for fingerprints.
+#[cfg(any(feature = "sftp", feature = "https"))]
 pub(crate) fn base64(bytes: &[u8]) -> String {
     openssl::base64::encode_block(bytes)
 }
