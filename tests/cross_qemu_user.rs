@@ -319,6 +319,15 @@ fn the_switch_check_accepts_the_agents_write() {
             env.set(k, v).unwrap();
         }
         bootenv::write(&cfg, &env).unwrap();
+        // Then the mark-good write on the new slot, as the agent does once joined.
+        for (k, v) in [
+            ("upgrade_available", "0"),
+            ("bootcount", "0"),
+            ("slot_b_state", "good"),
+        ] {
+            env.set(k, v).unwrap();
+        }
+        bootenv::write(&cfg, &env).unwrap();
         check_switch(&dir, &board, &cfg, a);
         // The same bytes read in the other byte order are refused.
         let other = match a.byte_order {

@@ -175,7 +175,9 @@ pub fn fetch(url: &FetchUrl, opts: &FetchOptions, sink: &mut dyn Sink) -> Result
         #[allow(unreachable_patterns)]
         _ => Err(FetchError::new(
             url,
-            FetchErrorKind::Refused("this binary was built without support for this protocol".into()),
+            FetchErrorKind::Refused(
+                "this binary was built without support for this protocol".into(),
+            ),
         )),
     }
 }
