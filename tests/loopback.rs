@@ -610,3 +610,24 @@ fn acsim_image_folder_builds_signed_images_that_verify() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_erased_environment_boots_the_first_slot_and_the_agent_carries_on() {
+    let (dir, _ac) = lab_with_acsim("erased-env", DemoDtls::Certificate, |dir| {
+        std::fs::write(dir.join("env.bin"), vec![0xffu8; 0x4000]).unwrap();
+    });
+    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let log = dir.join("wtpd.log");
+    assert!(
+        wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+        "{}",
+        read(&log)
+    );
+    let text = read(&log);
+    assert!(
+        text.contains("U-Boot environment has no valid copy"),
+        "{text}"
+    );
+    assert!(text.contains("Booted slot a"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -98,15 +98,26 @@ fn prepare(cfg: &mut WtpdConfig) -> Result<(Versions, Option<Ab>, DownloadSectio
         return Ok((versions, None, download));
     }
     let mut disk = Disk::new();
-    let (env, read) =
-        bootenv::read_with(&mut disk, &env_cfg).map_err(|e| env_error("U-Boot environment", e))?;
-    if let Some(e) = read.other_invalid() {
-        warn!(
-            "U-Boot environment: copy {} is invalid ({e}); using copy {}",
-            1 - read.current,
-            read.current
-        );
-    }
+    let env = match bootenv::read_with(&mut disk, &env_cfg) {
+        Ok((env, read)) => {
+            if let Some(e) = read.other_invalid() {
+                warn!(
+                    "U-Boot environment: copy {} is invalid ({e}); using copy {}",
+                    1 - read.current,
+                    read.current
+                );
+            }
+            env
+        }
+        // An erased or never-written environment (a new board): U-Boot boots its defaults, the
+        // first slot; the agent does the same and writes a valid copy at its first switch.
+        Err(e @ bootenv::EnvError::NoValidCopy { .. })
+        | Err(e @ bootenv::EnvError::BadCrc { .. }) => {
+            warn!("U-Boot environment has no valid copy ({e}): assuming the first slot boots");
+            bootenv::Env::new()
+        }
+        Err(e) => return Err(env_error("U-Boot environment", e)),
+    };
     let ab = AbState::read(&board, &env).map_err(|e| env_error("A/B state", e))?;
     versions = Versions {
         primary: ab.primary().unwrap_or_else(|| versions.primary.clone()),
