@@ -888,15 +888,7 @@ pub fn control(dir: &Path, line: &str) -> Result<String, DemoError> {
 
 /// SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = openssl::sha::Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
+    crate::image::pack::hash_file(path)
+        .map(|(_, sha)| sha)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }

@@ -400,14 +400,8 @@ fn hexval(c: u8) -> Option<u8> {
     }
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
+/// Lower-case hex (one implementation for the whole crate).
+pub use super::download::hex;
 
 #[derive(Default)]
 struct Section {
