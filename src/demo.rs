@@ -758,10 +758,8 @@ impl FromStr for Scenario {
     }
 }
 
-/// The AP hardware types of the seed's image folder.
-pub const HARDWARE_TYPES: [&str; 7] = [
-    "ap1g4", "ap1g5", "ap1g6", "ap1g6a", "ap1g7", "ap1g8", "ap3g3",
-];
+/// The AP hardware types of the seed's image folder (the packer's default list).
+pub use crate::image::pack::DEFAULT_HARDWARE_TYPES as HARDWARE_TYPES;
 /// The lab board's hardware type.
 pub const LAB_IMAGE_TYPE: &str = "ap1g8";
 /// The versions of the seed: the controller's, the AP's, and the AP's backup.
@@ -871,19 +869,9 @@ pub fn prepare_scenario(dir: &Path, scenario: Scenario, image_size: u64) -> Resu
     Ok(())
 }
 
-/// Sends one command to acsim's control socket.
+/// Sends one command to the lab acsim's control socket.
 pub fn control(dir: &Path, line: &str) -> Result<String, DemoError> {
-    use std::io::{Read, Write};
-    let path = dir.join("acsim.sock");
-    let mut s = std::os::unix::net::UnixStream::connect(&path)
-        .map_err(io(format!("connect {}", path.display())))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    s.write_all(format!("{line}\n").as_bytes())
-        .map_err(io("control socket"))?;
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(io("control socket"))?;
-    Ok(out)
+    crate::runtime::ac::control_request(&dir.join("acsim.sock"), line).map_err(io("control socket"))
 }
 
 /// SHA-256 of a file, streamed.

@@ -144,19 +144,11 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
 
 /// Sends one command to a running acsim over its control socket and returns the answer.
 fn control(cfg: &AcsimConfig, line: &str) -> Result<String, Box<dyn std::error::Error>> {
-    use std::io::{Read, Write};
     let path = cfg
         .control_socket
         .as_ref()
         .ok_or("the configuration names no control_socket")?;
-    let mut s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| format!("{}: {e} (is acsim running?)", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(format!("{line}\n").as_bytes())?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    Ok(answer)
+    Ok(wtpd::runtime::ac::control_request(path, line)?)
 }
 
 /// `acsim image pack|folder ...`: signed images for acsim to serve.

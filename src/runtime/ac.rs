@@ -367,6 +367,24 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
     Ok(0)
 }
 
+/// The client side of the control socket: sends one command line to a running acsim and
+/// returns its answer (used by `acsim status|predownload|activate|reset` and the demo).
+pub fn control_request(socket: &Path, line: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{}: {e} (is acsim running?)", socket.display()),
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
 /// Reads one command line from a control connection, runs it, writes the answer.
 async fn serve_control(stream: tokio::net::UnixStream, ac: &mut Ac, clock: &Clock) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
