@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
-use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::udp::Udp;
 use super::{earliest, io_err, write_atomic, Clock, RuntimeError};
 use crate::ac::{Ac, AcAction, WtpSession};
 use crate::capwap::header::{preamble, Preamble};
@@ -68,14 +68,10 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
             None
         }
     };
-    let ctl = UdpSocket::bind(cfg.listen)
-        .await
-        .map_err(io_err(format!("bind {}", cfg.listen)))?;
+    let ctl = Udp::bind(cfg.listen).map_err(io_err(format!("bind {}", cfg.listen)))?;
     let listen = ctl.local_addr().map_err(io_err("local address"))?;
     let data_addr = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
-    let data = UdpSocket::bind(data_addr)
-        .await
-        .map_err(io_err(format!("bind {data_addr}")))?;
+    let data = Udp::bind(data_addr).map_err(io_err(format!("bind {data_addr}")))?;
     let writer = match &cfg.pcap {
         Some(p) => Some(PcapWriter::create(p).map_err(io_err(format!("create {}", p.display())))?),
         None => None,
@@ -156,6 +152,9 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    // One timer for the loop, moved when the deadline moves (cheaper than a new one per turn).
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
     let mut buf = vec![0u8; 65536];
     let mut dbuf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(2048);
@@ -291,6 +290,9 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                 Some(now + Duration::from_secs(5)),
             ],
         );
+        if timer.is_elapsed() || timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             r = ctl.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
@@ -338,7 +340,7 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                 }
                 Err(e) => warn!("data socket: {e}"),
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 for p in peers.values_mut().filter(|p| !p.up) {
                     p.session.handle_timeout();
                 }
@@ -410,13 +412,13 @@ fn is_join_start(bytes: &[u8]) -> bool {
         .is_some_and(|m| m.message_type() == Some(MessageType::JoinRequest))
 }
 
-async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+async fn send(sock: &Udp, bytes: &[u8], to: SocketAddr) {
     if let Err(e) = sock.send_to(bytes, to).await {
         warn!("send to {to} failed: {e}");
     }
 }
 
-async fn flush(sock: &UdpSocket, peer: SocketAddr, session: &mut DtlsSession) {
+async fn flush(sock: &Udp, peer: SocketAddr, session: &mut DtlsSession) {
     while let Some(d) = session.poll_transmit() {
         send(sock, &d, peer).await;
         session.recycle(d);

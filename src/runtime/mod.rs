@@ -2,6 +2,7 @@
 //! machines and carries out what they decide; it decides nothing itself.
 
 pub mod ac;
+mod udp;
 pub mod wtp;
 
 use std::time::Duration;

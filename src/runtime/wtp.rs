@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use log::{error, info, warn};
-use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::udp::Udp;
 use super::{earliest, io_err, Clock, RuntimeError};
 use crate::board::Board;
 use crate::capwap::header::{preamble, Preamble};
@@ -253,14 +253,10 @@ pub async fn run(
             None
         }
     };
-    let sock = UdpSocket::bind(cfg.bind)
-        .await
-        .map_err(io_err(format!("bind {}", cfg.bind)))?;
+    let sock = Udp::bind(cfg.bind).map_err(io_err(format!("bind {}", cfg.bind)))?;
     sock.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
     let data_bind = SocketAddr::new(cfg.bind.ip(), 0);
-    let data = UdpSocket::bind(data_bind)
-        .await
-        .map_err(io_err(format!("bind {data_bind}")))?;
+    let data = Udp::bind(data_bind).map_err(io_err(format!("bind {data_bind}")))?;
     info!(
         "wtpd {} starting: WTP {} ({}), software {}, control socket {}",
         env!("CARGO_PKG_VERSION"),
@@ -297,6 +293,9 @@ pub async fn run(
     let mut status_key: Option<StatusKey> = None;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    // One timer for the loop, moved when the deadline moves (cheaper than a new one per turn).
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
     let mut link = Link::None;
     let mut buf = vec![0u8; 65536];
     let mut dbuf = vec![0u8; 2048];
@@ -475,6 +474,9 @@ pub async fn run(
             _ => None,
         };
         let deadline = earliest(&clock, &[wtp.poll_timeout(), dtls_deadline]);
+        if timer.is_elapsed() || timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => on_control(&mut wtp, &mut link, &buf[..n], from, &clock),
@@ -484,7 +486,7 @@ pub async fn run(
                 Ok((n, from)) => wtp.handle_data(from, &dbuf[..n], clock.now()),
                 Err(e) => warn!("data socket: {e}"),
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 if let Link::Dtls { session, up: false, .. } = &mut link {
                     session.handle_timeout();
                 }
@@ -608,13 +610,13 @@ fn is_auth_failure(reason: &str) -> bool {
     .any(|k| r.contains(k))
 }
 
-async fn send(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+async fn send(sock: &Udp, bytes: &[u8], to: SocketAddr) {
     if let Err(e) = sock.send_to(bytes, to).await {
         warn!("send to {to} failed: {e}");
     }
 }
 
-async fn flush_dtls(sock: &UdpSocket, peer: SocketAddr, session: &mut DtlsSession) {
+async fn flush_dtls(sock: &Udp, peer: SocketAddr, session: &mut DtlsSession) {
     while let Some(d) = session.poll_transmit() {
         send(sock, &d, peer).await;
         session.recycle(d);

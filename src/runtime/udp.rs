@@ -1,0 +1,94 @@
+//! A UDP socket for the event loops, registered with tokio for reading only.
+//!
+//! Why not `tokio::net::UdpSocket`: tokio registers every socket for both readable and
+//! writable events (edge-triggered). The kernel signals "writable" on a UDP socket each time a
+//! datagram it sent is freed, that is each time the peer has read it. In a stop-and-wait
+//! transfer (the Image Data state) that is once per block: an extra epoll wake-up and an extra
+//! `epoll_wait` per block on each side, for an event nobody waits for. Measured on loopback
+//! (`cargo bench --bench transfer`), it was one of five system calls per block.
+//!
+//! Sends go straight to the socket. A UDP send only blocks when the socket's send buffer is
+//! full; then the send waits a little and tries again, and gives up after a while (CAPWAP
+//! retransmits what is lost, so a dropped datagram is not an error the loop must stop for).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// How often a send that finds the send buffer full tries again, and how long it waits between.
+const SEND_TRIES: u32 = 50;
+const SEND_PAUSE: Duration = Duration::from_millis(2);
+
+pub struct Udp {
+    fd: AsyncFd<std::net::UdpSocket>,
+}
+
+impl Udp {
+    /// Binds a non-blocking socket and registers it for readable events.
+    pub fn bind(addr: SocketAddr) -> io::Result<Udp> {
+        let s = std::net::UdpSocket::bind(addr)?;
+        s.set_nonblocking(true)?;
+        // SAFETY: the std socket owns its descriptor, keeps it open until the AsyncFd drops it,
+        // and `as_raw_fd` always returns that one descriptor.
+        let fd = unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }?;
+        Ok(Udp { fd })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd.get_ref().local_addr()
+    }
+
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.fd.get_ref().set_broadcast(on)
+    }
+
+    /// Waits for a datagram.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            match ready.try_io(|s| s.get_ref().recv_from(buf)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends a datagram; waits only when the send buffer is full.
+    pub async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let mut tries = 0;
+        loop {
+            match self.fd.get_ref().send_to(bytes, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < SEND_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(SEND_PAUSE).await;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn datagrams_go_both_ways() {
+        let a = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut buf = [0u8; 64];
+        for i in 0..100u8 {
+            a.send_to(&[i; 10], pb).await.unwrap();
+            let (n, from) = b.recv_from(&mut buf).await.unwrap();
+            assert_eq!((n, from, buf[0]), (10, pa, i));
+            b.send_to(&[i; 3], pa).await.unwrap();
+            let (n, from) = a.recv_from(&mut buf).await.unwrap();
+            assert_eq!((n, from, buf[2]), (3, pb, i));
+        }
+    }
+}
