@@ -60,6 +60,10 @@ pub trait ImageStore {
     fn open(&mut self) -> Result<(), StoreError>;
     /// Appends one block.
     fn write(&mut self, data: &[u8]) -> Result<(), StoreError>;
+    /// Work that may wait until the block's Response has been sent (the driver calls it before
+    /// it sleeps): the file store writes out its buffer there. An error it meets comes back
+    /// from the next `write` or `finish`.
+    fn idle(&mut self) {}
     /// Flushes and syncs the complete file.
     fn finish(&mut self) -> Result<(), StoreError>;
     /// Removes the partial (or complete but refused) file.
@@ -177,6 +181,16 @@ impl ImageStore for FileStore {
         match w.write_all(data) {
             Ok(()) => Ok(()),
             Err(e) => Err(io_error("write", &self.path(), e)),
+        }
+    }
+
+    fn idle(&mut self) {
+        if let Some(w) = self.writer.as_mut() {
+            // Half full: write it out now rather than in the middle of a later block. A failed
+            // write keeps its bytes in the buffer, and the next write or finish reports it.
+            if w.buffer().len() >= w.capacity() / 2 {
+                let _ = w.flush();
+            }
         }
     }
 
@@ -357,5 +371,34 @@ mod tests {
         ));
         let r = s.write(&[0u8; 64]).and_then(|_| s.finish());
         assert_eq!(r, Err(StoreError::DiskFull));
+    }
+
+    #[test]
+    fn a_write_error_met_while_idle_comes_back_from_the_next_call() {
+        let mut s = FileStore::new("/dev", "full", 0);
+        s.writer = Some(BufWriter::with_capacity(
+            16,
+            OpenOptions::new().write(true).open("/dev/full").unwrap(),
+        ));
+        s.write(&[0u8; 8]).unwrap();
+        s.idle();
+        assert_eq!(s.finish(), Err(StoreError::DiskFull));
+    }
+
+    #[test]
+    fn idle_writes_out_a_half_full_buffer() {
+        let dir = tmp("idle");
+        let mut s = FileStore::new(&dir, "part.tar", 0);
+        s.precheck(10).unwrap();
+        s.open().unwrap();
+        let len = |d: &Path| std::fs::metadata(d.join("part.tar")).unwrap().len();
+        s.write(&[1u8; 1024]).unwrap();
+        s.idle();
+        assert_eq!(len(&dir), 0, "a little stays in the buffer");
+        s.write(&[2u8; 40 * 1024]).unwrap();
+        s.idle();
+        assert_eq!(len(&dir), 41 * 1024, "half full goes out");
+        s.finish().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -455,6 +455,8 @@ pub async fn run(
             }
         }
 
+        // Everything of this turn is sent: now the work that may wait (hashing, file writes).
+        wtp.idle_work();
         save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
         if wtp.state() == crate::wtp::State::Run {
             if let Some(ab) = ab.as_mut().filter(|a| a.trial) {

@@ -274,7 +274,8 @@ impl Wtp {
                 DownloadState::Downloading
             };
         }
-        // Count and hash, then hand the block to the store; only then answer.
+        // Count (hashing follows in idle_work), then hand the block to the store; only then
+        // answer.
         if let Err(e) = t.block(data) {
             let code = ResultCode::ImageDataErrorInvalidDataLength as u32;
             self.send_response(msg.msg_type, msg.seq, Some(code));
@@ -360,6 +361,15 @@ impl Wtp {
             location: self.store.location(),
             predownload,
         });
+    }
+
+    /// Work that may wait until the answers of this turn are sent: hashing the blocks
+    /// received and writing out the store's buffer. The driver calls it before it sleeps.
+    pub fn idle_work(&mut self) {
+        if let Some(t) = self.transfer.as_mut() {
+            t.catch_up();
+        }
+        self.store.idle();
     }
 
     /// The driver's answer to [`Action::InstallImage`](super::Action::InstallImage).
