@@ -91,6 +91,109 @@ struct Open {
     info: ImageInfo,
     /// (length, modification time) when the MD5 was computed.
     stamp: (u64, Option<std::time::SystemTime>),
+    ahead: ReadAhead,
+}
+
+/// Read-ahead for the transfers reading one file: a few windows, each following one reader.
+/// A 1 KiB block read from the page cache is a system call; on the controller's side of a
+/// stop-and-wait transfer it sits between the WTP's Response and the next Request, and a
+/// window turns 32 of them into one. Readers that do not read sequentially, or more readers
+/// than windows, still get the right bytes, only with more reading.
+struct ReadAhead {
+    windows: Vec<Window>,
+    /// Counts reads, for the least recently used window.
+    tick: u64,
+}
+
+struct Window {
+    at: u64,
+    /// Bytes held; fewer than the window's size at the end of the file.
+    len: usize,
+    buf: Box<[u8]>,
+    used: u64,
+}
+
+/// The size of a window and how many an image keeps (memory: their product per open image).
+const WINDOW: usize = 32 * 1024;
+const WINDOWS: usize = 4;
+
+impl ReadAhead {
+    fn new() -> Self {
+        ReadAhead {
+            windows: Vec::new(),
+            tick: 0,
+        }
+    }
+
+    fn read_at(&mut self, file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.len() > WINDOW {
+            return file.read_at(buf, offset);
+        }
+        self.tick += 1;
+        let holds = |w: &Window| {
+            let end = w.at + w.len as u64;
+            // All of the range, or up to the end of the file.
+            w.at <= offset
+                && (offset + buf.len() as u64 <= end || (w.len < WINDOW && offset <= end))
+        };
+        let i = match self.windows.iter().position(holds) {
+            Some(i) => i,
+            None => {
+                let i = self.slot_for(offset);
+                let w = &mut self.windows[i];
+                w.at = offset;
+                w.len = read_full(file, offset, &mut w.buf)?;
+                i
+            }
+        };
+        let w = &mut self.windows[i];
+        w.used = self.tick;
+        let start = (offset - w.at) as usize;
+        let n = buf.len().min(w.len - start);
+        buf[..n].copy_from_slice(&w.buf[start..start + n]);
+        Ok(n)
+    }
+
+    /// The window to refill for a read at `offset`: the one that reader has just finished,
+    /// else a new one, else the least recently used.
+    fn slot_for(&mut self, offset: u64) -> usize {
+        if let Some(i) = self
+            .windows
+            .iter()
+            .position(|w| w.at <= offset && offset <= w.at + w.len as u64)
+        {
+            return i;
+        }
+        if self.windows.len() < WINDOWS {
+            self.windows.push(Window {
+                at: 0,
+                len: 0,
+                buf: vec![0u8; WINDOW].into_boxed_slice(),
+                used: 0,
+            });
+            return self.windows.len() - 1;
+        }
+        self.windows
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.used)
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// A folder of images on disk. The MD5 of each image is computed once (one streaming pass) and
@@ -170,18 +273,25 @@ impl ImageSource for FolderSource {
             size: Some(meta.len()),
             md5: Some(md5),
         };
-        self.open
-            .insert(name.to_string(), Open { file, info, stamp });
+        self.open.insert(
+            name.to_string(),
+            Open {
+                file,
+                info,
+                stamp,
+                ahead: ReadAhead::new(),
+            },
+        );
         Ok(info)
     }
 
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<usize, SourceError> {
         let o = self
             .open
-            .get(name)
+            .get_mut(name)
             .ok_or_else(|| SourceError::Io(format!("{name} is not open")))?;
-        o.file
-            .read_at(buf, offset)
+        o.ahead
+            .read_at(&o.file, offset, buf)
             .map_err(|e| SourceError::Io(format!("{}: {e}", self.dir.join(name).display())))
     }
 }
@@ -280,6 +390,45 @@ mod tests {
             s.open("../etc/passwd"),
             Err(SourceError::NotFound(_))
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn read_ahead_gives_the_bytes_a_plain_read_gives() {
+        let dir = std::env::temp_dir().join(format!("wtpd-readahead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let size = 5 * WINDOW + 777;
+        let data: Vec<u8> = (0..size as u32).map(|i| (i * 31 % 251) as u8).collect();
+        let path = dir.join("img");
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut ra = ReadAhead::new();
+        let mut rng = crate::rng::Rng::new(7);
+        // Up to seven readers at once (more than the windows), each sequential with its own
+        // block size, and now and then a read anywhere, including past the end.
+        let mut readers: Vec<(u64, usize)> = (0..7)
+            .map(|i| (0u64, [1024, 1377, 512, 4096, 1, 65_535, 1024][i]))
+            .collect();
+        let mut buf = vec![0u8; 70_000];
+        for round in 0..20_000 {
+            let (offset, len) = if round % 97 == 0 {
+                (rng.below(size as u64 + 100), 1 + rng.below(3000) as usize)
+            } else {
+                let r = &mut readers[rng.below(7) as usize];
+                let at = r.0;
+                r.0 = if at >= size as u64 {
+                    0
+                } else {
+                    at + r.1 as u64
+                };
+                (at, r.1)
+            };
+            let n = ra.read_at(&file, offset, &mut buf[..len]).unwrap();
+            let want = &data[(offset as usize).min(size)..(offset as usize + len).min(size)];
+            assert_eq!(&buf[..n], want, "read of {len} at {offset}");
+        }
+        assert!(ra.windows.len() <= WINDOWS);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
