@@ -143,6 +143,81 @@ fn wtpd_fetch_from_sshd_sftp() {
     correct_wrong_stopped(c, &shown);
 }
 
+/// Password login, as the seed's controller profile has it (`user` and `password`): sshd runs
+/// with a lab account that has a password, then the correct password fetches the image, a wrong
+/// one is refused with the reason and leaves nothing behind.
+#[test]
+fn wtpd_fetch_from_sshd_sftp_with_a_password() {
+    let dir = lab("wtpd-sftp-password");
+    let config = wtpd_config(&dir);
+    let images = dir.join("images");
+    random_file(&images.join("ap1g8"), IMAGE_SIZE, 4);
+    let password = "Lab-Passw0rd";
+    let server = lab::sshd_password(&images, "images", &dir.join("sshd"), password)
+        .expect("sshd with a password account");
+    let user = server.user.clone().unwrap();
+    let url = format!("sftp://{user}@127.0.0.1:{}/images/ap1g8", server.port);
+    let kh = server.known_hosts.clone().unwrap().display().to_string();
+    let cfg = config.to_str().unwrap();
+    let part = dir.join("tmp").join("part.tar");
+
+    let out = run(
+        wtpd(),
+        &[
+            "fetch",
+            &url,
+            "--config",
+            cfg,
+            "--password",
+            password,
+            "--known-hosts",
+            &kh,
+        ],
+        &dir,
+    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        sha256(&part),
+        sha256(&server.root.join("images/ap1g8")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(password),
+        "the password must never be logged:\n{log}"
+    );
+    let sshd_log = read(&server.work.join("sshd.log"));
+    assert!(
+        sshd_log.contains(&format!("Accepted password for {user}")),
+        "sshd did not log a password login:\n{sshd_log}"
+    );
+
+    std::fs::remove_file(&part).unwrap();
+    let out = run(
+        wtpd(),
+        &[
+            "fetch",
+            &url,
+            "--config",
+            cfg,
+            "--password",
+            "wrong",
+            "--known-hosts",
+            &kh,
+        ],
+        &dir,
+    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("Authentication failed: the server refused the login (tried password)"),
+        "no clear refusal in:\n{log}"
+    );
+    assert!(!part.exists(), "a refused login left {}", part.display());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn wtpd_fetch_from_nginx_https() {
     let dir = lab("wtpd-https");

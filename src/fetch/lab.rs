@@ -241,6 +241,99 @@ fn populate(from: &Path, to: &Path) -> Result<(), String> {
 /// others, which /tmp is not) that holds a copy of `images` as `folder`; the URL path is
 /// then `/folder/NAME`. Otherwise no chroot: the path is relative to the user's home.
 pub fn sshd(images: &Path, folder: &str, work: &Path) -> Result<LabServer, String> {
+    start_sshd(images, folder, work, None)
+}
+
+/// The account [`sshd_password`] logs in with.
+pub const LAB_SSH_USER: &str = "wtpdlab";
+
+/// sshd as [`sshd`], but with password login for the account [`LAB_SSH_USER`] and no public
+/// key login. The account exists only for this sshd: it runs in a private mount namespace
+/// (`unshare --mount`) where copies of /etc/passwd and /etc/shadow with one more line (the
+/// password hashed by `openssl passwd -6`) are bind-mounted over the real ones; the machine's
+/// own account files are never changed. Needs root (the mount namespace, and sshd switching
+/// to that account), like the chroot; without root it fails and says so.
+pub fn sshd_password(
+    images: &Path,
+    folder: &str,
+    work: &Path,
+    password: &str,
+) -> Result<LabServer, String> {
+    if !is_root() {
+        return Err(
+            "sshd with a password account needs root: it mounts account files \
+                    for sshd in a private mount namespace"
+                .into(),
+        );
+    }
+    start_sshd(images, folder, work, Some(password))
+}
+
+/// Writes copies of /etc/passwd and /etc/shadow with the lab account added; returns the
+/// commands that mount them over the real ones inside sshd's mount namespace.
+fn lab_account_files(work: &Path, password: &str) -> Result<String, String> {
+    let out = Command::new(find_binary(&["/usr/bin/openssl"], "openssl")?)
+        .args(["passwd", "-6", "-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(format!("{password}\n").as_bytes())?;
+            }
+            c.wait_with_output()
+        })
+        .map_err(|e| format!("openssl passwd: {e}"))?;
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !hash.starts_with("$6$") {
+        return Err(format!(
+            "openssl passwd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut mounts = String::new();
+    for (name, line) in [
+        (
+            "passwd",
+            format!("{LAB_SSH_USER}:x:64123:65534:wtpd lab:/:/bin/sh\n"),
+        ),
+        (
+            "shadow",
+            format!("{LAB_SSH_USER}:{hash}:20000:0:99999:7:::\n"),
+        ),
+    ] {
+        let real = PathBuf::from("/etc").join(name);
+        let mut text =
+            std::fs::read_to_string(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+        text.retain(|c| c != '\r');
+        text = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{LAB_SSH_USER}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&line);
+        let copy = work.join(format!("lab-{name}"));
+        std::fs::write(&copy, text).map_err(|e| format!("{}: {e}", copy.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if name == "shadow" { 0o600 } else { 0o644 };
+        let _ = std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode));
+        mounts.push_str(&format!(
+            "mount --bind '{}' '{}' && ",
+            copy.display(),
+            real.display()
+        ));
+    }
+    Ok(mounts)
+}
+
+fn start_sshd(
+    images: &Path,
+    folder: &str,
+    work: &Path,
+    password: Option<&str>,
+) -> Result<LabServer, String> {
     let bin = find_binary(&["/usr/sbin/sshd"], "openssh-server")?;
     let keygen = find_binary(&["/usr/bin/ssh-keygen"], "openssh-client")?;
     std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -294,6 +387,10 @@ pub fn sshd(images: &Path, folder: &str, work: &Path) -> Result<LabServer, Strin
             .ok_or("HOME is not set")?;
         (None, home, None)
     };
+    let mounts = match password {
+        Some(pw) => Some(lab_account_files(&work, pw)?),
+        None => None,
+    };
     let pub_line = std::fs::read_to_string(host_key.with_extension("pub"))
         .map_err(|e| format!("host key: {e}"))?;
     let pub_key: Vec<&str> = pub_line.split_whitespace().take(2).collect();
@@ -302,7 +399,7 @@ pub fn sshd(images: &Path, folder: &str, work: &Path) -> Result<LabServer, Strin
         let port = free_port(false)?;
         let mut conf = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
-             AuthorizedKeysFile {}\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
+             AuthorizedKeysFile {}\nPubkeyAuthentication {}\nPasswordAuthentication {}\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
              PermitRootLogin prohibit-password\nAllowTcpForwarding no\nX11Forwarding no\n\
              LogLevel VERBOSE\nSubsystem sftp internal-sftp -l VERBOSE\n\
@@ -310,22 +407,35 @@ pub fn sshd(images: &Path, folder: &str, work: &Path) -> Result<LabServer, Strin
             host_key.display(),
             work.join("sshd.pid").display(),
             work.join("authorized_keys").display(),
+            if password.is_some() { "no" } else { "yes" },
+            if password.is_some() { "yes" } else { "no" },
         );
+        if password.is_some() {
+            conf.push_str(&format!("AllowUsers {LAB_SSH_USER}\n"));
+        }
         if let Some(c) = &chroot {
             conf.push_str(&format!("ChrootDirectory {}\n", c.display()));
         }
         let conf_path = work.join("sshd_config");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let mut child = spawn(
-            &bin,
-            &[
-                "-D",
-                "-e",
-                "-f",
-                conf_path.to_str().ok_or("non-UTF-8 path")?,
-            ],
-            &log,
-        )?;
+        let conf_arg = conf_path.to_str().ok_or("non-UTF-8 path")?;
+        let mut child = match &mounts {
+            None => spawn(&bin, &["-D", "-e", "-f", conf_arg], &log)?,
+            // The account files exist only in sshd's own mount namespace; `exec` keeps the
+            // child's pid sshd's, so that stopping the child stops sshd.
+            Some(m) => spawn(
+                &find_binary(&["/usr/bin/unshare"], "util-linux")?,
+                &[
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    &format!("{m}exec '{}' -D -e -f '{conf_arg}'", bin.display()),
+                ],
+                &log,
+            )?,
+        };
         let r = wait_ready(&mut child, &log, "sshd", || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -340,9 +450,12 @@ pub fn sshd(images: &Path, folder: &str, work: &Path) -> Result<LabServer, Strin
                     work: work.clone(),
                     root: root.clone(),
                     known_hosts: Some(kh),
-                    client_key: Some(client_key),
+                    client_key: password.is_none().then(|| client_key.clone()),
                     ca_file: None,
-                    user: Some(user_name()),
+                    user: Some(match password {
+                        Some(_) => LAB_SSH_USER.to_string(),
+                        None => user_name(),
+                    }),
                     cleanup,
                 });
             }

@@ -123,8 +123,9 @@ fn authenticate(session: &Session, user: &str, opts: &FetchOptions) -> Result<()
             "no password or key file configured".into(),
         ));
     }
+    // The user is not named: like the URL's, it stays out of logs and status.
     Err(FetchErrorKind::Auth(format!(
-        "user '{user}' refused ({})",
+        "the server refused the login (tried {})",
         tried.join(", ")
     )))
 }
