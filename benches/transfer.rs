@@ -608,6 +608,16 @@ fn transfer_in(
     use wtpd::demo::{self, DemoDtls, Scenario};
     let port = demo::free_port_pair().map_err(|e| format!("UDP ports: {e}"))?;
     demo::write_lab(dir, DemoDtls::Certificate, port).map_err(|e| e.to_string())?;
+    // The simulated board's slots (64 MiB) must hold the payload: the install after the
+    // transfer is part of the run (and of wtpd's peak RSS).
+    let board = dir.join("board.toml");
+    let text = std::fs::read_to_string(&board).map_err(|e| e.to_string())?;
+    let slot = format!("size = {}", (size + MIB).max(64 * MIB));
+    let resized = text.replace("size = 67108864", &slot);
+    if resized.matches(&slot).count() != 2 {
+        return Err(format!("{}: expected two 64 MiB slots", board.display()));
+    }
+    std::fs::write(&board, resized).map_err(|e| e.to_string())?;
     demo::prepare_scenario(dir, Scenario::Upgrade, size).map_err(|e| e.to_string())?;
     // No decrypted capture: it would copy every block to disk in acsim and double the disk use.
     let ac_toml = dir.join("acsim.toml");
