@@ -161,22 +161,24 @@ fn wtpd_fetch_from_sshd_sftp_with_a_password() {
     let cfg = config.to_str().unwrap();
     let part = dir.join("tmp").join("part.tar");
 
-    let out = run(
-        wtpd(),
-        &[
+    let fetch_with = |pw: &str| {
+        let args = [
             "fetch",
             &url,
             "--config",
             cfg,
             "--password",
-            password,
+            pw,
             "--known-hosts",
             &kh,
-        ],
-        &dir,
-    );
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{log}");
+        ];
+        let out = run(wtpd(), &args, &dir);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), log)
+    };
+
+    let (ok, log) = fetch_with(password);
+    assert!(ok, "{log}");
     assert_eq!(
         sha256(&part),
         sha256(&server.root.join("images/ap1g8")),
@@ -193,22 +195,8 @@ fn wtpd_fetch_from_sshd_sftp_with_a_password() {
     );
 
     std::fs::remove_file(&part).unwrap();
-    let out = run(
-        wtpd(),
-        &[
-            "fetch",
-            &url,
-            "--config",
-            cfg,
-            "--password",
-            "wrong",
-            "--known-hosts",
-            &kh,
-        ],
-        &dir,
-    );
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{log}");
+    let (ok, log) = fetch_with("wrong");
+    assert!(!ok, "{log}");
     assert!(
         log.contains("Authentication failed: the server refused the login (tried password)"),
         "no clear refusal in:\n{log}"
