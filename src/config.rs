@@ -525,6 +525,36 @@ impl AcsimConfig {
     }
 }
 
+impl LogSection {
+    /// The log target and level this section asks for; `ident` names the program in syslog.
+    pub fn resolve(
+        &self,
+        ident: &str,
+    ) -> Result<(crate::logging::LogTarget, log::LevelFilter), String> {
+        use crate::logging::LogTarget;
+        let target = match self.target.as_deref() {
+            None | Some("stderr") => LogTarget::Stderr,
+            Some("syslog") => LogTarget::Syslog {
+                ident: ident.to_string(),
+            },
+            Some(path) => LogTarget::File(PathBuf::from(path)),
+        };
+        let level = match self.level.as_deref().unwrap_or("info") {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            other => {
+                return Err(format!(
+                    "log.level '{other}' is not one of error, warn, info, debug, trace"
+                ))
+            }
+        };
+        Ok((target, level))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,35 +631,5 @@ echo_interval = 2
         assert_eq!(decode_hex("0"), None);
         assert_eq!(decode_hex("zz"), None);
         assert_eq!(decode_hex(""), None);
-    }
-}
-
-impl LogSection {
-    /// The log target and level this section asks for; `ident` names the program in syslog.
-    pub fn resolve(
-        &self,
-        ident: &str,
-    ) -> Result<(crate::logging::LogTarget, log::LevelFilter), String> {
-        use crate::logging::LogTarget;
-        let target = match self.target.as_deref() {
-            None | Some("stderr") => LogTarget::Stderr,
-            Some("syslog") => LogTarget::Syslog {
-                ident: ident.to_string(),
-            },
-            Some(path) => LogTarget::File(PathBuf::from(path)),
-        };
-        let level = match self.level.as_deref().unwrap_or("info") {
-            "error" => log::LevelFilter::Error,
-            "warn" => log::LevelFilter::Warn,
-            "info" => log::LevelFilter::Info,
-            "debug" => log::LevelFilter::Debug,
-            "trace" => log::LevelFilter::Trace,
-            other => {
-                return Err(format!(
-                    "log.level '{other}' is not one of error, warn, info, debug, trace"
-                ))
-            }
-        };
-        Ok((target, level))
     }
 }

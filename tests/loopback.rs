@@ -587,9 +587,9 @@ fn acsim_image_folder_builds_signed_images_that_verify() {
         let f = std::fs::File::open(dir.join("images").join(t)).unwrap();
         let bundle = wtpd::image::bundle::BundleReader::new(f).unwrap();
         let policy = wtpd::image::verify::TrustPolicy {
-            anchors: wtpd::image::verify::TrustPolicy::anchors_from_files(&[pki
-                .image_root_cert
-                .clone()])
+            anchors: wtpd::image::verify::TrustPolicy::anchors_from_files(std::slice::from_ref(
+                &pki.image_root_cert,
+            ))
             .unwrap(),
             hardware_type: t.into(),
             board: "any".into(),

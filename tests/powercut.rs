@@ -142,7 +142,8 @@ fn lab(name: &str) -> Lab {
     )
     .unwrap();
     let policy = TrustPolicy {
-        anchors: TrustPolicy::anchors_from_files(&[pki.image_root_cert.clone()]).unwrap(),
+        anchors: TrustPolicy::anchors_from_files(std::slice::from_ref(&pki.image_root_cert))
+            .unwrap(),
         hardware_type: "ap1g8".into(),
         board: "sim".into(),
         not_before_floor: 0,

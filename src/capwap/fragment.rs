@@ -192,12 +192,12 @@ impl Reassembler {
             return Ok(None);
         };
         let consistent = if h.last_fragment {
-            let ok = p.total.map_or(true, |t| t == end)
-                && p.have.last().map_or(true, |&(_, e)| e <= end);
+            let ok =
+                p.total.is_none_or(|t| t == end) && p.have.last().is_none_or(|&(_, e)| e <= end);
             p.total = Some(end);
             ok
         } else {
-            p.total.map_or(true, |t| end <= t)
+            p.total.is_none_or(|t| end <= t)
         };
         if !consistent || p.add(offset, pkt.payload).is_err() {
             self.drop_index(Some(idx));

@@ -712,17 +712,17 @@ impl Wtp {
             }
         }
         self.send_pending_image_request(now);
-        if matches!(self.state, State::Run | State::ImageData) {
-            if self.echo_due.is_some_and(|d| d <= now) {
-                if self.requester.busy() {
-                    // One outstanding request: the Echo waits for the current one.
-                    self.echo_due = Some(now + self.cfg.timers.retransmit_interval);
-                } else {
-                    let seq = self.requester.next_seq();
-                    messages::echo_request(&mut self.builder, seq);
-                    self.send_request(MessageType::EchoRequest, now);
-                    self.echo_due = Some(now + self.cfg.timers.echo_interval);
-                }
+        if matches!(self.state, State::Run | State::ImageData)
+            && self.echo_due.is_some_and(|d| d <= now)
+        {
+            if self.requester.busy() {
+                // One outstanding request: the Echo waits for the current one.
+                self.echo_due = Some(now + self.cfg.timers.retransmit_interval);
+            } else {
+                let seq = self.requester.next_seq();
+                messages::echo_request(&mut self.builder, seq);
+                self.send_request(MessageType::EchoRequest, now);
+                self.echo_due = Some(now + self.cfg.timers.echo_interval);
             }
         }
     }
