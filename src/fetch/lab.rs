@@ -249,9 +249,9 @@ pub const LAB_SSH_USER: &str = "wtpdlab";
 
 /// sshd as [`sshd`], but with password login for the account [`LAB_SSH_USER`] and no public
 /// key login. The account exists only for this sshd: it runs in a private mount namespace
-/// (`unshare --mount`) where copies of /etc/passwd and /etc/shadow with one more line (the
-/// password hashed by `openssl passwd -6`) are bind-mounted over the real ones; the machine's
-/// own account files are never changed. Needs root (the mount namespace, and sshd switching
+/// (`unshare --mount`) where a copy of /etc/passwd with one more line, and a shadow file with
+/// only that account (the password hashed by `openssl passwd -6`), are bind-mounted over the
+/// real ones; the machine's own account files are never changed or copied from. Needs root (the mount namespace, and sshd switching
 /// to that account), like the chroot; without root it fails and says so.
 pub fn sshd_password(
     images: &Path,
@@ -269,8 +269,8 @@ pub fn sshd_password(
     start_sshd(images, folder, work, Some(password))
 }
 
-/// Writes copies of /etc/passwd and /etc/shadow with the lab account added; returns the
-/// commands that mount them over the real ones inside sshd's mount namespace.
+/// Writes the lab's passwd and shadow files; returns the commands that mount them over the
+/// real ones inside sshd's mount namespace.
 fn lab_account_files(work: &Path, password: &str) -> Result<String, String> {
     let out = Command::new(find_binary(&["/usr/bin/openssl"], "openssl")?)
         .args(["passwd", "-6", "-stdin"])
@@ -293,36 +293,35 @@ fn lab_account_files(work: &Path, password: &str) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    // passwd: the machine's (sshd needs its privilege-separation user) plus the lab account.
+    // shadow: the lab account alone; nothing of the machine's own shadow is copied.
+    let real_passwd =
+        std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    let mut passwd: String = real_passwd
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{LAB_SSH_USER}:")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    passwd.push_str(&format!(
+        "{LAB_SSH_USER}:x:64123:65534:wtpd lab:/:/bin/sh\n"
+    ));
+    let shadow = format!("{LAB_SSH_USER}:{hash}:20000:0:99999:7:::\n");
     let mut mounts = String::new();
-    for (name, line) in [
-        (
-            "passwd",
-            format!("{LAB_SSH_USER}:x:64123:65534:wtpd lab:/:/bin/sh\n"),
-        ),
-        (
-            "shadow",
-            format!("{LAB_SSH_USER}:{hash}:20000:0:99999:7:::\n"),
-        ),
-    ] {
-        let real = PathBuf::from("/etc").join(name);
-        let mut text =
-            std::fs::read_to_string(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-        text.retain(|c| c != '\r');
-        text = text
-            .lines()
-            .filter(|l| !l.starts_with(&format!("{LAB_SSH_USER}:")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.push_str(&line);
+    for (name, text, mode) in [("passwd", passwd, 0o644), ("shadow", shadow, 0o600)] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let copy = work.join(format!("lab-{name}"));
-        std::fs::write(&copy, text).map_err(|e| format!("{}: {e}", copy.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        let mode = if name == "shadow" { 0o600 } else { 0o644 };
-        let _ = std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode));
+        let _ = std::fs::remove_file(&copy);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&copy)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", copy.display()))?;
         mounts.push_str(&format!(
-            "mount --bind '{}' '{}' && ",
-            copy.display(),
-            real.display()
+            "mount --bind '{}' '/etc/{name}' && ",
+            copy.display()
         ));
     }
     Ok(mounts)
