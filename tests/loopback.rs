@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wtpd::demo::{free_port_pair, write_lab, DemoDtls};
+use wtpd::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
 
 fn acsim() -> &'static str {
     env!("CARGO_BIN_EXE_acsim")
@@ -414,6 +414,8 @@ fn upgrade_downloads_verifies_installs_and_rejoins_with_the_new_version() {
             "Image Data Request sent to 127.0.0.1, fileName [ap1g8]",
             "Image Data Response from 127.0.0.1",
             "AC accepted previous sent request with result code: 0",
+            // The head of the image checked while the rest still arrives.
+            "Image manifest checked at byte 262144: 17.9.4.27 signed by",
             &closing,
             "Image transfer completed",
             "Image signing verify success.",
@@ -548,6 +550,52 @@ fn teardown_mid_transfer_aborts_as_dtls_cleanup_and_retries() {
         "Aborting image download(0x0): Dtls cleanup, ap1g8",
         "Tearing DTLS down at byte",
     );
+}
+
+/// An image this board would refuse (here: signed for another hardware type) stops as soon as
+/// its manifest is on disk, long before its last block; the partial file goes, the controller
+/// hears of it, and the AP retries after its backoff.
+#[test]
+fn an_image_for_another_hardware_type_is_refused_early_and_retried() {
+    let size: u64 = 8 << 20;
+    let (dir, _ac) = lab_with_acsim("early-refusal", DemoDtls::Certificate, |dir| {
+        prepare_scenario(dir, Scenario::Upgrade, size).unwrap();
+        // The controller serves ap3g3's signed image under ap1g8, the lab board's type.
+        std::fs::copy(dir.join("images/ap3g3"), dir.join("images/ap1g8")).unwrap();
+    });
+    let _wtp = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let wlog = dir.join("wtpd.log");
+    assert!(
+        wait_for(&wlog, "Image download retry 1 in", Duration::from_secs(60)),
+        "{}",
+        read(&wlog)
+    );
+    let log = read(&wlog);
+    assert_in_order(
+        &log,
+        &[
+            "Image Data Request sent to",
+            "Aborting image download(image refused at byte ",
+            "Image signing verify failed: image is for hardware type ap3g3, this board is ap1g8), ap1g8",
+            "upgrade.sh: Script called with args:[ABORT]",
+            "upgrade.sh: Cleanup tmp files ... removed tmp/part.tar",
+            "Image download retry 1 in",
+        ],
+    );
+    let at: u64 = log
+        .split("image refused at byte ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the byte of the refusal");
+    assert!(at < size / 8, "refused only at byte {at} of {size}");
+    assert!(!log.contains("Image transfer completed"), "{log}");
+    let alog = read(&dir.join("acsim.log"));
+    assert!(
+        alog.contains("image refused at byte"),
+        "the controller was not told:\n{alog}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

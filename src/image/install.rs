@@ -26,6 +26,7 @@ use super::bootenv::{
 };
 use super::bundle::{BundleError, BundleReader};
 use super::download::hex;
+use super::manifest::{Manifest, Payload};
 use super::verify::{TrustPolicy, VerifyError, VERIFY_SUCCESS};
 use crate::board::{Board, Slot};
 
@@ -257,6 +258,53 @@ fn set(env: &mut Env, k: &str, v: &str) -> Result<(), InstallError> {
     env.set(k, v).map(|_| ()).map_err(InstallError::Env)
 }
 
+/// What [`install`] checks of a verified manifest before it writes anything: exactly one
+/// rootfs payload, a version that has not already failed to boot here, and a payload that
+/// fits the inactive slot. Returns that slot and the payload. The agent also runs it as soon as
+/// the head of a download (where the manifest is) is on disk, so that an image it would refuse
+/// here stops after a few hundred KiB rather than at its last block.
+pub fn check_manifest<'m>(
+    board: &Board,
+    ab: &AbState,
+    manifest: &'m Manifest,
+) -> Result<(Slot, &'m Payload), InstallError> {
+    let target_name = ab.other().ok_or(InstallError::NoSlots)?;
+    let target = board
+        .slot(target_name)
+        .ok_or(InstallError::NoSlots)?
+        .clone();
+    let rootfs: Vec<_> = manifest
+        .payloads
+        .iter()
+        .filter(|p| p.target == "rootfs")
+        .collect();
+    if rootfs.len() != 1 || manifest.payloads.len() != 1 {
+        return Err(InstallError::Payloads(format!(
+            "{} payloads, {} for rootfs: this board takes exactly one rootfs payload",
+            manifest.payloads.len(),
+            rootfs.len()
+        )));
+    }
+    // A version that already failed to boot here (its slot was abandoned by the bootloader)
+    // is not written again: the board would loop between install and rollback.
+    let failed = ab
+        .slots
+        .iter()
+        .any(|(_, v, st)| st == "invalid" && v.as_deref() == Some(manifest.version.as_str()));
+    if failed {
+        return Err(InstallError::FailedBefore {
+            version: manifest.version.clone(),
+        });
+    }
+    if rootfs[0].size > target.size {
+        return Err(InstallError::TooLarge {
+            payload: rootfs[0].size,
+            slot: target.size,
+        });
+    }
+    Ok((target, rootfs[0]))
+}
+
 /// Verifies `image`, writes its rootfs payload to the inactive slot, reads it back, and either
 /// switches to it (`activate`) or leaves it staged as a good backup (a predownload).
 pub fn install<S: SlotStorage + EnvStorage>(
@@ -283,12 +331,6 @@ pub fn install_chunked<S: SlotStorage + EnvStorage>(
 ) -> Result<InstallReport, InstallError> {
     let (mut env, _) = read_with(storage, env_cfg)?;
     let ab = AbState::read(board, &env)?;
-    let target_name = ab.other().ok_or(InstallError::NoSlots)?.to_string();
-    let target = board
-        .slot(&target_name)
-        .ok_or(InstallError::NoSlots)?
-        .clone();
-
     let mut bundle = BundleReader::new(image)?;
     let verified = bundle.verify(policy)?;
     info!(
@@ -297,36 +339,9 @@ pub fn install_chunked<S: SlotStorage + EnvStorage>(
         verified.signer()
     );
     let manifest = verified.manifest().clone();
-    let rootfs: Vec<_> = manifest
-        .payloads
-        .iter()
-        .filter(|p| p.target == "rootfs")
-        .collect();
-    if rootfs.len() != 1 || manifest.payloads.len() != 1 {
-        return Err(InstallError::Payloads(format!(
-            "{} payloads, {} for rootfs: this board takes exactly one rootfs payload",
-            manifest.payloads.len(),
-            rootfs.len()
-        )));
-    }
-    // A version that already failed to boot here (its slot was abandoned by the bootloader)
-    // is not written again: the board would loop between install and rollback.
-    let failed = ab
-        .slots
-        .iter()
-        .any(|(_, v, st)| st == "invalid" && v.as_deref() == Some(manifest.version.as_str()));
-    if failed {
-        return Err(InstallError::FailedBefore {
-            version: manifest.version.clone(),
-        });
-    }
-    let expected = rootfs[0].sha256;
-    if rootfs[0].size > target.size {
-        return Err(InstallError::TooLarge {
-            payload: rootfs[0].size,
-            slot: target.size,
-        });
-    }
+    let (target, rootfs) = check_manifest(board, &ab, &manifest)?;
+    let rootfs = rootfs.clone();
+    let expected = rootfs.sha256;
 
     // The slot can never look good while it is being written.
     let state_key = format!("slot_{}_state", target.name);
@@ -336,8 +351,8 @@ pub fn install_chunked<S: SlotStorage + EnvStorage>(
     }
     info!(
         "Writing {} ({} bytes) to slot {} ({})",
-        rootfs[0].name,
-        rootfs[0].size,
+        rootfs.name,
+        rootfs.size,
         target.name,
         target.device.display()
     );
@@ -349,7 +364,7 @@ pub fn install_chunked<S: SlotStorage + EnvStorage>(
             .ok_or_else(|| InstallError::Payloads("the rootfs payload is missing".into()))?;
         loop {
             let n = read_full(&mut payload, &mut buf).map_err(|error| InstallError::Io {
-                what: format!("read {}", rootfs[0].name),
+                what: format!("read {}", rootfs.name),
                 error,
             })?;
             if n == 0 {

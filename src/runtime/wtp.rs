@@ -218,6 +218,77 @@ fn install_image(
     Ok(())
 }
 
+/// Bytes of a download after which its head is surely on disk: the manifest, its signature
+/// and the signer's chain take at most about 133 KiB (`image::bundle`'s limits), and the file
+/// store holds less than 32 KiB back after `idle_work`.
+const EARLY_CHECK_AT: u64 = 256 * 1024;
+
+/// Checks the head of the download under way, once, as soon as it is on disk: an image this
+/// board would refuse after the download (signature, hardware type, board, version, a payload
+/// larger than the slot) is aborted there, after a few hundred KiB instead of all of it.
+/// Only a definite refusal aborts; what cannot be checked now is left to the install.
+fn early_check(
+    cfg: &WtpdConfig,
+    ab: &mut Ab,
+    wtp: &mut Wtp,
+    checked: &mut bool,
+    now: crate::time::Instant,
+) {
+    let bytes = match wtp.download_bytes() {
+        Some(b) if b >= EARLY_CHECK_AT => b,
+        _ => {
+            *checked = false;
+            return;
+        }
+    };
+    if *checked {
+        return;
+    }
+    *checked = true;
+    let current = wtp.config().versions.primary.clone();
+    match check_head(cfg, ab, &wtp.download_location(), &current) {
+        Ok(Ok(what)) => info!("Image manifest checked at byte {bytes}: {what}"),
+        Ok(Err(refusal)) => {
+            wtp.abort_download(&format!("image refused at byte {bytes}: {refusal}"), now)
+        }
+        Err(e) => log::debug!("image head not checked at byte {bytes}: {e}"),
+    }
+}
+
+/// `Ok(Ok(summary))`: the image would be installed; `Ok(Err(why))`: it would be refused;
+/// `Err(_)`: it could not be checked now (no trust anchors, environment unreadable, ...).
+fn check_head(
+    cfg: &WtpdConfig,
+    ab: &mut Ab,
+    location: &str,
+    current: &str,
+) -> Result<Result<String, String>, String> {
+    use crate::image::bundle::BundleReader;
+    let policy = trust_policy(cfg, ab, current)?;
+    let file = std::fs::File::open(location).map_err(|e| format!("{location}: {e}"))?;
+    let bundle = match BundleReader::new(std::io::BufReader::new(file)) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(install::InstallError::Bundle(e).to_string())),
+    };
+    let verified = match bundle.verify(&policy) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(install::InstallError::Verify(e).to_string())),
+    };
+    let (env, _) = bootenv::read_with(&mut ab.disk, &ab.env_cfg).map_err(|e| e.to_string())?;
+    let state = AbState::read(&ab.board, &env).map_err(|e| e.to_string())?;
+    let manifest = verified.manifest();
+    Ok(match install::check_manifest(&ab.board, &state, manifest) {
+        Ok((slot, rootfs)) => Ok(format!(
+            "{} signed by {}, {} bytes for slot {}",
+            manifest.version,
+            verified.signer(),
+            rootfs.size,
+            slot.name
+        )),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
 /// `wtpd fetch URL`: an AP without a controller downloads an image directly, then runs the
 /// same verify, install and switch as after a CAPWAP download, and reboots into it. On a board
 /// without A/B slots the image stays in the download directory.
@@ -297,12 +368,17 @@ pub async fn run(
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut link = Link::None;
+    let mut head_checked = false;
     let mut buf = vec![0u8; 65536];
     let mut dbuf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(2048);
     wtp.start(clock.now());
 
     loop {
+        // An image this board would refuse stops as soon as its manifest is on disk.
+        if let Some(ab) = ab.as_mut() {
+            early_check(&cfg, ab, &mut wtp, &mut head_checked, clock.now());
+        }
         // Carry out everything the state machine and DTLS have decided.
         loop {
             let mut busy = false;

@@ -363,6 +363,26 @@ impl Wtp {
         });
     }
 
+    /// Bytes received of the transfer under way, if one is.
+    pub fn download_bytes(&self) -> Option<u64> {
+        self.transfer.as_ref().map(|t| t.bytes)
+    }
+
+    /// Where the download is being written.
+    pub fn download_location(&self) -> String {
+        self.store.location()
+    }
+
+    /// The driver found the transfer under way unusable before its end (the manifest at the
+    /// head of the image refused by this board): abort it as any failed download, removing the
+    /// partial file, telling the controller, and retrying with backoff.
+    pub fn abort_download(&mut self, reason: &str, now: Instant) {
+        if let Some(t) = self.transfer.as_ref() {
+            let predownload = t.predownload;
+            self.fail_download(reason, predownload, true, now);
+        }
+    }
+
     /// Work that may wait until the answers of this turn are sent: hashing the blocks
     /// received and writing out the store's buffer. The driver calls it before it sleeps.
     pub fn idle_work(&mut self) {
