@@ -297,9 +297,10 @@ fn lab_account_files(work: &Path, password: &str) -> Result<String, String> {
     // shadow: the lab account alone; nothing of the machine's own shadow is copied.
     let real_passwd =
         std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    let ours = format!("{LAB_SSH_USER}:");
     let mut passwd: String = real_passwd
         .lines()
-        .filter(|l| !l.starts_with(&format!("{LAB_SSH_USER}:")))
+        .filter(|l| !l.starts_with(&ours))
         .map(|l| format!("{l}\n"))
         .collect();
     passwd.push_str(&format!(

@@ -27,6 +27,7 @@ use super::bootenv::{
 use super::bundle::{BundleError, BundleReader};
 use super::download::hex;
 use super::manifest::{Manifest, Payload};
+use super::read_full;
 use super::verify::{TrustPolicy, VerifyError, VERIFY_SUCCESS};
 use crate::board::{Board, Slot};
 
@@ -556,17 +557,4 @@ pub fn hash_slot<S: SlotStorage>(
         off += n as u64;
     }
     Ok(h.finish())
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

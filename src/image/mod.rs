@@ -18,3 +18,17 @@ pub mod pack;
 pub mod source;
 pub mod store;
 pub mod verify;
+
+/// Reads until `buf` is full or the reader ends; returns how much was read.
+pub(crate) fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

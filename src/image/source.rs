@@ -182,18 +182,13 @@ impl ReadAhead {
     }
 }
 
-/// Reads until `buf` is full or the file ends.
+/// Reads from `offset` until `buf` is full or the file ends. The file's cursor is only used
+/// here (`open` has hashed the file before any read).
 fn read_full(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    use std::io::{Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    super::read_full(&mut f, buf)
 }
 
 /// A folder of images on disk. The MD5 of each image is computed once (one streaming pass) and
