@@ -31,8 +31,11 @@ use super::read_full;
 use super::verify::{TrustPolicy, VerifyError, VERIFY_SUCCESS};
 use crate::board::{Board, Slot};
 
-/// Chunk size for slot writes and the read-back.
-pub const CHUNK: usize = 1 << 20;
+/// Chunk size for slot writes and the read-back. Writes go through the page cache, so the size
+/// only sets how many system calls an install makes (about 100 for a 12 MiB image); the buffer
+/// is the largest allocation the agent ever makes, and at 1 MiB it was a tenth of its peak
+/// memory (docs/design.md, "Memory").
+pub const CHUNK: usize = 128 << 10;
 
 /// Where slots are written. [`Disk`] is the real one; tests count and cut writes.
 pub trait SlotStorage {
