@@ -91,4 +91,69 @@ mod tests {
             assert_eq!((n, from, buf[2]), (3, pb, i));
         }
     }
+
+    /// Datagrams that queue up before the receiver looks all come out, whole and in order (one
+    /// readiness event for several datagrams must not strand any); one larger than the
+    /// caller's buffer is cut to it, as `recv_from(2)` does.
+    #[tokio::test]
+    async fn queued_datagrams_all_arrive_in_order() {
+        let a = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let sizes = [1usize, 60_000, 3, 1500, 0, 40_000, 7, 65_507];
+        for (i, n) in sizes.iter().enumerate() {
+            a.send_to(&vec![i as u8; *n], pb).await.unwrap();
+        }
+        let mut buf = vec![0u8; 65_536];
+        for (i, n) in sizes.iter().enumerate() {
+            let (got, from) = tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut buf))
+                .await
+                .expect("a queued datagram was stranded")
+                .unwrap();
+            assert_eq!((got, from), (*n, pa), "datagram {i}");
+            assert!(buf[..got].iter().all(|x| *x == i as u8), "datagram {i}");
+        }
+        for n in [5000usize, 6000] {
+            a.send_to(&vec![9; n], pb).await.unwrap();
+        }
+        let mut small = [0u8; 100];
+        for _ in 0..2 {
+            let got = tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut small)).await;
+            assert_eq!(got.expect("stranded").unwrap(), (100, pa));
+        }
+    }
+
+    /// After a receive that emptied the queue, a datagram sent later still wakes the receiver.
+    #[tokio::test]
+    async fn a_datagram_after_the_queue_emptied_wakes_the_receiver() {
+        let a = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let pb = b.local_addr().unwrap();
+        let mut buf = [0u8; 64];
+        for round in 0..50u8 {
+            let late = async {
+                if round % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                a.send_to(&[round], pb).await.unwrap();
+            };
+            let (sent, got) = tokio::join!(
+                late,
+                tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut buf))
+            );
+            let _: () = sent;
+            let (n, _) = got.expect("the datagram woke the receiver").unwrap();
+            assert_eq!((n, buf[0]), (1, round));
+        }
+    }
+
+    #[tokio::test]
+    async fn ipv6_senders_are_reported() {
+        let a = Udp::bind("[::1]:0".parse().unwrap()).unwrap();
+        let b = Udp::bind("[::1]:0".parse().unwrap()).unwrap();
+        a.send_to(b"six", b.local_addr().unwrap()).await.unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"six"[..], a.local_addr().unwrap()));
+    }
 }
