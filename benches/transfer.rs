@@ -15,7 +15,8 @@
 //!    MD5) to `Image transfer completed` (last block written, digests checked, file fsync'ed);
 //!    the setup before it and the final flush and fsync are shown apart. CPU time and peak RSS
 //!    come from `wait4(2)`'s rusage of the wtpd child; VmRSS is also sampled from /proc while
-//!    the image file is being written.
+//!    the image file is being written, and /proc/PID/maps tells whether wtpd maps a shared
+//!    libcrypto (its pages count in the RSS) or has OpenSSL linked in; the summary says which.
 //!
 //! Placements (`WTPD_BENCH_PLACEMENTS`, default `one,two`): `one` pins both ends to one CPU,
 //! `two` the controller end (acsim, echo peer) to one CPU and the AP end (wtpd, pinger) to
@@ -25,7 +26,8 @@
 //! the median ratio and its range.
 //!
 //! `WTPD_BENCH_WTPD` and `WTPD_BENCH_ACSIM` replace the binaries (for instance with
-//! `target/board/wtpd`, built with `cargo build --profile board --bin wtpd`).
+//! `target/board/wtpd`, built with `cargo build --profile board --no-default-features --bin
+//! wtpd`; README.md gives the build with OpenSSL linked in).
 //!
 //! MB here is 10^6 bytes. The lab lives in a temporary folder that is removed at the end
 //! (`WTPD_BENCH_KEEP=1` keeps it). Run by `cargo test` (no `--bench` argument) it does nothing.
@@ -193,6 +195,17 @@ fn main() {
             ),
         );
     }
+    let linkage: Vec<Option<bool>> = results.iter().map(|r| r.3.openssl_shared).collect();
+    println!(
+        "wtpd's OpenSSL: {}",
+        if linkage.iter().all(|l| *l == Some(true)) {
+            "shared libraries (libcrypto.so mapped; its pages count in the peak RSS)"
+        } else if linkage.iter().all(|l| *l == Some(false)) {
+            "linked into the binary (no libcrypto.so mapped)"
+        } else {
+            "not known (no /proc/PID/maps seen)"
+        }
+    );
     if let (Some(a), Some(b)) = (peak_by_size.first(), peak_by_size.last()) {
         if a.0 != b.0 {
             println!(
@@ -397,6 +410,9 @@ struct Transfer {
     private_samples: Vec<u64>,
     acsim_cpu: f64,
     wall: Duration,
+    /// Whether wtpd had a shared libcrypto mapped (false: OpenSSL linked into the binary), as
+    /// seen in /proc/PID/maps during the transfer; peak RSS depends on it.
+    openssl_shared: Option<bool>,
 }
 
 impl Transfer {
@@ -635,6 +651,7 @@ fn transfer_in(
     let mut wtp = spawn(wtpd, &["--config", "wtpd.toml"], dir, wtp_cpu)?;
     let mut rss_samples = Vec::new();
     let mut private_samples = Vec::new();
+    let mut openssl_shared = None;
     let part = dir.join("tmp").join("part.tar");
     let (code, user, sys, maxrss) = wtp.wait4(Duration::from_secs(600), |pid| {
         // Samples while the image is being written, not before wtpd is loaded.
@@ -644,6 +661,11 @@ fn transfer_in(
             }
             if let Some(k) = private_kib(pid) {
                 private_samples.push(k);
+            }
+            if openssl_shared.is_none() {
+                openssl_shared = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                    .ok()
+                    .map(|m| m.contains("/libcrypto.so"));
             }
         }
     })?;
@@ -693,5 +715,6 @@ fn transfer_in(
         private_samples,
         acsim_cpu: ac_user + ac_sys,
         wall,
+        openssl_shared,
     })
 }

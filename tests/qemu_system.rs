@@ -233,6 +233,16 @@ impl Lab {
     }
 
     /// Waits for `needle` in the serial log after what was already matched.
+    /// Like `expect`, and returns the rest of the console line after `needle`.
+    fn expect_rest(&mut self, needle: &str, secs: u64) -> String {
+        self.expect(needle, secs);
+        let log = read(&self.serial());
+        log.get(self.seen..)
+            .and_then(|s| s.lines().next())
+            .unwrap_or("")
+            .to_string()
+    }
+
     fn expect(&mut self, needle: &str, secs: u64) {
         let t = Instant::now();
         loop {
@@ -454,7 +464,16 @@ fn upgrade_installs_slot_b_and_rejoins() {
     lab.expect(&format!("software {AP_VERSION}"), 120);
     lab.expect("CAPWAP State: Join", 60);
     lab.expect("Image transfer completed", 300);
-    // The install: slot b written and verified, ONE environment write, reboot.
+    // The install: slot b written and verified, ONE environment write, reboot. Before it the
+    // agent says how much memory it needed at most, on this ARM kernel.
+    let peak = lab.expect_rest("Peak memory of this run: ", 120);
+    let kib: u64 = peak
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no figure in 'Peak memory of this run: {peak}'"));
+    assert!(kib > 0, "{peak}");
+    eprintln!("upgrade: wtpd's peak RSS on the ARM board: {kib} KiB");
     lab.expect("A/B: trial boot 1 of 3 of slot b", 120);
     lab.expect("wtpd-image: booted slot b (trial 1)", 120);
     lab.expect(&format!("software {CONTROLLER_VERSION}"), 60);

@@ -106,6 +106,20 @@ pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<
     Ok(())
 }
 
+/// The process's peak resident memory so far, in KiB (`VmHWM` of /proc/self/status): the figure
+/// a board's memory budget is about. `None` where /proc is missing or says something else.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut words = line["VmHWM:".len()..].split_whitespace();
+    let kib = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(kib)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -122,5 +136,20 @@ mod tests {
             .collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn peak_memory_is_read_from_proc() {
+        assert_eq!(
+            super::parse_vm_hwm(
+                "Name:\twtpd\nVmPeak:\t  12000 kB\nVmHWM:\t    7812 kB\nVmRSS:\t 7000 kB\n"
+            ),
+            Some(7812)
+        );
+        assert_eq!(super::parse_vm_hwm("VmRSS:\t 7000 kB\n"), None);
+        assert_eq!(super::parse_vm_hwm("VmHWM:\t 7 MB\n"), None);
+        assert_eq!(super::parse_vm_hwm("VmHWM:\t x kB\n"), None);
+        // This process has touched memory, so its own figure is there and not zero.
+        assert!(super::peak_rss_kib().is_some_and(|k| k > 0));
     }
 }

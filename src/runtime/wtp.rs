@@ -492,6 +492,7 @@ pub async fn run(
                     }
                     Action::Exit => {
                         save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
+                        log_peak_memory();
                         info!("wtpd stopped");
                         return Ok(0);
                     }
@@ -784,7 +785,15 @@ async fn find_controllers(cfg: &WtpdConfig, extra: &[String]) -> Vec<Target> {
     targets
 }
 
+/// One line for the operator (and the memory budget): how much RAM this run needed at most.
+fn log_peak_memory() {
+    if let Some(kib) = super::peak_rss_kib() {
+        info!("Peak memory of this run: {kib} KiB resident (VmHWM)");
+    }
+}
+
 fn reboot(method: &RebootMethod, reason: &str) -> Result<i32, RuntimeError> {
+    log_peak_memory();
     match method {
         RebootMethod::Exit => {
             info!("Rebooting ({reason}): exiting with status {EXIT_REBOOT} for the supervisor");
