@@ -201,7 +201,7 @@ fn main() {
         if linkage.iter().all(|l| *l == Some(true)) {
             "shared libraries (libcrypto.so mapped; its pages count in the peak RSS)"
         } else if linkage.iter().all(|l| *l == Some(false)) {
-            "linked into the binary (no libcrypto.so mapped)"
+            "linked into the binary (the measured process maps no libcrypto.so)"
         } else {
             "not known (no /proc/PID/maps seen)"
         }
