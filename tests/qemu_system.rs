@@ -232,7 +232,6 @@ impl Lab {
         self.qemu = None;
     }
 
-    /// Waits for `needle` in the serial log after what was already matched.
     /// Like `expect`, and returns the rest of the console line after `needle`.
     fn expect_rest(&mut self, needle: &str, secs: u64) -> String {
         self.expect(needle, secs);
@@ -243,6 +242,7 @@ impl Lab {
             .to_string()
     }
 
+    /// Waits for `needle` in the serial log after what was already matched.
     fn expect(&mut self, needle: &str, secs: u64) {
         let t = Instant::now();
         loop {

@@ -137,11 +137,10 @@ mod tests {
                 }
                 a.send_to(&[round], pb).await.unwrap();
             };
-            let (sent, got) = tokio::join!(
+            let ((), got) = tokio::join!(
                 late,
                 tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut buf))
             );
-            let _: () = sent;
             let (n, _) = got.expect("the datagram woke the receiver").unwrap();
             assert_eq!((n, buf[0]), (1, round));
         }
