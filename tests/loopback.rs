@@ -350,6 +350,64 @@ fn vanished_controller_ends_in_teardown_and_rediscovery() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A WTP that dies without a close_notify (kill -9 here; a power cut on a board) and comes
+/// back from the same address and port (a fixed source port, or the kernel handing out the
+/// same ephemeral one: the kill -9 test met it) joins again at once. acsim runs the new
+/// handshake beside the stale session and replaces that when it completes; fed to the stale
+/// session, the ClientHello would be dropped and the WTP would wait out WaitDTLS (31 s here).
+#[test]
+fn a_wtp_restarted_on_the_same_port_replaces_its_stale_session() {
+    let (dir, _ac) = lab_with_acsim("same-port", DemoDtls::Certificate, |dir| {
+        // Echoes every 30 s: the stale session outlives this test unless it is replaced.
+        edit(
+            &dir.join("acsim.toml"),
+            "echo_interval = 1\n",
+            "echo_interval = 30\n",
+        );
+    });
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    edit(
+        &dir.join("wtpd.toml"),
+        "bind = \"127.0.0.1:0\"",
+        &format!("bind = \"127.0.0.1:{port}\""),
+    );
+    let log = dir.join("wtpd.log");
+    let mut first = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    assert!(
+        wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+        "{}",
+        read(&log)
+    );
+    first.0.kill().unwrap(); // SIGKILL: no close_notify
+    first.0.wait().unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let _second = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    assert!(
+        wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+        "{}\n--- acsim ---\n{}",
+        read(&log),
+        read(&dir.join("acsim.log"))
+    );
+    let ac_log = read(&dir.join("acsim.log"));
+    let peer = format!("127.0.0.1:{port}");
+    assert_in_order(
+        &ac_log,
+        &[
+            &format!("WTP wtp-sim-1 ({peer}) joined"),
+            &format!("New DTLS handshake from {peer} while its session is up"),
+            &format!(
+                "WTP wtp-sim-1 ({peer}) left: a new DTLS session from the same address replaces it"
+            ),
+            &format!("DTLS session established with {peer} ("),
+            &format!("WTP wtp-sim-1 ({peer}) joined"),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Runs a demo scenario with a 1 MiB + 1 byte image; returns the lab folder.
 fn run_scenario(scenario: &str) -> PathBuf {
     run_scenario_sized(scenario, 1048577)

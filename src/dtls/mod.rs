@@ -92,3 +92,29 @@ pub enum DtlsEvent {
 
 pub use context::{DtlsContext, DEFAULT_CERT_CIPHERS, DEFAULT_PSK_CIPHERS};
 pub use session::{DtlsSession, DTLS_PREAMBLE, MAX_RETRANSMITS};
+
+/// The epoch of the first DTLS record in a datagram (CAPWAP DTLS header included): 0 for the
+/// records of a handshake before its ChangeCipherSpec, 1 and up for protected records.
+/// `None` for anything else.
+pub fn record_epoch(datagram: &[u8]) -> Option<u16> {
+    match datagram {
+        // CAPWAP DTLS header, then type, version (2 bytes), epoch (2 bytes), sequence (6),
+        // length (2).
+        [0x01, 0, 0, 0, _ty, _v0, _v1, e0, e1, rest @ ..] if rest.len() >= 8 => {
+            Some(u16::from_be_bytes([*e0, *e1]))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a datagram starts a new DTLS handshake: its first record is an unprotected
+/// (epoch 0) handshake record holding a ClientHello. A peer that sends one on an address
+/// with an established session has started over (a WTP that restarted and happens to send
+/// from the same port); no DTLS peer sends one inside a live session.
+pub fn is_client_hello(datagram: &[u8]) -> bool {
+    const HANDSHAKE: u8 = 22;
+    const CLIENT_HELLO: u8 = 1;
+    record_epoch(datagram) == Some(0)
+        && datagram.get(4) == Some(&HANDSHAKE)
+        && datagram.get(4 + 13) == Some(&CLIENT_HELLO)
+}

@@ -726,3 +726,49 @@ fn send_before_handshake_is_an_error() {
     assert_eq!(&first[..4], &DTLS_PREAMBLE);
     assert_eq!(first[4], 22, "a handshake record follows the CAPWAP header");
 }
+
+/// What the runtime routes by: a new client's first datagram is an epoch-0 ClientHello; the
+/// server's answer and the records of an established session are not. An established server
+/// session drops a new ClientHello without a word (that is why acsim must give a restarted
+/// WTP's handshake a session of its own, see runtime/ac.rs).
+#[test]
+fn client_hellos_are_told_from_other_records() {
+    let cctx = DtlsContext::client(&wtp_cfg(Some("acsim.lab"))).unwrap();
+    let sctx = DtlsContext::server(&ac_cfg()).unwrap();
+    let (mut c, mut s, _, _) = handshake(&cctx, &sctx);
+
+    let mut fresh = DtlsSession::connect(&cctx).unwrap();
+    let hello = fresh.poll_transmit().expect("a ClientHello");
+    assert!(super::is_client_hello(&hello));
+    assert_eq!(super::record_epoch(&hello), Some(0));
+    let mut other_server = DtlsSession::accept(&sctx).unwrap();
+    other_server.handle_datagram(&hello);
+    let answer = other_server.poll_transmit().expect("a ServerHello flight");
+    assert_eq!(super::record_epoch(&answer), Some(0));
+    assert!(!super::is_client_hello(&answer));
+
+    c.send(b"echo request").unwrap();
+    let record = c.poll_transmit().unwrap();
+    assert!(super::record_epoch(&record).is_some_and(|e| e >= 1));
+    assert!(!super::is_client_hello(&record));
+    s.handle_datagram(&record);
+    assert_eq!(s.recv().as_deref(), Some(&b"echo request"[..]));
+
+    s.handle_datagram(&hello);
+    assert!(events(&mut s).is_empty() && s.is_established());
+    assert_eq!(
+        s.poll_transmit(),
+        None,
+        "an established session ignores a new ClientHello"
+    );
+    exchange(&mut c, &mut s);
+
+    for junk in [
+        &[][..],
+        &[1, 0, 0, 0, 22][..],
+        &[0, 0, 0, 0, 22, 0xfe, 0xfd, 0, 0][..],
+    ] {
+        assert_eq!(super::record_epoch(junk), None);
+        assert!(!super::is_client_hello(junk));
+    }
+}

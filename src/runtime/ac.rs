@@ -15,7 +15,7 @@ use crate::ac::{Ac, AcAction, WtpSession};
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::{CONTROL_PORT, DATA_PORT};
 use crate::config::AcsimConfig;
-use crate::dtls::{DtlsContext, DtlsEvent, DtlsSession};
+use crate::dtls::{self, DtlsContext, DtlsEvent, DtlsSession};
 use crate::fetch::spool::{DownloadMode, RemoteSource};
 use crate::pcap::PcapWriter;
 use crate::time::Instant;
@@ -150,6 +150,11 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
     };
     let mut ac = Ac::new(ac_cfg, source);
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+    // New handshakes from addresses that still have an established session: a WTP that
+    // restarted without a close_notify (power cut, kill -9) and sends from the same port. The
+    // old session stays until the new handshake completes (RFC 6347 §4.2.8), so a forged
+    // ClientHello cannot tear a live WTP down.
+    let mut restarts: HashMap<SocketAddr, Peer> = HashMap::new();
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     // One timer for the loop, moved when the deadline moves (cheaper than a new one per turn).
@@ -232,6 +237,55 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                     p.session.recycle(pkt);
                 }
             }
+            let mut replaced = Vec::new();
+            for (addr, p) in restarts.iter_mut() {
+                flush(&ctl, *addr, &mut p.session).await;
+                while let Some(ev) = p.session.poll_event() {
+                    busy = true;
+                    match ev {
+                        DtlsEvent::Connected(summary) => replaced.push((*addr, Ok(summary))),
+                        DtlsEvent::Closed => {
+                            replaced.push((*addr, Err("DTLS close_notify".to_string())))
+                        }
+                        DtlsEvent::Failed(e) => replaced.push((*addr, Err(e.to_string()))),
+                    }
+                }
+            }
+            for (addr, outcome) in replaced {
+                let Some(mut p) = restarts.remove(&addr) else {
+                    continue;
+                };
+                match outcome {
+                    Ok(summary) => {
+                        p.up = true;
+                        if let Some(old) = peers.insert(addr, p) {
+                            if old.up {
+                                ac.dtls_closed(
+                                    addr,
+                                    "a new DTLS session from the same address replaces it",
+                                );
+                            }
+                        }
+                        info!("DTLS session established with {addr} ({summary}), replacing the earlier one");
+                        ac.dtls_established(addr, clock.now());
+                    }
+                    Err(reason) => warn!(
+                        "New DTLS handshake with {addr} (which has a session) failed: {reason}"
+                    ),
+                }
+            }
+            // The old session ended first: the new handshake simply takes its place.
+            let orphans: Vec<SocketAddr> = restarts
+                .keys()
+                .filter(|a| !peers.contains_key(a))
+                .copied()
+                .collect();
+            for addr in orphans {
+                if let Some(p) = restarts.remove(&addr) {
+                    peers.insert(addr, p);
+                    busy = true;
+                }
+            }
             for (addr, reason) in gone {
                 if let Some(mut p) = peers.remove(&addr) {
                     flush(&ctl, addr, &mut p.session).await;
@@ -266,6 +320,16 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         }
 
         let now = clock.now();
+        restarts.retain(|addr, p| {
+            let keep = now.saturating_since(p.started) < HANDSHAKE_LIMIT;
+            if !keep {
+                warn!(
+                    "New DTLS handshake with {addr} did not finish in {}s: dropped",
+                    HANDSHAKE_LIMIT.as_secs()
+                );
+            }
+            keep
+        });
         peers.retain(|addr, p| {
             let keep = p.up || now.saturating_since(p.started) < HANDSHAKE_LIMIT;
             if !keep {
@@ -278,6 +342,7 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         });
         let dtls_deadline = peers
             .values()
+            .chain(restarts.values())
             .filter(|p| !p.up)
             .filter_map(|p| p.session.timeout())
             .min()
@@ -300,6 +365,28 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                     match preamble(bytes) {
                         Ok(Preamble::Dtls) => match &ctx {
                             Some(ctx) => {
+                                let established = peers.get(&from).is_some_and(|p| p.up);
+                                if established
+                                    && !restarts.contains_key(&from)
+                                    && dtls::is_client_hello(bytes)
+                                {
+                                    match DtlsSession::accept(ctx) {
+                                        Ok(s) => {
+                                            info!("New DTLS handshake from {from} while its session is up (the WTP restarted?): the old session stays until the new one completes");
+                                            restarts.insert(from, Peer { session: s, up: false, started: clock.now() });
+                                        }
+                                        Err(e) => warn!("DTLS session for {from}: {e}"),
+                                    }
+                                }
+                                if let Some(p) = restarts.get_mut(&from) {
+                                    p.session.handle_datagram(bytes);
+                                    // Its handshake records are epoch 0; protected records go
+                                    // to both sessions, and each drops what it cannot
+                                    // authenticate (RFC 6347 §4.1.2.7).
+                                    if dtls::record_epoch(bytes) == Some(0) {
+                                        continue;
+                                    }
+                                }
                                 if !peers.contains_key(&from) {
                                     if peers.len() >= 2 * ac.config().max_wtps as usize {
                                         warn!("too many DTLS sessions: {from} refused");
@@ -341,7 +428,7 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                 Err(e) => warn!("data socket: {e}"),
             },
             _ = &mut timer => {
-                for p in peers.values_mut().filter(|p| !p.up) {
+                for p in peers.values_mut().chain(restarts.values_mut()).filter(|p| !p.up) {
                     p.session.handle_timeout();
                 }
                 ac.handle_timeout(clock.now());
