@@ -682,7 +682,6 @@ fn transfer_in(
     // The served file is the signed bundle: the payload of `size` bytes plus its manifest and
     // signature. The AP's copy must be that file, byte for byte.
     let served_path = dir.join("images").join(demo::LAB_IMAGE_TYPE);
-    let part = dir.join("tmp").join("part.tar");
     let served = std::fs::metadata(&served_path)
         .map(|m| m.len())
         .map_err(|e| format!("{}: {e}", served_path.display()))?;

@@ -365,10 +365,7 @@ fn a_wtp_restarted_on_the_same_port_replaces_its_stale_session() {
             "echo_interval = 30\n",
         );
     });
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .unwrap()
-        .port();
+    let port = wtpd::fetch::lab::free_port(true).unwrap();
     edit(
         &dir.join("wtpd.toml"),
         "bind = \"127.0.0.1:0\"",

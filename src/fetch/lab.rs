@@ -251,8 +251,9 @@ pub const LAB_SSH_USER: &str = "wtpdlab";
 /// key login. The account exists only for this sshd: it runs in a private mount namespace
 /// (`unshare --mount`) where a copy of /etc/passwd with one more line, and a shadow file with
 /// only that account (the password hashed by `openssl passwd -6`), are bind-mounted over the
-/// real ones; the machine's own account files are never changed or copied from. Needs root (the mount namespace, and sshd switching
-/// to that account), like the chroot; without root it fails and says so.
+/// real ones; the machine's own account files are never changed, and nothing of its shadow
+/// file is copied. Needs root (the mount namespace, and sshd switching to that account), like
+/// the chroot; without root it fails and says so.
 pub fn sshd_password(
     images: &Path,
     folder: &str,
