@@ -33,9 +33,31 @@ pub struct WtpStatus {
 }
 
 impl WtpStatus {
+    /// The saved status; a file that is not one is logged, naming it and why, and ignored
+    /// (the agent then starts with no retry history).
     pub fn load(dir: &Path) -> Option<WtpStatus> {
-        let text = std::fs::read_to_string(dir.join(STATUS_FILE)).ok()?;
-        toml::from_str(&text).ok()
+        let path = dir.join(STATUS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                log::warn!("{}: unreadable ({e}); saved status ignored", path.display());
+                return None;
+            }
+        };
+        match toml::from_str(&text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let why = e.to_string();
+                log::warn!(
+                    "{}: not a status file ({}); saved status (retry count, last error, next \
+                     retry) ignored",
+                    path.display(),
+                    why.lines().next().unwrap_or("").trim()
+                );
+                None
+            }
+        }
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {

@@ -87,6 +87,7 @@ fn policy(anchor_pem: &Path) -> TrustPolicy {
         now: Some(now()),
         allow_downgrade: false,
         current_version: Some("17.9.4.27".into()),
+        expected_version: None,
     }
 }
 

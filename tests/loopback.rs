@@ -700,6 +700,7 @@ fn acsim_image_folder_builds_signed_images_that_verify() {
             now: None,
             allow_downgrade: false,
             current_version: Some("17.9.4.27".into()),
+            expected_version: None,
         };
         bundle.verify(&policy).unwrap();
         let wrong = wtpd::image::verify::TrustPolicy {
@@ -714,23 +715,253 @@ fn acsim_image_folder_builds_signed_images_that_verify() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// SHA-256 of the board's environment and both slot files: what a refused image must leave
+/// exactly as it was.
+fn board_digest(dir: &Path) -> Vec<(String, [u8; 32])> {
+    ["env.bin", "slots/a.img", "slots/b.img"]
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(f)).unwrap();
+            (f.to_string(), openssl::sha::sha256(&bytes))
+        })
+        .collect()
+}
+
+fn set_env(dir: &Path, vars: &[(&str, &str)]) {
+    use wtpd::image::bootenv;
+    let cfg = bootenv::EnvConfig::from_file(dir.join("fw_env.config"), bootenv::ByteOrder::Little)
+        .unwrap();
+    let (mut env, _) = bootenv::read(&cfg).unwrap();
+    for (k, v) in vars {
+        env.set(*k, *v).unwrap();
+    }
+    bootenv::write(&cfg, &env).unwrap();
+}
+
+fn get_env(dir: &Path) -> wtpd::image::bootenv::Env {
+    use wtpd::image::bootenv;
+    let cfg = bootenv::EnvConfig::from_file(dir.join("fw_env.config"), bootenv::ByteOrder::Little)
+        .unwrap();
+    bootenv::read(&cfg).unwrap().0
+}
+
+/// Both environment copies unusable (zeroed: a CRC that cannot match): the agent cannot know
+/// which slot U-Boot boots, so it joins and serves the controller but downloads and writes
+/// nothing, and says so once.
 #[test]
-fn an_erased_environment_boots_the_first_slot_and_the_agent_carries_on() {
-    let (dir, _ac) = lab_with_acsim("erased-env", DemoDtls::Certificate, |dir| {
-        std::fs::write(dir.join("env.bin"), vec![0xffu8; 0x4000]).unwrap();
+fn an_unusable_environment_stops_upgrades_but_not_the_agent() {
+    for (name, bytes) in [
+        ("zeroed", vec![0u8; 0x4000]),
+        ("erased", vec![0xffu8; 0x4000]),
+        ("truncated", vec![0u8; 100]),
+    ] {
+        let (dir, _ac) = lab_with_acsim(&format!("bad-env-{name}"), DemoDtls::Certificate, |dir| {
+            prepare_scenario(dir, Scenario::Upgrade, 1 << 20).unwrap();
+            std::fs::write(dir.join("env.bin"), &bytes).unwrap();
+        });
+        let before = board_digest(&dir);
+        let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+        let log = dir.join("wtpd.log");
+        assert!(
+            wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+            "{name}: {}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let text = read(&log);
+        assert_eq!(
+            text.matches("U-Boot environment unusable").count(),
+            2,
+            "{name}: one error at start, one refusal of the controller's version:\n{text}"
+        );
+        assert!(text.contains("Not downloading 17.9.4.27"), "{name}: {text}");
+        assert!(!text.contains("Image Data Request sent"), "{name}: {text}");
+        assert_eq!(board_digest(&dir), before, "{name}: nothing written");
+        let status = read(&dir.join("state/status.toml"));
+        assert!(
+            status.contains("U-Boot environment unusable"),
+            "{name}: {status}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// The controller's image says 17.9.4.28 inside its signed manifest while version.info (what
+/// the controller announces) says 17.9.4.27: refused as soon as the manifest is on disk, the
+/// AC told in the Result Code of its next Image Data Request, nothing written. Before, the
+/// AP installed it, rebooted, saw "Version does not match" again and wrote its good slot.
+#[test]
+fn an_image_whose_manifest_is_not_the_announced_version_is_refused() {
+    let (dir, _ac) = lab_with_acsim("not-announced", DemoDtls::Certificate, |dir| {
+        prepare_scenario(dir, Scenario::Upgrade, 1 << 20).unwrap();
+        wtpd::demo::write_image_folder(
+            &dir.join("images"),
+            &dir.join("pki"),
+            "17.9.4.28",
+            1 << 20,
+            None,
+        )
+        .unwrap();
+        std::fs::write(dir.join("images/version.info"), "17.9.4.27\n").unwrap();
     });
+    let before = board_digest(&dir);
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
     assert!(
-        wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+        wait_for(&log, "Image download retry 1 in", Duration::from_secs(60)),
         "{}",
         read(&log)
     );
     let text = read(&log);
     assert!(
-        text.contains("U-Boot environment has no valid copy"),
+        text.contains(
+            "the signed manifest says version 17.9.4.28, the controller announced 17.9.4.27"
+        ),
         "{text}"
     );
-    assert!(text.contains("Booted slot a"), "{text}");
+    assert!(!text.contains("Image signing verify success"), "{text}");
+    assert!(!text.contains("no DTLS session"), "{text}");
+    assert_eq!(board_digest(&dir), before, "nothing written");
+    let alog = read(&dir.join("acsim.log"));
+    assert!(alog.contains("WTP result code 16"), "{alog}");
+    assert!(
+        alog.contains("the controller announced 17.9.4.27"),
+        "{alog}"
+    );
+    assert!(!alog.contains("result code 18"), "{alog}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A booted slot still on trial keeps the other (the last known-good) slot untouched: the agent
+/// joins without downloading, reaches Run, marks its slot good, and only then downloads the
+/// controller's version into the other slot.
+#[test]
+fn on_trial_the_agent_is_marked_good_before_it_writes_the_other_slot() {
+    let (dir, _ac) = lab_with_acsim("on-trial", DemoDtls::Certificate, |dir| {
+        prepare_scenario(dir, Scenario::Upgrade, 1 << 20).unwrap();
+        set_env(
+            dir,
+            &[
+                ("boot_slot", "b"),
+                ("slot_b_version", "17.9.4.26"),
+                ("slot_b_state", "new"),
+                ("upgrade_available", "1"),
+                ("bootcount", "1"),
+                ("bootlimit", "3"),
+            ],
+        );
+    });
+    let mut w = Command::new(wtpd())
+        .args(["--config", "wtpd.toml"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = w.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(90) {
+            let _ = w.kill();
+            panic!("no reboot:\n{}", read(&dir.join("wtpd.log")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = read(&dir.join("wtpd.log"));
+    assert_eq!(status.code(), Some(75), "the simulated reboot:\n{log}");
+    assert_in_order(
+        &log,
+        &[
+            "Booted slot b (17.9.4.26), on trial",
+            "Not downloading 17.9.4.27: the booted slot is on trial",
+            "CAPWAP State: Run",
+            "Slot b (17.9.4.26) marked good",
+            "Trial over; the controller runs 17.9.4.27: restarting CAPWAP to download it",
+            "Image Data Request sent to",
+            "Image signing verify success.",
+            "Writing rootfs.img",
+            "to slot a",
+            "Switched to slot a (17.9.4.27)",
+        ],
+    );
+    let env = get_env(&dir);
+    assert_eq!(env.get("boot_slot"), Some("a"));
+    assert_eq!(
+        env.get("slot_b_state"),
+        Some("good"),
+        "the fallback is proven good"
+    );
+    assert_eq!(env.get("upgrade_available"), Some("1"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Trust anchors that are missing or not certificates are refused at start, not after every
+/// download.
+#[test]
+fn unusable_trust_anchors_refuse_to_start() {
+    let dir = lab("bad-anchors");
+    let port = free_port_pair().unwrap();
+    write_lab(&dir, DemoDtls::Certificate, port).unwrap();
+    std::fs::write(dir.join("not-a-cert.pem"), "hello\n").unwrap();
+    for (trust, why) in [
+        ("missing.pem", "missing.pem"),
+        ("not-a-cert.pem", "no CERTIFICATE block"),
+    ] {
+        edit(&dir.join("wtpd.toml"), "pki/image-root.pem", trust);
+        let out = Command::new(wtpd())
+            .args(["--config", "wtpd.toml"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned() + &read(&dir.join("wtpd.log"));
+        assert!(!out.status.success(), "{trust}: started anyway");
+        assert!(
+            err.contains("image trust anchors") && err.contains(why),
+            "{trust}: {err}"
+        );
+        assert!(!err.contains("Discovery"), "{trust}: {err}");
+        edit(&dir.join("wtpd.toml"), trust, "pki/image-root.pem");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Garbage in the state files is logged, naming the file, and ignored; a time floor far in
+/// the future does not lock every image out.
+#[test]
+fn garbage_state_files_are_named_and_ignored() {
+    let (dir, _ac) = lab_with_acsim("bad-state", DemoDtls::Certificate, |dir| {
+        prepare_scenario(dir, Scenario::Upgrade, 1 << 20).unwrap();
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::write(dir.join("state/status.toml"), "retry_count = [oops\n").unwrap();
+        std::fs::write(dir.join("state/time_floor"), "99999999999\n").unwrap();
+    });
+    let mut w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let log = dir.join("wtpd.log");
+    assert!(
+        wait_for(&log, "Switched to slot b", Duration::from_secs(60)),
+        "{}",
+        read(&log)
+    );
+    let _ = w.0.wait();
+    let text = read(&log);
+    assert!(
+        text.contains("state/status.toml: not a status file"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "state/time_floor: time floor 99999999999 is later than the latest time accepted"
+        ),
+        "{text}"
+    );
+    let floor: u64 = read(&dir.join("state/time_floor")).trim().parse().unwrap();
+    assert!(
+        floor < 99999999999,
+        "the persisted floor is a real time now: {floor}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -96,6 +96,8 @@ struct Lab {
     image: Vec<u8>,
     payload_sha: [u8; 32],
     old_a: Vec<u8>,
+    /// The image signer's key, to sign tampered manifests the way a signer could.
+    signer: openssl::pkey::PKey<openssl::pkey::Private>,
 }
 
 fn lab(name: &str) -> Lab {
@@ -117,6 +119,7 @@ fn lab(name: &str) -> Lab {
         ],
     );
     pack_image(&spec, &dir.join("ap1g8")).unwrap();
+    let (signer, _) = wtpd::image::pack::load_signer(&spec).unwrap();
     let image = std::fs::read(dir.join("ap1g8")).unwrap();
     let board = Board::parse(
         &format!(
@@ -155,6 +158,7 @@ fn lab(name: &str) -> Lab {
         ),
         allow_downgrade: false,
         current_version: Some("17.3.3.26".into()),
+        expected_version: None,
     };
     let mut old_a = vec![0u8; SLOT_SIZE as usize];
     rng.fill(&mut old_a);
@@ -166,6 +170,7 @@ fn lab(name: &str) -> Lab {
         image,
         payload_sha: openssl::sha::sha256(&rootfs),
         old_a,
+        signer,
     }
 }
 
@@ -245,7 +250,7 @@ fn power_cut_at_every_write_of_an_install_never_bricks() {
         &l.board,
         &l.env_cfg,
         &mut d,
-        &l.image[..],
+        std::io::Cursor::new(&l.image[..]),
         &l.policy,
         true,
         chunk,
@@ -263,7 +268,7 @@ fn power_cut_at_every_write_of_an_install_never_bricks() {
             &l.board,
             &l.env_cfg,
             &mut d,
-            &l.image[..],
+            std::io::Cursor::new(&l.image[..]),
             &l.policy,
             true,
             chunk,
@@ -276,7 +281,15 @@ fn power_cut_at_every_write_of_an_install_never_bricks() {
         }
         // The agent restarts on what booted and finishes: install again, switch, boot, mark good.
         if name == "a" {
-            install(&l.board, &l.env_cfg, &mut d, &l.image[..], &l.policy, true).unwrap();
+            install(
+                &l.board,
+                &l.env_cfg,
+                &mut d,
+                std::io::Cursor::new(&l.image[..]),
+                &l.policy,
+                true,
+            )
+            .unwrap();
             assert_eq!(
                 boot(&l, &mut d),
                 Boot::Slot {
@@ -309,7 +322,15 @@ fn power_cut_at_every_write_of_an_install_never_bricks() {
 fn a_slot_that_never_becomes_good_is_abandoned_after_the_boot_limit() {
     let l = lab("rollback");
     let mut d = fresh_disk(&l, None, 2);
-    install(&l.board, &l.env_cfg, &mut d, &l.image[..], &l.policy, true).unwrap();
+    install(
+        &l.board,
+        &l.env_cfg,
+        &mut d,
+        std::io::Cursor::new(&l.image[..]),
+        &l.policy,
+        true,
+    )
+    .unwrap();
     for _ in 0..3 {
         assert_eq!(
             boot(&l, &mut d),
@@ -343,7 +364,15 @@ fn a_slot_that_never_becomes_good_is_abandoned_after_the_boot_limit() {
     );
     assert_boots_a_verified_slot(&l, &mut d, 0);
     // The same version is not installed again: the board would loop.
-    let e = install(&l.board, &l.env_cfg, &mut d, &l.image[..], &l.policy, true).unwrap_err();
+    let e = install(
+        &l.board,
+        &l.env_cfg,
+        &mut d,
+        std::io::Cursor::new(&l.image[..]),
+        &l.policy,
+        true,
+    )
+    .unwrap_err();
     assert!(
         e.to_string()
             .contains("failed to boot on this board before"),
@@ -351,14 +380,183 @@ fn a_slot_that_never_becomes_good_is_abandoned_after_the_boot_limit() {
     );
 }
 
+/// The tar members of an image: (name, header offset, size).
+fn members(image: &[u8]) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 512 <= image.len() && image[off..off + 512].iter().any(|&b| b != 0) {
+        let h = &image[off..off + 512];
+        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
+        let size_txt = std::str::from_utf8(&h[124..135]).unwrap();
+        let size = usize::from_str_radix(size_txt.trim_matches(['\0', ' ']), 8).unwrap();
+        out.push((name, off, size));
+        off += 512 + size.div_ceil(512) * 512;
+    }
+    out
+}
+
+/// Rewrites a tar header's checksum field after a change, as tar would.
+fn fix_checksum(h: &mut [u8]) {
+    h[148..156].fill(b' ');
+    let sum: u32 = h[..512].iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// The image with its manifest changed by `edit` and signed again with the real signer key:
+/// a signed head whose body does not match it.
+fn resigned(l: &Lab, edit: impl Fn(&mut wtpd::image::manifest::Manifest)) -> Vec<u8> {
+    use wtpd::image::pack::{sign_manifest, ustar_header};
+    let m = members(&l.image);
+    let part = |i: usize| &l.image[m[i].1 + 512..m[i].1 + 512 + m[i].2];
+    let mut manifest = wtpd::image::manifest::Manifest::parse(part(0)).unwrap();
+    edit(&mut manifest);
+    let text = manifest.to_text().into_bytes();
+    let sig = sign_manifest(&text, &l.signer, manifest.signature_algorithm).unwrap();
+    let mut out = Vec::new();
+    for (name, data) in [("manifest", &text[..]), ("manifest.sig", &sig[..])] {
+        out.extend_from_slice(&ustar_header(name, data.len() as u64, 0).unwrap());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&l.image[m[2].1..]);
+    out
+}
+
+/// Every kind of bad image of issue 11 (a signed head with a bad body, a version the
+/// controller did not announce), and installs while the board has no spare good slot: the
+/// install is refused before the first write, and both slots and the environment are
+/// byte-identical afterwards.
 #[test]
 fn refused_images_leave_slots_and_environment_untouched() {
     let l = lab("refused");
-    let mut bad = l.image.clone();
-    let n = bad.len();
-    bad[n / 2] ^= 1; // a payload byte
-    for (what, image, policy) in [
-        ("payload byte", bad, l.policy.clone()),
+    let m = members(&l.image);
+    assert_eq!(
+        m.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        ["manifest", "manifest.sig", "signer.pem", "rootfs.img"]
+    );
+    let (_, payload_hdr, payload_len) = m[3].clone();
+    let payload_at = payload_hdr + 512;
+    let end_of_payload = payload_at + payload_len.div_ceil(512) * 512;
+
+    let mut flipped = l.image.clone();
+    flipped[payload_at + payload_len / 2] ^= 1;
+    let mut last_byte = l.image.clone();
+    last_byte[payload_at + payload_len - 1] ^= 0x80;
+    let truncated = l.image[..payload_at + payload_len / 2].to_vec();
+    let mut trailing = l.image.clone();
+    trailing.extend_from_slice(b"trailing data\n");
+    let mut bad_checksum = l.image.clone();
+    bad_checksum[payload_hdr + 136] ^= 1; // the mtime field; the checksum left as it was
+    let mut symlink = l.image.clone();
+    symlink[payload_hdr + 156] = b'2';
+    fix_checksum(&mut symlink[payload_hdr..payload_hdr + 512]);
+    // A `../` member after the payload, before the end-of-archive blocks.
+    let mut dotdot = l.image[..end_of_payload].to_vec();
+    let mut evil = wtpd::image::pack::ustar_header("x", 5, 0).unwrap();
+    evil[..9].copy_from_slice(b"../x\0\0\0\0\0");
+    fix_checksum(&mut evil);
+    dotdot.extend_from_slice(&evil);
+    dotdot.extend_from_slice(b"evil\n");
+    dotdot.resize(dotdot.len().div_ceil(512) * 512 + 1024, 0);
+    // An extra regular member after the payload (not in the manifest).
+    let mut extra = l.image[..end_of_payload].to_vec();
+    extra.extend_from_slice(&wtpd::image::pack::ustar_header("extra.img", 5, 0).unwrap());
+    extra.extend_from_slice(b"extra");
+    extra.resize(extra.len().div_ceil(512) * 512 + 1024, 0);
+    let size_plus = resigned(&l, |m| m.payloads[0].size += 1);
+    let size_minus = resigned(&l, |m| m.payloads[0].size -= 1);
+    let other_digest = resigned(&l, |m| m.payloads[0].sha256[0] ^= 1);
+
+    let announced_other = TrustPolicy {
+        expected_version: Some("17.9.4.28".into()),
+        ..l.policy.clone()
+    };
+    let trial = [
+        ("upgrade_available", "1"),
+        ("bootcount", "1"),
+        ("bootlimit", "3"),
+    ];
+    let not_good = [("slot_a_state", "new")];
+    type Case<'a> = (
+        &'a str,
+        Vec<u8>,
+        TrustPolicy,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        ("payload byte", flipped, l.policy.clone(), &[], "SHA-256"),
+        (
+            "last payload byte",
+            last_byte,
+            l.policy.clone(),
+            &[],
+            "SHA-256",
+        ),
+        (
+            "truncated payload",
+            truncated,
+            l.policy.clone(),
+            &[],
+            "ends at byte",
+        ),
+        (
+            "trailing data",
+            trailing,
+            l.policy.clone(),
+            &[],
+            "after the end-of-archive",
+        ),
+        (
+            "payload header checksum",
+            bad_checksum,
+            l.policy.clone(),
+            &[],
+            "checksum",
+        ),
+        (
+            "payload as a symlink",
+            symlink,
+            l.policy.clone(),
+            &[],
+            "only regular files",
+        ),
+        (
+            "../ member after the payload",
+            dotdot,
+            l.policy.clone(),
+            &[],
+            "`..` are refused",
+        ),
+        (
+            "member outside the manifest",
+            extra,
+            l.policy.clone(),
+            &[],
+            "expected the end",
+        ),
+        (
+            "manifest size +1",
+            size_plus,
+            l.policy.clone(),
+            &[],
+            "the manifest says",
+        ),
+        (
+            "manifest size -1",
+            size_minus,
+            l.policy.clone(),
+            &[],
+            "the manifest says",
+        ),
+        (
+            "manifest digest",
+            other_digest,
+            l.policy.clone(),
+            &[],
+            "SHA-256",
+        ),
         (
             "wrong hardware type",
             l.image.clone(),
@@ -366,6 +564,8 @@ fn refused_images_leave_slots_and_environment_untouched() {
                 hardware_type: "ap3g3".into(),
                 ..l.policy.clone()
             },
+            &[],
+            "hardware type",
         ),
         (
             "downgrade",
@@ -374,39 +574,70 @@ fn refused_images_leave_slots_and_environment_untouched() {
                 current_version: Some("18.0".into()),
                 ..l.policy.clone()
             },
+            &[],
+            "older than the running",
         ),
-    ] {
+        (
+            "version not announced",
+            l.image.clone(),
+            announced_other,
+            &[],
+            "the controller announced 17.9.4.28",
+        ),
+        (
+            "booted slot on trial",
+            l.image.clone(),
+            l.policy.clone(),
+            &trial,
+            "on trial",
+        ),
+        (
+            "booted slot not good",
+            l.image.clone(),
+            l.policy.clone(),
+            &not_good,
+            "is new, not good",
+        ),
+    ];
+    for (what, image, policy, env_vars, why) in cases {
         let mut d = fresh_disk(&l, None, 3);
-        let env_before = d.files[Path::new("/mem/env")].clone();
-        let e = install(&l.board, &l.env_cfg, &mut d, &image[..], &policy, true).unwrap_err();
-        eprintln!("{what}: {e}");
-        assert_eq!(
-            d.files[Path::new("/mem/a.img")],
-            l.old_a,
-            "{what}: active slot untouched"
-        );
-        if what != "payload byte" {
-            assert_eq!(
-                d.files[Path::new("/mem/env")],
-                env_before,
-                "{what}: refused before anything was written"
-            );
-            assert_eq!(d.writes, 0, "{what}");
-        } else {
-            // The payload streams after verification: slot b was marked invalid first and is
-            // never switched to.
-            let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
-            assert_eq!(env.get("boot_slot"), Some("a"));
-            assert_eq!(env.get("slot_b_state"), Some("invalid"));
+        if !env_vars.is_empty() {
+            let (mut env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+            for (k, v) in env_vars {
+                env.set(*k, *v).unwrap();
+            }
+            write_with(&mut d, &l.env_cfg, &env).unwrap();
+            d.writes = 0;
         }
-        assert_eq!(
-            boot(&l, &mut d),
-            Boot::Slot {
-                name: "a".into(),
-                trial: false
-            },
-            "{what}"
-        );
+        let before = d.files.clone();
+        for activate in [true, false] {
+            let e = install(
+                &l.board,
+                &l.env_cfg,
+                &mut d,
+                std::io::Cursor::new(&image[..]),
+                &policy,
+                activate,
+            )
+            .unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(why), "{what}: {text}");
+            assert!(!text.contains("image: image:"), "{what}: {text}");
+            assert_eq!(d.writes, 0, "{what}: refused before the first write");
+            for (path, bytes) in &before {
+                assert!(
+                    d.files[path] == *bytes,
+                    "{what}: {} changed",
+                    path.display()
+                );
+            }
+        }
+        // Nor does a predownloaded backup get activated while the booted slot is on trial.
+        if what == "booted slot on trial" {
+            let e = activate(&l.board, &l.env_cfg, &mut d, "8.10.130.0").unwrap_err();
+            assert!(e.to_string().contains("on trial"), "{e}");
+            assert_eq!(d.writes, 0);
+        }
     }
 }
 
@@ -414,7 +645,15 @@ fn refused_images_leave_slots_and_environment_untouched() {
 fn predownload_stages_then_activates_with_one_write() {
     let l = lab("stage");
     let mut d = fresh_disk(&l, None, 4);
-    let r = install(&l.board, &l.env_cfg, &mut d, &l.image[..], &l.policy, false).unwrap();
+    let r = install(
+        &l.board,
+        &l.env_cfg,
+        &mut d,
+        std::io::Cursor::new(&l.image[..]),
+        &l.policy,
+        false,
+    )
+    .unwrap();
     assert!(!r.activated);
     let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
     let ab = AbState::read(&l.board, &env).unwrap();

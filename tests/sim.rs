@@ -197,6 +197,7 @@ fn new_wtp(seed: u64, primary: &str, store: &Shared) -> Wtp {
             },
             retry: RetryState::default(),
             can_switch: false,
+            hold: None,
             seed,
         },
         Box::new(store.clone()),
@@ -273,6 +274,12 @@ fn run_net(
                     Action::DtlsClose => {
                         dtls_pending = false;
                         net.send(now, Msg::WtpClosed);
+                    }
+                    Action::VerifyImage { .. } => {
+                        let st = store.0.borrow();
+                        assert!(st.finished, "seed {seed}: verify of an unfinished file");
+                        drop(st);
+                        wtp.image_verified(Ok(()), now);
                     }
                     Action::InstallImage { .. } => {
                         let st = store.0.borrow();

@@ -50,6 +50,7 @@ fn joined() -> (Wtp, u8) {
             download: Default::default(),
             retry: Default::default(),
             can_switch: false,
+            hold: None,
             seed: 9,
         },
         Box::new(MemStore::new(1 << 20)),

@@ -442,6 +442,7 @@ impl Ac {
         &mut self,
         peer: SocketAddr,
         result: Option<u32>,
+        why: Option<&str>,
         now: Instant,
     ) {
         let Some(s) = self.sessions.get_mut(&peer) else {
@@ -457,15 +458,17 @@ impl Ac {
         d.waiting = false;
         s.deadline = Some(now + echo_budget);
         let code = result.unwrap_or(0);
+        let why_text = why;
         if !ResultCode::from_u32(code).is_some_and(|r| r.is_success()) {
             let why = ResultCode::from_u32(code)
                 .map(|r| r.describe())
                 .unwrap_or("unknown");
-            warn!(
-                "WTP {name} refused block {} with result code {code} ({why})",
-                d.blocks
-            );
-            return self.image_failed(peer, &format!("WTP result code {code} ({why})"), now);
+            let reason = match why_text {
+                Some(t) => format!("WTP result code {code} ({why}): {t}"),
+                None => format!("WTP result code {code} ({why})"),
+            };
+            warn!("WTP {name} refused block {}: {reason}", d.blocks);
+            return self.image_failed(peer, &reason, now);
         }
         if d.halted {
             return;

@@ -744,7 +744,20 @@ impl Ac {
                     result.unwrap_or(0)
                 )
             }
-            Some(MessageType::ImageDataResponse) => self.on_image_block_response(peer, result, now),
+            Some(MessageType::ImageDataResponse) => {
+                // A refusal may say why in our Vendor Specific Payload (RFC 5415 §9.1.2).
+                let why = msg
+                    .elements()
+                    .find_map(|raw| match raw.and_then(Element::parse) {
+                        Ok(Element::VendorSpecific {
+                            element_id, data, ..
+                        }) if element_id == crate::wtp::image::VENDOR_ELEMENT_DOWNLOAD_FAILURE => {
+                            Some(String::from_utf8_lossy(data).into_owned())
+                        }
+                        _ => None,
+                    });
+                self.on_image_block_response(peer, result, why.as_deref(), now)
+            }
             Some(MessageType::ConfigurationUpdateResponse) => self.on_update_response(peer, result),
             _ => {}
         }

@@ -2,8 +2,12 @@
 //! write; marking a new slot good; the bootloader's side of the contract, for the simulated
 //! board and the tests. docs/ab-update.md describes the contract with U-Boot.
 //!
-//! The order is what makes a power cut at any write harmless:
-//! 1. verify the manifest, signature and chain before a byte of payload is written;
+//! The order is what makes a power cut at any write harmless, and a bad image cost nothing:
+//! 0. refuse while the booted slot is on trial or not good ([`check_fallback`]): the other
+//!    slot is then the only good one;
+//! 1. verify the whole image before the first write ([`verify_image`]): the manifest,
+//!    signature and chain, then every payload's tar header, size and SHA-256 and the end of
+//!    the archive; the image is on disk, so this is one extra read of it;
 //! 2. mark the target slot `invalid` (one environment write) before writing it;
 //! 3. stream the payload into the slot in large chunks (its digest checked as it streams),
 //!    fsync, then read the slot back and hash it against the manifest;
@@ -15,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -28,7 +32,7 @@ use super::bundle::{BundleError, BundleReader};
 use super::download::hex;
 use super::manifest::{Manifest, Payload};
 use super::read_full;
-use super::verify::{TrustPolicy, VerifyError, VERIFY_SUCCESS};
+use super::verify::{TrustPolicy, VerifiedManifest, VerifyError, VERIFY_SUCCESS};
 use crate::board::{Board, Slot};
 
 /// Chunk size for slot writes and the read-back. Writes go through the page cache, so the size
@@ -122,13 +126,23 @@ pub enum InstallError {
     FailedBefore {
         version: String,
     },
+    /// The booted slot is on trial: the other slot is the only good one.
+    OnTrial {
+        slot: String,
+        fallback: String,
+    },
+    /// The booted slot is not marked good, so the other one may be the only good slot.
+    BootedNotGood {
+        slot: String,
+        state: String,
+    },
 }
 
 impl std::fmt::Display for InstallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             InstallError::Env(e) => write!(f, "U-Boot environment: {e}"),
-            InstallError::Bundle(e) => write!(f, "image: {e}"),
+            InstallError::Bundle(e) => write!(f, "{e}"),
             InstallError::Verify(e) => write!(f, "Image signing verify failed: {e}"),
             InstallError::NoSlots => write!(f, "the board has no A/B slots"),
             InstallError::Payloads(s) => write!(f, "image payloads: {s}"),
@@ -152,6 +166,17 @@ impl std::fmt::Display for InstallError {
             InstallError::NotStaged { version } => {
                 write!(f, "no good slot holds version {version}")
             }
+            InstallError::OnTrial { slot, fallback } => write!(
+                f,
+                "booted slot {slot} is on trial (upgrade_available=1): slot {fallback} is the \
+                 last known-good image and is not written until {slot} is marked good or \
+                 rolled back"
+            ),
+            InstallError::BootedNotGood { slot, state } => write!(
+                f,
+                "booted slot {slot} is {state}, not good: the other slot may be the only good \
+                 one and is not written"
+            ),
             InstallError::FailedBefore { version } => write!(
                 f,
                 "version {version} failed to boot on this board before (rolled back); not installed again"
@@ -262,6 +287,31 @@ fn set(env: &mut Env, k: &str, v: &str) -> Result<(), InstallError> {
     env.set(k, v).map(|_| ()).map_err(InstallError::Env)
 }
 
+/// The rule that keeps a board bootable: the inactive slot may only be written while the
+/// booted slot is proven good (state `good`, not on trial). On trial (`upgrade_available=1`)
+/// the inactive slot is the bootloader's fallback, the last known-good image: writing it would
+/// leave no good slot, and the new install would reset the boot counter, so U-Boot would never
+/// roll back. The agent waits until the booted slot is marked good (in Run) or rolled back.
+pub fn check_fallback(ab: &AbState) -> Result<(), InstallError> {
+    if ab.upgrade_available {
+        return Err(InstallError::OnTrial {
+            slot: ab.boot_slot.clone(),
+            fallback: ab.other().unwrap_or("?").to_string(),
+        });
+    }
+    let state = ab
+        .slot(&ab.boot_slot)
+        .map(|s| s.2.as_str())
+        .unwrap_or("good");
+    if state != "good" {
+        return Err(InstallError::BootedNotGood {
+            slot: ab.boot_slot.clone(),
+            state: state.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// What [`install`] checks of a verified manifest before it writes anything: exactly one
 /// rootfs payload, a version that has not already failed to boot here, and a payload that
 /// fits the inactive slot. Returns that slot and the payload. The agent also runs it as soon as
@@ -272,6 +322,7 @@ pub fn check_manifest<'m>(
     ab: &AbState,
     manifest: &'m Manifest,
 ) -> Result<(Slot, &'m Payload), InstallError> {
+    check_fallback(ab)?;
     let target_name = ab.other().ok_or(InstallError::NoSlots)?;
     let target = board
         .slot(target_name)
@@ -309,13 +360,77 @@ pub fn check_manifest<'m>(
     Ok((target, rootfs[0]))
 }
 
-/// Verifies `image`, writes its rootfs payload to the inactive slot, reads it back, and either
-/// switches to it (`activate`) or leaves it staged as a good backup (a predownload).
-pub fn install<S: SlotStorage + EnvStorage>(
+/// An image that passed every check of [`verify_image`], the whole file read: its signed head,
+/// every payload's tar header, size and SHA-256, nothing after the end of the archive, and
+/// this board's install rules. Nothing has been written yet.
+#[derive(Debug)]
+pub struct CheckedImage {
+    verified: VerifiedManifest,
+    target: Slot,
+    rootfs: Payload,
+}
+
+impl CheckedImage {
+    pub fn version(&self) -> &str {
+        &self.verified.manifest().version
+    }
+    /// The slot it would be written to.
+    pub fn slot(&self) -> &Slot {
+        &self.target
+    }
+    pub fn signer(&self) -> &str {
+        self.verified.signer()
+    }
+    /// The time floor to persist once it is installed.
+    pub fn new_time_floor(&self) -> u64 {
+        self.verified.new_time_floor()
+    }
+}
+
+/// Checks a whole image without writing anything: the environment and the A/B rules
+/// ([`check_manifest`]), the signed head ([`TrustPolicy`]), then every byte after it. Only when
+/// all of it is good does it log [`VERIFY_SUCCESS`]. An image refused here leaves both slots
+/// and the environment exactly as they were.
+pub fn verify_image<S: EnvStorage>(
     board: &Board,
     env_cfg: &EnvConfig,
     storage: &mut S,
     image: impl Read,
+    policy: &TrustPolicy,
+) -> Result<CheckedImage, InstallError> {
+    let (env, _) = read_with(storage, env_cfg)?;
+    let ab = AbState::read(board, &env)?;
+    let mut bundle = BundleReader::new(image)?;
+    let verified = bundle.verify(policy)?;
+    let (target, rootfs) = check_manifest(board, &ab, verified.manifest())?;
+    let rootfs = rootfs.clone();
+    // Every payload, to the end of the archive: the digests, and nothing but zeros after.
+    while let Some(payload) = bundle.next_payload(&verified)? {
+        payload.finish()?;
+    }
+    bundle.finish()?;
+    info!(
+        "{VERIFY_SUCCESS} ({}, signed by {}, {} bytes for slot {})",
+        verified.manifest().version,
+        verified.signer(),
+        rootfs.size,
+        target.name
+    );
+    Ok(CheckedImage {
+        verified,
+        target,
+        rootfs,
+    })
+}
+
+/// Verifies `image` whole ([`verify_image`]), then writes its rootfs payload to the inactive
+/// slot, reads it back, and either switches to it (`activate`) or leaves it staged as a good
+/// backup (a predownload).
+pub fn install<S: SlotStorage + EnvStorage, R: Read + Seek>(
+    board: &Board,
+    env_cfg: &EnvConfig,
+    storage: &mut S,
+    image: R,
     policy: &TrustPolicy,
     activate: bool,
 ) -> Result<InstallReport, InstallError> {
@@ -324,27 +439,50 @@ pub fn install<S: SlotStorage + EnvStorage>(
 
 /// [`install`] with a chosen write size (tests use small chunks to cut power between more
 /// writes).
-pub fn install_chunked<S: SlotStorage + EnvStorage>(
+pub fn install_chunked<S: SlotStorage + EnvStorage, R: Read + Seek>(
     board: &Board,
     env_cfg: &EnvConfig,
     storage: &mut S,
-    image: impl Read,
+    mut image: R,
     policy: &TrustPolicy,
     activate: bool,
     chunk: usize,
 ) -> Result<InstallReport, InstallError> {
+    let checked = verify_image(board, env_cfg, storage, &mut image, policy)?;
+    write_image(board, env_cfg, storage, image, &checked, activate, chunk)
+}
+
+/// Writes an image that [`verify_image`] accepted: reads it again from its start (the second
+/// pass checks the same digests as it writes), marks the target `invalid`, writes, syncs,
+/// reads back, and switches or stages it in one environment write.
+pub fn write_image<S: SlotStorage + EnvStorage, R: Read + Seek>(
+    board: &Board,
+    env_cfg: &EnvConfig,
+    storage: &mut S,
+    mut image: R,
+    checked: &CheckedImage,
+    activate: bool,
+    chunk: usize,
+) -> Result<InstallReport, InstallError> {
+    image
+        .seek(SeekFrom::Start(0))
+        .map_err(|error| InstallError::Io {
+            what: "rewind the image".into(),
+            error,
+        })?;
     let (mut env, _) = read_with(storage, env_cfg)?;
+    // The environment may have changed since the check (another writer): check again.
     let ab = AbState::read(board, &env)?;
+    let manifest = checked.verified.manifest().clone();
+    let (target, _) = check_manifest(board, &ab, &manifest)?;
+    if target.name != checked.target.name {
+        return Err(InstallError::Payloads(format!(
+            "the inactive slot changed from {} to {} since the image was checked",
+            checked.target.name, target.name
+        )));
+    }
     let mut bundle = BundleReader::new(image)?;
-    let verified = bundle.verify(policy)?;
-    info!(
-        "{VERIFY_SUCCESS} ({}, signed by {})",
-        verified.manifest().version,
-        verified.signer()
-    );
-    let manifest = verified.manifest().clone();
-    let (target, rootfs) = check_manifest(board, &ab, &manifest)?;
-    let rootfs = rootfs.clone();
+    let rootfs = checked.rootfs.clone();
     let expected = rootfs.sha256;
 
     // The slot can never look good while it is being written.
@@ -364,7 +502,7 @@ pub fn install_chunked<S: SlotStorage + EnvStorage>(
     let mut written = 0u64;
     {
         let mut payload = bundle
-            .next_payload(&verified)?
+            .next_payload(&checked.verified)?
             .ok_or_else(|| InstallError::Payloads("the rootfs payload is missing".into()))?;
         loop {
             let n = read_full(&mut payload, &mut buf).map_err(|error| InstallError::Io {
@@ -432,7 +570,7 @@ pub fn install_chunked<S: SlotStorage + EnvStorage>(
         version: manifest.version.clone(),
         bytes: written,
         sha256: got,
-        new_time_floor: verified.new_time_floor(),
+        new_time_floor: checked.new_time_floor(),
         activated: activate,
     })
 }
@@ -457,6 +595,14 @@ pub fn activate<S: EnvStorage>(
 ) -> Result<String, InstallError> {
     let (mut env, _) = read_with(storage, env_cfg)?;
     let ab = AbState::read(board, &env)?;
+    if ab.upgrade_available {
+        // Stay on the slot under trial until it is marked good or rolled back: a switch now
+        // would make an unproven slot the bootloader's fallback.
+        return Err(InstallError::OnTrial {
+            slot: ab.boot_slot.clone(),
+            fallback: ab.other().unwrap_or("?").to_string(),
+        });
+    }
     let other = ab.other().ok_or(InstallError::NoSlots)?.to_string();
     if ab.backup().as_deref() != Some(version) {
         return Err(InstallError::NotStaged {

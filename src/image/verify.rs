@@ -75,6 +75,10 @@ pub struct TrustPolicy {
     pub allow_downgrade: bool,
     /// The running version; `None` (e.g. unknown) skips the downgrade check.
     pub current_version: Option<String>,
+    /// The version the controller announced for this download (Join Response, Image
+    /// Identifier, predownload request): the signed manifest must say exactly this. `None`
+    /// (`wtpd fetch`, no controller) skips the check.
+    pub expected_version: Option<String>,
 }
 
 impl TrustPolicy {
@@ -211,6 +215,17 @@ pub enum VerifyError {
     BadCurrentVersion {
         current: String,
     },
+    /// The signed manifest names another version than the controller announced.
+    NotAnnounced {
+        announced: String,
+        manifest: String,
+    },
+    /// The manifest's build time is later than any time the agent accepts (see
+    /// [`effective_time`]).
+    BuildTimeImplausible {
+        build_time: u64,
+        limit: u64,
+    },
 }
 
 impl fmt::Display for VerifyError {
@@ -249,11 +264,11 @@ impl fmt::Display for VerifyError {
                 last_issuer,
             } => write!(
                 f,
-                "no chain from signer {signer} to a trusted root (last issuer in signer.pem: \
+                "no chain from {signer} to a trusted root (last issuer in signer.pem: \
                  {last_issuer})"
             ),
             VerifyError::Chain { signer, reason } => {
-                write!(f, "certificate chain of signer {signer} refused: {reason}")
+                write!(f, "certificate chain of {signer} refused: {reason}")
             }
             VerifyError::BadSignature { algorithm, signer } => write!(
                 f,
@@ -283,6 +298,19 @@ impl fmt::Display for VerifyError {
                     "current version {current:?} is not a dotted numeric version"
                 )
             }
+            VerifyError::NotAnnounced {
+                announced,
+                manifest,
+            } => write!(
+                f,
+                "the signed manifest says version {manifest}, the controller announced \
+                 {announced}"
+            ),
+            VerifyError::BuildTimeImplausible { build_time, limit } => write!(
+                f,
+                "manifest build_time {build_time} is later than the latest time accepted, \
+                 {limit} (unix seconds)"
+            ),
         }
     }
 }
@@ -455,11 +483,7 @@ pub fn verify_manifest(
             reason: format!("{} certificates, at most {MAX_CHAIN_CERTS}", chain.len()),
         });
     }
-    let time = policy
-        .now
-        .unwrap_or(0)
-        .max(policy.not_before_floor)
-        .max(manifest.build_time);
+    let time = effective_time(policy, manifest.build_time)?;
 
     let mut anchors = Vec::with_capacity(policy.anchors.len());
     for (i, a) in policy.anchors.iter().enumerate() {
@@ -534,6 +558,15 @@ pub fn verify_manifest(
         }
     }
 
+    if let Some(announced) = &policy.expected_version {
+        if announced != &manifest.version {
+            return Err(VerifyError::NotAnnounced {
+                announced: announced.clone(),
+                manifest: manifest.version.clone(),
+            });
+        }
+    }
+
     let digest = ring::digest::digest(&ring::digest::SHA256, manifest_bytes);
     let mut manifest_sha256 = [0u8; 32];
     manifest_sha256.copy_from_slice(digest.as_ref());
@@ -543,6 +576,49 @@ pub fn verify_manifest(
         signer,
         verification_time: time,
     })
+}
+
+/// How far ahead of a set clock a time floor or a manifest's build time may be (clock skew
+/// between the build host and the board).
+pub const MAX_AHEAD_OF_CLOCK: u64 = 86_400;
+/// The latest time accepted from a file or a manifest on a board without a real-time clock
+/// (2100-01-01): a floor beyond it is garbage, and an image built beyond it is refused.
+pub const LATEST_PLAUSIBLE_TIME: u64 = 4_102_444_800;
+
+/// The time certificates are checked at: `max(clock, floor, build time)`, where nothing that
+/// came from a file (the floor) or from the controller (the build time of the image it served)
+/// may carry the time past what the agent accepts: a set clock plus [`MAX_AHEAD_OF_CLOCK`],
+/// or without a clock [`LATEST_PLAUSIBLE_TIME`]. A floor beyond that is ignored (the caller
+/// logs it, see [`plausible_floor`]); a build time beyond it refuses the image, so a lying
+/// controller cannot raise the persisted floor and lock every later image out.
+pub fn effective_time(policy: &TrustPolicy, build_time: u64) -> Result<u64, VerifyError> {
+    let limit = latest_accepted_time(policy.now);
+    if build_time > limit {
+        return Err(VerifyError::BuildTimeImplausible { build_time, limit });
+    }
+    let floor = plausible_floor(policy.not_before_floor, policy.now).unwrap_or(0);
+    Ok(policy.now.unwrap_or(0).max(floor).max(build_time))
+}
+
+/// A clock before 2020-01-01 is a board whose real-time clock was never set.
+pub const CLOCK_SET_AFTER: u64 = 1_577_836_800;
+
+/// The clock if it is set (see [`CLOCK_SET_AFTER`]).
+pub fn set_clock(now: Option<u64>) -> Option<u64> {
+    now.filter(|&n| n > CLOCK_SET_AFTER)
+}
+
+/// The latest time the agent accepts from a file or a manifest, given the clock.
+pub fn latest_accepted_time(now: Option<u64>) -> u64 {
+    match set_clock(now) {
+        Some(now) => now.saturating_add(MAX_AHEAD_OF_CLOCK),
+        None => LATEST_PLAUSIBLE_TIME,
+    }
+}
+
+/// `Some(floor)` when a persisted time floor is plausible (see [`effective_time`]).
+pub fn plausible_floor(floor: u64, now: Option<u64>) -> Option<u64> {
+    (floor <= latest_accepted_time(now)).then_some(floor)
 }
 
 /// Convenience for callers holding anchor files.

@@ -47,6 +47,26 @@ struct Ab {
     disk: Disk,
     /// The booted slot was on trial and still needs marking good.
     trial: bool,
+    /// Why nothing may be installed on this board at all (no valid U-Boot environment).
+    refused: Option<String>,
+    /// The image [`Action::VerifyImage`] accepted, kept open for its install.
+    checked: Option<(install::CheckedImage, std::fs::File)>,
+}
+
+impl Ab {
+    /// Why this board may not download, install or switch now, for the WTP core.
+    fn hold(&self) -> Option<crate::wtp::Hold> {
+        if let Some(r) = &self.refused {
+            return Some(crate::wtp::Hold::Refused(r.clone()));
+        }
+        self.trial.then(|| {
+            crate::wtp::Hold::Trial(
+                "the booted slot is on trial: it is marked good in Run before the other slot \
+                 (the last known-good image) may be written"
+                    .into(),
+            )
+        })
+    }
 }
 
 fn env_error(what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -98,6 +118,7 @@ fn prepare(cfg: &mut WtpdConfig) -> Result<(Versions, Option<Ab>, DownloadSectio
         return Ok((versions, None, download));
     }
     let mut disk = Disk::new();
+    let mut refused = None;
     let env = match bootenv::read_with(&mut disk, &env_cfg) {
         Ok((env, read)) => {
             if let Some(e) = read.other_invalid() {
@@ -109,16 +130,40 @@ fn prepare(cfg: &mut WtpdConfig) -> Result<(Versions, Option<Ab>, DownloadSectio
             }
             env
         }
-        // An erased or never-written environment (a new board): U-Boot boots its defaults, the
-        // first slot; the agent does the same and writes a valid copy at its first switch.
-        Err(e @ bootenv::EnvError::NoValidCopy { .. })
-        | Err(e @ bootenv::EnvError::BadCrc { .. }) => {
-            warn!("U-Boot environment has no valid copy ({e}): assuming the first slot boots");
+        // No valid copy (erased, zeroed, truncated, CRC wrong): U-Boot boots its built-in
+        // default environment, which the agent cannot read. Which slot runs and which one is
+        // good are unknown, so nothing is downloaded, installed or switched, and no fresh
+        // environment is written that could point the bootloader at an unknown slot. The
+        // agent still joins and answers the controller (docs/ab-update.md).
+        Err(e) => {
+            let why = format!(
+                "U-Boot environment unusable ({e}): the booted slot is unknown; images are \
+                 neither downloaded nor installed until a valid environment is restored"
+            );
+            error!("{why}");
+            refused = Some(why);
             bootenv::Env::new()
         }
-        Err(e) => return Err(env_error("U-Boot environment", e)),
     };
     let ab = AbState::read(&board, &env).map_err(|e| env_error("A/B state", e))?;
+    if refused.is_some() {
+        versions.backup = None;
+        if versions.primary.is_empty() {
+            versions.primary = "unknown".into();
+        }
+        return Ok((
+            versions,
+            Some(Ab {
+                board,
+                env_cfg,
+                disk,
+                trial: false,
+                refused,
+                checked: None,
+            }),
+            download,
+        ));
+    }
     versions = Versions {
         primary: ab.primary().unwrap_or_else(|| versions.primary.clone()),
         backup: ab.backup().or(versions.backup),
@@ -144,45 +189,100 @@ fn prepare(cfg: &mut WtpdConfig) -> Result<(Versions, Option<Ab>, DownloadSectio
             env_cfg,
             disk,
             trial,
+            refused: None,
+            checked: None,
         }),
         download,
     ))
 }
 
 /// The trust policy for an image, from the configuration, the board and the state directory.
-fn trust_policy(cfg: &WtpdConfig, ab: &Ab, current: &str) -> Result<TrustPolicy, String> {
+/// The image trust anchors, read at start too: an agent that could never verify an image
+/// refuses to start rather than fail after every download.
+fn load_anchors(
+    cfg: &WtpdConfig,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
     let anchors = TrustPolicy::anchors_from_files(&cfg.image.trust).map_err(|e| e.to_string())?;
     if anchors.is_empty() {
         return Err("no image trust anchors configured ([image] trust)".into());
     }
+    Ok(anchors)
+}
+
+/// The clock, or `None` on a board without a set real-time clock: a clock before 2020 stands
+/// for that, and the persisted floor and the manifest's build time stand in for it (never
+/// "anything goes in 1970").
+fn clock_now() -> Option<u64> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    crate::image::verify::set_clock(Some(now))
+}
+
+/// The trust policy for an image the controller announced as `announced` (`None`: no
+/// controller, as `wtpd fetch`), from the configuration, the board and the state directory.
+fn trust_policy(
+    cfg: &WtpdConfig,
+    ab: &Ab,
+    current: &str,
+    announced: Option<&str>,
+) -> Result<TrustPolicy, String> {
+    if let Some(r) = &ab.refused {
+        return Err(r.clone());
+    }
+    let anchors = load_anchors(cfg)?;
+    let now = clock_now();
     Ok(TrustPolicy {
         anchors,
         hardware_type: ab.board.image_type.clone(),
         board: ab.board.name.clone(),
-        not_before_floor: read_time_floor(cfg),
-        // A clock before 2020 is a board without a set real-time clock: the persisted floor and
-        // the manifest's build time stand in for it (never "anything goes in 1970").
-        now: (now > 1_577_836_800).then_some(now),
+        not_before_floor: read_time_floor(cfg, now),
+        now,
         allow_downgrade: cfg.image.allow_downgrade,
         current_version: Some(current.to_string()),
+        expected_version: announced.map(str::to_string),
     })
 }
 
-fn read_time_floor(cfg: &WtpdConfig) -> u64 {
-    cfg.state_dir
-        .as_ref()
-        .and_then(|d| std::fs::read_to_string(d.join("time_floor")).ok())
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
+/// The persisted time floor; garbage or a floor beyond what the agent accepts
+/// (`verify::plausible_floor`) is logged, naming the file, and ignored.
+fn read_time_floor(cfg: &WtpdConfig, now: Option<u64>) -> u64 {
+    let Some(path) = cfg.state_dir.as_ref().map(|d| d.join("time_floor")) else {
+        return 0;
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            warn!("{}: unreadable ({e}); time floor ignored", path.display());
+            return 0;
+        }
+    };
+    let Ok(floor) = text.trim().parse::<u64>() else {
+        warn!(
+            "{}: {:?} is not unix seconds; time floor ignored",
+            path.display(),
+            text.trim().chars().take(40).collect::<String>()
+        );
+        return 0;
+    };
+    match crate::image::verify::plausible_floor(floor, now) {
+        Some(f) => f,
+        None => {
+            warn!(
+                "{}: time floor {floor} is later than the latest time accepted ({}); ignored",
+                path.display(),
+                crate::image::verify::latest_accepted_time(now)
+            );
+            0
+        }
+    }
 }
 
 fn save_time_floor(cfg: &WtpdConfig, floor: u64) {
     let Some(d) = &cfg.state_dir else { return };
-    if floor > read_time_floor(cfg) {
+    if floor > read_time_floor(cfg, clock_now()) {
         let _ = std::fs::create_dir_all(d);
         if let Err(e) = super::write_atomic(&d.join("time_floor"), format!("{floor}\n").as_bytes())
         {
@@ -191,7 +291,55 @@ fn save_time_floor(cfg: &WtpdConfig, floor: u64) {
     }
 }
 
-/// Verifies and installs the downloaded image.
+/// Verifies the whole downloaded image without writing anything, and keeps it open for
+/// [`install_checked`].
+fn verify_image(
+    cfg: &WtpdConfig,
+    ab: &mut Ab,
+    location: &str,
+    current: &str,
+    announced: Option<&str>,
+) -> Result<(), String> {
+    ab.checked = None;
+    let policy = trust_policy(cfg, ab, current, announced)?;
+    let mut file = std::fs::File::open(location).map_err(|e| format!("{location}: {e}"))?;
+    info!(
+        "upgrade.sh: Using image {location} on {} ... ",
+        ab.board.name
+    );
+    let checked = install::verify_image(
+        &ab.board,
+        &ab.env_cfg,
+        &mut ab.disk,
+        std::io::BufReader::new(&mut file),
+        &policy,
+    )
+    .map_err(|e| e.to_string())?;
+    ab.checked = Some((checked, file));
+    Ok(())
+}
+
+/// Writes the image [`verify_image`] accepted.
+fn install_checked(cfg: &WtpdConfig, ab: &mut Ab, activate: bool) -> Result<(), String> {
+    let (checked, file) = ab
+        .checked
+        .take()
+        .ok_or_else(|| "no verified image to install".to_string())?;
+    let report = install::write_image(
+        &ab.board,
+        &ab.env_cfg,
+        &mut ab.disk,
+        std::io::BufReader::new(file),
+        &checked,
+        activate,
+        install::CHUNK,
+    )
+    .map_err(|e| e.to_string())?;
+    save_time_floor(cfg, report.new_time_floor);
+    Ok(())
+}
+
+/// Verifies and installs an image in one go (`wtpd fetch`).
 fn install_image(
     cfg: &WtpdConfig,
     ab: &mut Ab,
@@ -199,23 +347,8 @@ fn install_image(
     current: &str,
     activate: bool,
 ) -> Result<(), String> {
-    let policy = trust_policy(cfg, ab, current)?;
-    let file = std::fs::File::open(location).map_err(|e| format!("{location}: {e}"))?;
-    info!(
-        "upgrade.sh: Using image {location} on {} ... ",
-        ab.board.name
-    );
-    let report = install::install(
-        &ab.board,
-        &ab.env_cfg,
-        &mut ab.disk,
-        std::io::BufReader::new(file),
-        &policy,
-        activate,
-    )
-    .map_err(|e| e.to_string())?;
-    save_time_floor(cfg, report.new_time_floor);
-    Ok(())
+    verify_image(cfg, ab, location, current, None)?;
+    install_checked(cfg, ab, activate)
 }
 
 /// Bytes of a download after which its head is surely on disk: the manifest, its signature
@@ -246,7 +379,14 @@ fn early_check(
     }
     *checked = true;
     let current = wtp.config().versions.primary.clone();
-    match check_head(cfg, ab, &wtp.download_location(), &current) {
+    let announced = wtp.download_version().map(str::to_string);
+    match check_head(
+        cfg,
+        ab,
+        &wtp.download_location(),
+        &current,
+        announced.as_deref(),
+    ) {
         Ok(Ok(what)) => info!("Image manifest checked at byte {bytes}: {what}"),
         Ok(Err(refusal)) => {
             wtp.abort_download(&format!("image refused at byte {bytes}: {refusal}"), now)
@@ -262,9 +402,10 @@ fn check_head(
     ab: &mut Ab,
     location: &str,
     current: &str,
+    announced: Option<&str>,
 ) -> Result<Result<String, String>, String> {
     use crate::image::bundle::BundleReader;
-    let policy = trust_policy(cfg, ab, current)?;
+    let policy = trust_policy(cfg, ab, current, announced)?;
     let file = std::fs::File::open(location).map_err(|e| format!("{location}: {e}"))?;
     let bundle = match BundleReader::new(std::io::BufReader::new(file)) {
         Ok(b) => b,
@@ -295,6 +436,12 @@ fn check_head(
 pub fn fetch_and_install(cfg: WtpdConfig, url: &str) -> Result<i32, Box<dyn std::error::Error>> {
     let mut cfg = cfg;
     let (versions, ab, download) = prepare(&mut cfg)?;
+    if let Some(ab) = &ab {
+        if let Some(r) = &ab.refused {
+            return Err(r.clone().into());
+        }
+        load_anchors(&cfg)?;
+    }
     let report = crate::fetch::fetch_command(&cfg, &download, url)?;
     let Some(mut ab) = ab else {
         info!(
@@ -316,6 +463,11 @@ pub async fn run(
     let mut cfg = cfg;
     let (versions, mut ab, download) = prepare(&mut cfg)?;
     let cfg = cfg;
+    if ab.is_some() {
+        // Refuse to start rather than fail after every download.
+        let anchors = load_anchors(&cfg).map_err(|e| env_error("image trust anchors", e))?;
+        info!("Image trust anchors: {} certificate(s)", anchors.len());
+    }
     let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
     let ctx = match &dtls_cfg {
         Some(c) => Some(DtlsContext::client(c)?),
@@ -352,6 +504,7 @@ pub async fn run(
         WtpConfig {
             identity: cfg.wtp.clone(),
             can_switch: ab.is_some(),
+            hold: ab.as_ref().and_then(Ab::hold),
             versions: versions.clone(),
             timers: cfg.timers.clone(),
             download: download.policy(),
@@ -403,7 +556,10 @@ pub async fn run(
                     _ => send(&sock, &out, t.to).await,
                 }
             }
-            while let Some(a) = wtp.poll_action() {
+            // One action a turn: what it makes the state machine send (the answer to the AC's
+            // last Image Data Request, a failure report) goes out before the next action (a
+            // DTLS close) runs.
+            if let Some(a) = wtp.poll_action() {
                 busy = true;
                 match a {
                     Action::FindControllers => {
@@ -449,16 +605,34 @@ pub async fn run(
                         }
                         link = Link::None;
                     }
+                    Action::VerifyImage {
+                        version,
+                        location,
+                        predownload: _,
+                    } => {
+                        let current = wtp.config().versions.primary.clone();
+                        let result = match (&mut ab, download.install) {
+                            (Some(ab), _) => {
+                                verify_image(&cfg, ab, &location, &current, Some(&version))
+                            }
+                            (None, InstallMethod::None) => Ok(()),
+                            (None, InstallMethod::Refuse) => {
+                                Err("this board does not install images (install = \"refuse\")"
+                                    .to_string())
+                            }
+                        };
+                        if let Err(e) = &result {
+                            warn!("{e}");
+                        }
+                        wtp.image_verified(result, clock.now());
+                    }
                     Action::InstallImage {
                         version,
                         location,
                         predownload,
                     } => {
-                        let current = wtp.config().versions.primary.clone();
                         let result = match (&mut ab, download.install) {
-                            (Some(ab), _) => {
-                                install_image(&cfg, ab, &location, &current, !predownload)
-                            }
+                            (Some(ab), _) => install_checked(&cfg, ab, !predownload),
                             (None, InstallMethod::None) => {
                                 info!(
                                     "Image {version} kept at {location} (install = \"none\": nothing is written to a partition){}",
@@ -539,11 +713,15 @@ pub async fn run(
             if let Some(ab) = ab.as_mut().filter(|a| a.trial) {
                 ab.trial = false;
                 match install::mark_good(&ab.board, &ab.env_cfg, &mut ab.disk) {
-                    Ok(Some(slot)) => info!(
-                        "Slot {slot} ({}) marked good",
-                        wtp.config().versions.primary
-                    ),
-                    Ok(None) => {}
+                    Ok(marked) => {
+                        if let Some(slot) = marked {
+                            info!(
+                                "Slot {slot} ({}) marked good",
+                                wtp.config().versions.primary
+                            );
+                        }
+                        wtp.release_hold(clock.now());
+                    }
                     Err(e) => warn!("Marking the slot good failed: {e}"),
                 }
             }

@@ -140,6 +140,26 @@ pub struct Versions {
     pub backup: Option<String>,
 }
 
+/// Why a board neither downloads, installs nor switches now. The WTP then still joins and
+/// serves the controller; it says why in the log, the status and its answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// The booted slot is on trial (`upgrade_available=1`): the other slot is the bootloader's
+    /// fallback, the only good image. Released once the booted slot is marked good in Run
+    /// ([`Wtp::release_hold`](super::Wtp::release_hold)), or by the bootloader's rollback.
+    Trial(String),
+    /// The board cannot install at all (its U-Boot environment is unreadable, ...).
+    Refused(String),
+}
+
+impl Hold {
+    pub fn reason(&self) -> &str {
+        match self {
+            Hold::Trial(r) | Hold::Refused(r) => r,
+        }
+    }
+}
+
 /// Everything the WTP state machine needs at start.
 #[derive(Debug, Clone)]
 pub struct WtpConfig {
@@ -151,6 +171,8 @@ pub struct WtpConfig {
     pub retry: RetryState,
     /// The board can switch to its other slot (an A/B board).
     pub can_switch: bool,
+    /// Why the board cannot install or switch now, if it cannot.
+    pub hold: Option<Hold>,
     /// Seed for jitter and the Session ID.
     pub seed: u64,
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use super::{AfterTeardown, State, Wtp};
 use crate::capwap::element::image_data_type;
@@ -46,6 +46,16 @@ impl DownloadState {
     }
 }
 
+/// The AC's last Image Data Request of a transfer, whose answer waits for the verdict on the
+/// whole image (RFC 5415 §9.1.2: the Result Code says whether the request was good).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PendingVerdict {
+    pub msg_type: u32,
+    pub seq: u8,
+    pub version: String,
+    pub predownload: bool,
+}
+
 /// What changes the status an operator sees: cheap to compute for every datagram.
 pub type StatusKey = (State, DownloadState, Option<u8>, u32, Option<Instant>);
 
@@ -79,7 +89,7 @@ impl Wtp {
             info!("Version matches the controller.");
             return false;
         }
-        if v.backup.as_deref() == Some(version.as_str()) {
+        if v.backup.as_deref() == Some(version.as_str()) && self.cfg.hold.is_none() {
             // Figure 7: the WTP has the image in its other partition: switch and reset.
             info!("{line}");
             if !self.cfg.can_switch {
@@ -97,6 +107,17 @@ impl Wtp {
                 now,
             );
             return true;
+        }
+        if let Some(hold) = self.cfg.hold.clone() {
+            // No download, no switch: join with what runs (RFC 5415 leaves the decision to
+            // the WTP) and say why. On trial, the slot is marked good in Run, the hold ends,
+            // and the WTP comes back for the controller's version (release_hold).
+            info!("{line}");
+            info!("Version does not match.");
+            warn!("Not downloading {version}: {}", hold.reason());
+            self.last_error = Some(format!("{version} not downloaded: {}", hold.reason()));
+            self.deferred_version = Some(version);
+            return false;
         }
         // The seed's order: the state first, then the versions and the verdict.
         self.set_state(State::ImageData, now);
@@ -214,12 +235,13 @@ impl Wtp {
             let needed_kib = (size as u64).div_ceil(1024);
             if let Some(space) = self.space {
                 if needed_kib > space.available_kib {
-                    let predownload = t.predownload;
                     let reason = format!(
                         "image download cannot start: /tmp space: NOT OK available {}, required {needed_kib}",
                         space.available_kib
                     );
-                    return self.fail_download(&reason, predownload, true, now);
+                    warn!("{reason}");
+                    // The AC's first Image Data Request is answered with the refusal.
+                    self.refusal = Some(reason);
                 }
             }
         }
@@ -246,6 +268,14 @@ impl Wtp {
             return;
         };
         let predownload = self.transfer.as_ref().is_some_and(|t| t.predownload);
+        if let Some(reason) = self.refusal.take() {
+            if data_type != image_data_type::ERROR {
+                self.send_refusal(msg.msg_type, msg.seq, &reason);
+            } else {
+                self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+            }
+            return self.fail_download(&reason, predownload, false, now);
+        }
         match data_type {
             image_data_type::DATA | image_data_type::LAST => {}
             image_data_type::ERROR => {
@@ -285,14 +315,9 @@ impl Wtp {
             info!(".......... {pct}% ({} bytes)", t.bytes);
         }
         if let Err(e) = self.store.write(data) {
-            let code = ResultCode::ImageDataErrorOther as u32;
-            self.send_response(msg.msg_type, msg.seq, Some(code));
-            return self.fail_download(
-                &format!("cannot write the image: {e}"),
-                predownload,
-                true,
-                now,
-            );
+            let reason = format!("cannot write the image: {e}");
+            self.send_refusal(msg.msg_type, msg.seq, &reason);
+            return self.fail_download(&reason, predownload, false, now);
         }
         self.image_deadline = Some(now + self.cfg.timers.image_data_start);
         if data_type == image_data_type::DATA {
@@ -321,19 +346,10 @@ impl Wtp {
             }
         };
         if let Err(e) = self.store.finish() {
-            self.send_response(
-                msg.msg_type,
-                msg.seq,
-                Some(ResultCode::ImageDataErrorOther as u32),
-            );
-            return self.fail_download(
-                &format!("cannot store the image: {e}"),
-                predownload,
-                true,
-                now,
-            );
+            let reason = format!("cannot store the image: {e}");
+            self.send_refusal(msg.msg_type, msg.seq, &reason);
+            return self.fail_download(&reason, predownload, false, now);
         }
-        self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
         self.image_deadline = None;
         info!("Last block stored, IsPre {}", predownload as u8);
         info!("Image transfer completed from WLC, last 1");
@@ -343,29 +359,96 @@ impl Wtp {
             digests.size,
             self.store.location()
         );
-        self.retry_count = 0;
-        self.last_error = None;
-        self.next_retry = None;
-        if predownload {
-            self.download_state = DownloadState::CompletedPredownloading;
-            self.predownloaded = Some(t.version.clone());
-            info!(
-                "Predownload of {} complete: waiting for a Reset Request that names it",
-                t.version
-            );
-        } else {
-            self.download_state = DownloadState::CompletedDownloading;
-        }
-        self.actions.push_back(super::Action::InstallImage {
+        // The answer to this last request waits for the verdict on the whole image.
+        self.verifying = Some(PendingVerdict {
+            msg_type: msg.msg_type,
+            seq: msg.seq,
+            version: t.version.clone(),
+            predownload,
+        });
+        self.actions.push_back(super::Action::VerifyImage {
             version: t.version.clone(),
             location: self.store.location(),
             predownload,
         });
     }
 
+    /// The driver's answer to [`Action::VerifyImage`](super::Action::VerifyImage): `Ok` when
+    /// the whole image passed and may be written, `Err(why)` when it was refused. Answers the
+    /// AC's last Image Data Request with the verdict; on success the install follows
+    /// ([`Action::InstallImage`](super::Action::InstallImage)), on a refusal the download
+    /// ends as any failed one (retry with backoff).
+    pub fn image_verified(&mut self, result: Result<(), String>, now: Instant) {
+        let Some(p) = self.verifying.take() else {
+            debug!("image verdict with no transfer awaiting it ignored");
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.send_response(p.msg_type, p.seq, Some(ResultCode::Success as u32));
+                self.retry_count = 0;
+                self.last_error = None;
+                self.next_retry = None;
+                if p.predownload {
+                    self.download_state = DownloadState::CompletedPredownloading;
+                    self.predownloaded = Some(p.version.clone());
+                    info!(
+                        "Predownload of {} complete: waiting for a Reset Request that names it",
+                        p.version
+                    );
+                } else {
+                    self.download_state = DownloadState::CompletedDownloading;
+                }
+                self.actions.push_back(super::Action::InstallImage {
+                    version: p.version,
+                    location: self.store.location(),
+                    predownload: p.predownload,
+                });
+            }
+            Err(reason) => {
+                let reason = format!("image refused: {reason}");
+                self.send_refusal(p.msg_type, p.seq, &reason);
+                self.fail_download(&reason, p.predownload, false, now);
+            }
+        }
+    }
+
+    /// Answers an AC's Image Data Request with Image Data Error (Other Error) and why.
+    fn send_refusal(&mut self, request_type: u32, seq: u8, reason: &str) {
+        let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
+            return;
+        };
+        let pkt = super::messages::response_with_reason(
+            &mut self.builder,
+            request_type,
+            seq,
+            ResultCode::ImageDataErrorOther as u32,
+            self.cfg.identity.vendor_id,
+            VENDOR_ELEMENT_DOWNLOAD_FAILURE,
+            reason,
+        );
+        self.responder.record(seq, pkt);
+        self.out.push(
+            super::Transmit {
+                to: peer,
+                channel: super::Channel::ControlSecure,
+            },
+            pkt,
+        );
+    }
+
     /// Bytes received of the transfer under way, if one is.
     pub fn download_bytes(&self) -> Option<u64> {
         self.transfer.as_ref().map(|t| t.bytes)
+    }
+
+    /// The version of the download under way or last started (the one the controller
+    /// announced for it).
+    pub fn download_version(&self) -> Option<&str> {
+        self.transfer
+            .as_ref()
+            .map(|t| t.version.as_str())
+            .or(self.download_version.as_deref())
     }
 
     /// Where the download is being written.
@@ -374,12 +457,13 @@ impl Wtp {
     }
 
     /// The driver found the transfer under way unusable before its end (the manifest at the
-    /// head of the image refused by this board): abort it as any failed download, removing the
-    /// partial file, telling the controller, and retrying with backoff.
-    pub fn abort_download(&mut self, reason: &str, now: Instant) {
-        if let Some(t) = self.transfer.as_ref() {
-            let predownload = t.predownload;
-            self.fail_download(reason, predownload, true, now);
+    /// head of the image refused by this board): the AC's next Image Data Request is answered
+    /// with the refusal (RFC 5415 §9.1.2), and the download ends as any failed one (the partial
+    /// file removed, retry with backoff). If no request comes, ImageDataStartTimer ends it.
+    pub fn abort_download(&mut self, reason: &str, _now: Instant) {
+        if self.transfer.is_some() && self.refusal.is_none() {
+            warn!("Image download refused: {reason}; the AC's next request is answered so");
+            self.refusal = Some(reason.to_string());
         }
     }
 
@@ -410,6 +494,9 @@ impl Wtp {
                 );
             }
             Err(reason) => {
+                // The AC's last request was answered already (the image verified): in Run a
+                // WTP Event Request tells it (§9.4); in Image Data the teardown and the
+                // status say it.
                 self.predownloaded = None;
                 self.fail_download(&format!("install failed: {reason}"), predownload, true, now);
             }
@@ -432,8 +519,12 @@ impl Wtp {
         self.transfer = None;
         self.pending_image_request = false;
         self.image_deadline = None;
+        self.refusal = None;
+        self.verifying = None;
         let wait = self.record_failure(reason, now);
-        if tell_ac && self.state.has_session() {
+        // RFC 5415 §9.4: the WTP Event Request is sent in Run only. In Image Data the failure
+        // reached the AC as the Result Code of an Image Data Response, or not at all.
+        if tell_ac && self.state == State::Run {
             self.send_failure_event(reason, now);
         }
         if predownload && self.state == State::Run {
@@ -461,7 +552,7 @@ impl Wtp {
     }
 
     /// Tells the controller why the download failed: a WTP Event Request with our vendor
-    /// element, if no other request is outstanding.
+    /// element, if no other request is outstanding. Run state only (§9.4).
     fn send_failure_event(&mut self, reason: &str, now: Instant) {
         if self.requester.busy() {
             return;
@@ -493,6 +584,10 @@ impl Wtp {
     pub(super) fn image_timer(&mut self, now: Instant) {
         self.image_deadline = None;
         let Some(t) = &self.transfer else { return };
+        if let Some(reason) = self.refusal.take() {
+            let predownload = t.predownload;
+            return self.fail_download(&reason, predownload, false, now);
+        }
         let reason = if t.msgs == 0 {
             "image download cannot start"
         } else {
@@ -523,6 +618,12 @@ impl Wtp {
             let code = ResultCode::ImageDataErrorImageAlreadyPresent as u32;
             return self.send_response(msg.msg_type, msg.seq, Some(code));
         }
+        if let Some(hold) = self.cfg.hold.clone() {
+            let reason = format!("predownload of {version} refused: {}", hold.reason());
+            warn!("{reason}");
+            self.last_error = Some(reason.clone());
+            return self.send_refusal(msg.msg_type, msg.seq, &reason);
+        }
         self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
         if self.transfer.as_ref().is_some_and(|t| t.version == version) {
             return;
@@ -535,6 +636,14 @@ impl Wtp {
 
     /// A Reset Request that names an image: activate the predownloaded one.
     pub(super) fn on_activate(&mut self, version: &str, msg: &ControlMessage<'_>, now: Instant) {
+        if let Some(hold) = &self.cfg.hold {
+            warn!(
+                "Reset Request names {version}: not switching: {}",
+                hold.reason()
+            );
+            let code = ResultCode::ResetFailureUnableToReset as u32;
+            return self.send_response(msg.msg_type, msg.seq, Some(code));
+        }
         if self.predownloaded.as_deref() != Some(version)
             && self.cfg.versions.backup.as_deref() != Some(version)
         {
@@ -551,6 +660,29 @@ impl Wtp {
         self.teardown(
             "reset requested by the AC",
             AfterTeardown::Reboot(format!("activate {version}")),
+            now,
+        );
+    }
+
+    /// The booted slot was marked good: a trial hold ends. If the controller runs another
+    /// version that the hold kept the WTP from downloading, CAPWAP restarts to download it now
+    /// (the other slot may be written again: the booted one is proven good).
+    pub fn release_hold(&mut self, now: Instant) {
+        if !matches!(self.cfg.hold, Some(super::Hold::Trial(_))) {
+            return;
+        }
+        self.cfg.hold = None;
+        let Some(version) = self.deferred_version.take() else {
+            return;
+        };
+        if version == self.cfg.versions.primary {
+            return;
+        }
+        self.last_error = None;
+        info!("Trial over; the controller runs {version}: restarting CAPWAP to download it");
+        self.teardown(
+            &format!("slot marked good, controller version {version}"),
+            AfterTeardown::Restart,
             now,
         );
     }

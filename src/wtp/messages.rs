@@ -198,6 +198,32 @@ pub fn response(b: &mut PacketBuilder, request_type: u32, seq: u8, result: Optio
     b.finish()
 }
 
+/// A response with a failure Result Code and why, as a Vendor Specific Payload (§4.6.39) under
+/// `vendor` (the Image Data Response may carry one, §9.1.2).
+pub fn response_with_reason<'b>(
+    b: &'b mut PacketBuilder,
+    request_type: u32,
+    seq: u8,
+    result: u32,
+    vendor: u32,
+    element_id: u16,
+    reason: &str,
+) -> &'b [u8] {
+    b.start(&Header::control(), request_type.wrapping_add(1), seq);
+    b.element(&Element::ResultCode(result));
+    // The element's value has a 16-bit length: keep the text well inside it.
+    let mut end = reason.len().min(1024);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    b.element(&Element::VendorSpecific {
+        vendor,
+        element_id,
+        data: &reason.as_bytes()[..end],
+    });
+    b.finish()
+}
+
 /// The Data Channel Keep-Alive (§4.4.1): K flag, then the element length and the Session ID.
 ///
 /// The length counts "the bytes following the CAPWAP Header", so it includes its own two bytes,

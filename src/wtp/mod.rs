@@ -35,7 +35,7 @@ use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::rng::Rng;
 use crate::time::Instant;
 
-pub use config::{DownloadPolicy, RetryState};
+pub use config::{DownloadPolicy, Hold, RetryState};
 pub use config::{Identity, Timers, Versions, WtpConfig};
 pub use discovery::{Candidate, Target, TargetKind};
 pub use image::{DownloadState, DownloadStatus};
@@ -70,9 +70,17 @@ pub enum Action {
     DtlsClose,
     /// Restart the device (after the Reset state).
     Reboot { reason: String },
-    /// A complete, checked image is in the download directory: verify and install it (to the
-    /// inactive partition), then call [`Wtp::install_done`]. A predownloaded image is installed
-    /// without switching.
+    /// The last block of an image is stored: verify the whole file (signature, every payload,
+    /// this board's rules, the version the controller announced) without writing anything,
+    /// then call [`Wtp::image_verified`]. The AC's last Image Data Request is answered with
+    /// the verdict (RFC 5415 §9.1.2).
+    VerifyImage {
+        version: String,
+        location: String,
+        predownload: bool,
+    },
+    /// The image [`Action::VerifyImage`] accepted: install it (to the inactive partition), then
+    /// call [`Wtp::install_done`]. A predownloaded image is installed without switching.
     InstallImage {
         version: String,
         location: String,
@@ -172,6 +180,13 @@ pub struct Wtp {
     next_retry: Option<Instant>,
     /// A complete predownloaded image waiting for its Reset Request.
     predownloaded: Option<String>,
+    /// The AC's last Image Data Request, answered once the image is verified.
+    verifying: Option<image::PendingVerdict>,
+    /// Why the transfer under way is refused: the AC's next Image Data Request is answered
+    /// with this (§9.1.2) and the download ends.
+    refusal: Option<String>,
+    /// The controller's version that a hold kept the WTP from downloading.
+    deferred_version: Option<String>,
     /// The version the AC asked to predownload, and when to try again after a failure.
     predownload_version: Option<String>,
     predownload_retry: Option<(String, Instant)>,
@@ -221,6 +236,9 @@ impl Wtp {
             last_error: cfg.retry.last_error.clone(),
             next_retry: None,
             predownloaded: None,
+            verifying: None,
+            refusal: None,
+            deferred_version: None,
             predownload_version: None,
             predownload_retry: None,
             cfg,
@@ -459,6 +477,10 @@ impl Wtp {
         }
         self.stats.teardowns += 1;
         self.pending_image_request = false;
+        self.refusal = None;
+        if let Some(v) = self.verifying.take() {
+            debug!("verdict on {} no longer awaited: teardown", v.version);
+        }
         self.image_deadline = None;
         self.predownload_retry = None;
         self.requester.cancel();
@@ -1025,6 +1047,16 @@ impl Wtp {
                 return;
             }
             SeqOrder::New => {}
+        }
+        if self
+            .verifying
+            .as_ref()
+            .is_some_and(|v| v.seq == msg.seq && v.msg_type == msg.msg_type)
+        {
+            // The AC repeats its last Image Data Request while the image is being verified:
+            // its answer follows the verdict (the responder caches it then).
+            debug!("last Image Data Request repeated while verifying: answered after the verdict");
+            return;
         }
         let run = self.state == State::Run;
         match msg.message_type() {

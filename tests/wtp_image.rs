@@ -1,0 +1,361 @@
+//! The WTP's Image Data exchange where a download is refused or held, driven directly (no
+//! network): failures reach the AC as the Result Code of an Image Data Response (RFC 5415
+//! §9.1.2), never as a WTP Event Request outside Run (§9.4); the answer to the AC's last
+//! Image Data Request waits for the verdict on the whole image; a board whose booted slot is
+//! on trial does not download until it is marked good.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use wtpd::capwap::builder::build;
+use wtpd::capwap::element::{image_data_type, AcDescriptor};
+use wtpd::capwap::{ControlMessage, Element, MessageType, Packet, ResultCode};
+use wtpd::image::store::MemStore;
+use wtpd::time::Instant;
+use wtpd::wtp::{
+    Action, DownloadPolicy, Hold, Identity, State, Target, TargetKind, Timers, Versions, Wtp,
+    WtpConfig,
+};
+
+fn ac() -> SocketAddr {
+    "192.0.2.1:5246".parse().unwrap()
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::from_duration(Duration::from_millis(ms))
+}
+
+/// A sent packet: type, seq, result code, vendor-specific text.
+#[derive(Debug)]
+struct Sent {
+    msg_type: u32,
+    seq: u8,
+    result: Option<u32>,
+    vendor_text: Option<String>,
+}
+
+fn drain(w: &mut Wtp) -> Vec<Sent> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while w.poll_transmit(&mut buf).is_some() {
+        let p = Packet::parse(&buf).unwrap();
+        let m = ControlMessage::parse(p.payload).unwrap();
+        let mut s = Sent {
+            msg_type: m.msg_type,
+            seq: m.seq,
+            result: None,
+            vendor_text: None,
+        };
+        for e in m.elements() {
+            match Element::parse(e.unwrap()).unwrap() {
+                Element::ResultCode(c) => s.result = Some(c),
+                Element::VendorSpecific { data, .. } => {
+                    s.vendor_text = Some(String::from_utf8_lossy(data).into_owned())
+                }
+                _ => {}
+            }
+        }
+        out.push(s);
+    }
+    out
+}
+
+fn actions(w: &mut Wtp) -> Vec<Action> {
+    std::iter::from_fn(|| w.poll_action()).collect()
+}
+
+/// A WTP running 1.0 that joins an AC whose Join Response names `ac_version`. Returns it and
+/// what it sent after the Join Response.
+fn join(ac_version: &str, hold: Option<Hold>) -> (Wtp, Vec<Sent>) {
+    let mut w = Wtp::new(
+        WtpConfig {
+            identity: Identity::default(),
+            versions: Versions {
+                primary: "1.0".into(),
+                backup: Some("0.9".into()),
+            },
+            timers: Timers::default(),
+            download: DownloadPolicy {
+                required_bytes: 1024,
+                ..DownloadPolicy::default()
+            },
+            retry: Default::default(),
+            can_switch: true,
+            hold,
+            seed: 11,
+        },
+        Box::new(MemStore::new(1 << 20)),
+    );
+    w.start(at(0));
+    assert_eq!(w.poll_action(), Some(Action::FindControllers));
+    w.set_targets(
+        vec![Target {
+            addr: ac(),
+            kind: TargetKind::Static,
+        }],
+        at(0),
+    );
+    let sent = drain(&mut w);
+    let desc = AcDescriptor {
+        stations: 0,
+        station_limit: 10,
+        active_wtps: 0,
+        max_wtps: 10,
+        security: 0x02,
+        r_mac: 2,
+        dtls_policy: 2,
+        info: vec![],
+    };
+    let resp = build(
+        MessageType::DiscoveryResponse as u32,
+        sent[0].seq,
+        &[Element::AcDescriptor(desc), Element::AcName("ac-1")],
+    );
+    w.handle_control(ac(), &resp, false, at(10));
+    w.handle_timeout(at(5_000));
+    assert_eq!(w.poll_action(), Some(Action::DtlsConnect { peer: ac() }));
+    w.dtls_established("test", at(5_010));
+    let join = drain(&mut w);
+    assert_eq!(join[0].msg_type, MessageType::JoinRequest as u32);
+    let resp = build(
+        MessageType::JoinResponse as u32,
+        join[0].seq,
+        &[
+            Element::ResultCode(0),
+            Element::ImageIdentifier {
+                vendor: 32473,
+                name: ac_version,
+            },
+        ],
+    );
+    w.handle_control(ac(), &resp, true, at(5_020));
+    let after = drain(&mut w);
+    (w, after)
+}
+
+/// Joined with a version mismatch, the Image Data Request answered: the AC's blocks follow.
+fn downloading() -> Wtp {
+    let (mut w, sent) = join("2.0", None);
+    assert_eq!(w.state(), State::ImageData);
+    let req = sent
+        .iter()
+        .find(|s| s.msg_type == MessageType::ImageDataRequest as u32)
+        .expect("Image Data Request");
+    let resp = build(
+        MessageType::ImageDataResponse as u32,
+        req.seq,
+        &[Element::ResultCode(0)],
+    );
+    w.handle_control(ac(), &resp, true, at(5_100));
+    assert!(drain(&mut w).is_empty());
+    w
+}
+
+fn block(seq: u8, data_type: u8, data: &[u8]) -> Vec<u8> {
+    build(
+        MessageType::ImageDataRequest as u32,
+        seq,
+        &[Element::ImageData { data_type, data }],
+    )
+}
+
+fn no_event(sent: &[Sent]) {
+    assert!(
+        !sent
+            .iter()
+            .any(|s| s.msg_type == MessageType::WtpEventRequest as u32),
+        "a WTP Event Request outside Run: {sent:?}"
+    );
+}
+
+#[test]
+fn the_last_block_is_answered_with_the_verdict_on_the_whole_image() {
+    let mut w = downloading();
+    w.handle_control(
+        ac(),
+        &block(1, image_data_type::DATA, &[7; 1024]),
+        true,
+        at(5_200),
+    );
+    let s = drain(&mut w);
+    assert_eq!((s.len(), s[0].result), (1, Some(0)));
+    w.handle_control(
+        ac(),
+        &block(2, image_data_type::LAST, &[7; 100]),
+        true,
+        at(5_300),
+    );
+    assert!(drain(&mut w).is_empty(), "no answer before the verdict");
+    let a = actions(&mut w);
+    assert!(
+        matches!(&a[..], [Action::VerifyImage { version, predownload: false, .. }] if version == "2.0"),
+        "{a:?}"
+    );
+    // The AC repeats its last request while the image is checked: still no answer.
+    w.handle_control(
+        ac(),
+        &block(2, image_data_type::LAST, &[7; 100]),
+        true,
+        at(8_300),
+    );
+    assert!(drain(&mut w).is_empty());
+    assert!(
+        actions(&mut w).is_empty(),
+        "the repeat is not processed again"
+    );
+
+    w.image_verified(Err("manifest says 2.1".into()), at(8_400));
+    let s = drain(&mut w);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].msg_type, MessageType::ImageDataResponse as u32);
+    assert_eq!(s[0].seq, 2);
+    assert_eq!(s[0].result, Some(ResultCode::ImageDataErrorOther as u32));
+    assert!(
+        s[0].vendor_text
+            .as_deref()
+            .unwrap()
+            .contains("manifest says 2.1"),
+        "{s:?}"
+    );
+    no_event(&s);
+    assert_eq!(w.state(), State::DtlsTeardown);
+    assert_eq!(actions(&mut w), vec![Action::DtlsClose]);
+    // A repeat after the verdict gets the cached answer.
+    w.handle_control(
+        ac(),
+        &block(2, image_data_type::LAST, &[7; 100]),
+        true,
+        at(8_500),
+    );
+    assert!(
+        drain(&mut w).is_empty(),
+        "after teardown nothing is answered"
+    );
+}
+
+#[test]
+fn a_verified_image_is_installed_and_an_install_failure_sends_no_event_in_image_data() {
+    let mut w = downloading();
+    w.handle_control(
+        ac(),
+        &block(1, image_data_type::LAST, &[7; 100]),
+        true,
+        at(5_200),
+    );
+    assert!(drain(&mut w).is_empty());
+    assert!(matches!(&actions(&mut w)[..], [Action::VerifyImage { .. }]));
+    w.image_verified(Ok(()), at(5_300));
+    let s = drain(&mut w);
+    assert_eq!((s.len(), s[0].seq, s[0].result), (1, 1, Some(0)));
+    assert!(matches!(
+        &actions(&mut w)[..],
+        [Action::InstallImage { .. }]
+    ));
+    w.install_done(Err("write slot b: I/O error".into()), at(5_400));
+    let s = drain(&mut w);
+    no_event(&s);
+    assert_eq!(w.state(), State::DtlsTeardown);
+    assert_eq!(actions(&mut w), vec![Action::DtlsClose]);
+    assert!(w
+        .download_status(at(5_400))
+        .last_error
+        .unwrap()
+        .contains("I/O error"));
+}
+
+#[test]
+fn a_download_refused_early_answers_the_acs_next_request() {
+    let mut w = downloading();
+    w.handle_control(
+        ac(),
+        &block(1, image_data_type::DATA, &[7; 1024]),
+        true,
+        at(5_200),
+    );
+    assert_eq!(drain(&mut w).len(), 1);
+    // The driver found the head of the image refused (e.g. another hardware type).
+    w.abort_download(
+        "image refused at byte 262144: hardware type ap3g3",
+        at(5_250),
+    );
+    assert!(
+        drain(&mut w).is_empty(),
+        "nothing unasked is sent in Image Data"
+    );
+    assert_eq!(w.state(), State::ImageData);
+    w.handle_control(
+        ac(),
+        &block(2, image_data_type::DATA, &[7; 1024]),
+        true,
+        at(5_300),
+    );
+    let s = drain(&mut w);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(
+        (s[0].seq, s[0].result),
+        (2, Some(ResultCode::ImageDataErrorOther as u32))
+    );
+    assert!(s[0].vendor_text.as_deref().unwrap().contains("ap3g3"));
+    assert_eq!(w.state(), State::DtlsTeardown);
+    assert_eq!(actions(&mut w), vec![Action::DtlsClose]);
+}
+
+#[test]
+fn a_refused_download_with_no_further_request_ends_at_the_image_data_start_timer() {
+    let mut w = downloading();
+    w.abort_download("image refused", at(5_150));
+    assert!(drain(&mut w).is_empty());
+    // ImageDataStartTimer runs from the Image Data Response (the Echo timer fires first).
+    let t = at(5_100) + Duration::from_secs(30);
+    w.handle_timeout(t - Duration::from_millis(1));
+    assert_eq!(w.state(), State::ImageData);
+    w.handle_timeout(t);
+    no_event(&drain(&mut w));
+    assert_eq!(w.state(), State::DtlsTeardown);
+    assert_eq!(
+        w.download_status(t).last_error.as_deref(),
+        Some("image refused")
+    );
+}
+
+#[test]
+fn on_trial_the_wtp_joins_without_downloading_and_comes_back_once_marked_good() {
+    let hold = Hold::Trial("the booted slot is on trial".into());
+    let (mut w, sent) = join("2.0", Some(hold));
+    assert_eq!(w.state(), State::Configure, "no Image Data on trial");
+    assert!(sent
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
+    assert!(actions(&mut w).is_empty(), "no switch, no install");
+    assert!(w
+        .download_status(at(5_020))
+        .last_error
+        .unwrap()
+        .contains("on trial"));
+    // The driver marked the slot good (in Run): the WTP restarts to fetch 2.0.
+    w.release_hold(at(6_000));
+    assert_eq!(w.state(), State::DtlsTeardown);
+    assert_eq!(actions(&mut w), vec![Action::DtlsClose]);
+}
+
+#[test]
+fn on_trial_a_backup_that_matches_the_controller_is_not_switched_to() {
+    let (mut w, _) = join("0.9", Some(Hold::Trial("on trial".into())));
+    assert_eq!(w.state(), State::Configure);
+    assert!(
+        actions(&mut w).is_empty(),
+        "no ActivateImage while on trial"
+    );
+}
+
+#[test]
+fn a_board_that_cannot_install_never_downloads_and_a_release_does_not_restart_it() {
+    let hold = Hold::Refused("U-Boot environment unusable".into());
+    let (mut w, sent) = join("2.0", Some(hold));
+    assert_eq!(w.state(), State::Configure);
+    assert!(sent
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
+    w.release_hold(at(6_000));
+    assert_eq!(w.state(), State::Configure, "not a trial: nothing released");
+}
