@@ -832,6 +832,52 @@ fn an_image_whose_manifest_is_not_the_announced_version_is_refused() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A signed head with a bad body (one payload byte flipped near its end, so the head check at
+/// 256 KiB passes): refused when the whole image is verified after the last block, and that
+/// refusal is the answer to the AC's last Image Data Request, sent before the DTLS close.
+#[test]
+fn a_bad_body_is_refused_in_the_answer_to_the_last_block() {
+    let size: u64 = 1 << 20;
+    let (dir, _ac) = lab_with_acsim("bad-body", DemoDtls::Certificate, |dir| {
+        prepare_scenario(dir, Scenario::Upgrade, size).unwrap();
+        let p = dir.join("images/ap1g8");
+        let mut image = std::fs::read(&p).unwrap();
+        let end_of_payload = image.len() - 1024 - 512; // end blocks and the payload's padding
+        image[end_of_payload - 10] ^= 1;
+        std::fs::write(&p, image).unwrap();
+    });
+    let before = board_digest(&dir);
+    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let log = dir.join("wtpd.log");
+    assert!(
+        wait_for(&log, "Image download retry 1 in", Duration::from_secs(60)),
+        "{}",
+        read(&log)
+    );
+    let text = read(&log);
+    assert_in_order(
+        &text,
+        &[
+            "Image Data Request sent to",
+            "Image manifest checked at byte",
+            "Image transfer completed from WLC",
+            "payload rootfs.img SHA-256",
+            "Aborting image download(image: payload rootfs.img SHA-256 ",
+            "Image download retry 1 in",
+            "CAPWAP State: DTLS Teardown",
+            "DTLS session with",
+        ],
+    );
+    assert!(!text.contains("Image signing verify success"), "{text}");
+    assert!(!text.contains("no DTLS session"), "{text}");
+    assert_eq!(board_digest(&dir), before, "nothing written");
+    let alog = read(&dir.join("acsim.log"));
+    assert!(alog.contains("WTP result code 16"), "{alog}");
+    assert!(alog.contains("payload rootfs.img SHA-256"), "{alog}");
+    assert!(!alog.contains("AP Image Download Success"), "{alog}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A booted slot still on trial keeps the other (the last known-good) slot untouched: the agent
 /// joins without downloading, reaches Run, marks its slot good, and only then downloads the
 /// controller's version into the other slot.

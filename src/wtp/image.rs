@@ -406,7 +406,6 @@ impl Wtp {
                 });
             }
             Err(reason) => {
-                let reason = format!("image refused: {reason}");
                 self.send_refusal(p.msg_type, p.seq, &reason);
                 self.fail_download(&reason, p.predownload, false, now);
             }
