@@ -50,6 +50,8 @@ impl Stubs {
         Command::new(repo().join(script))
             .args(args)
             .env("PATH", path)
+            // Their temporary files (.ci/run keeps its install log) go with the stubs.
+            .env("TMPDIR", &self.dir)
             .envs(env.iter().copied())
             .output()
             .unwrap_or_else(|e| panic!("run {script}: {e}"))
