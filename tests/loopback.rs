@@ -64,20 +64,13 @@ fn edit(p: &Path, from: &str, to: &str) {
     std::fs::write(p, text.replace(from, to)).unwrap();
 }
 
-fn run_demo(dtls: &str, name: &str) -> PathBuf {
+/// `acsim demo --scenario join`, with `extra` options (none: the demo's defaults).
+fn run_demo(extra: &[&str], name: &str) -> PathBuf {
     let dir = lab(name);
+    let mut args = vec!["demo", "--dir", dir.to_str().unwrap(), "--scenario", "join"];
+    args.extend_from_slice(extra);
     let out = Command::new(acsim())
-        .args([
-            "demo",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--dtls",
-            dtls,
-            "--hold",
-            "3",
-            "--scenario",
-            "join",
-        ])
+        .args(&args)
         .env("WTPD_BIN", wtpd())
         .output()
         .expect("run acsim demo");
@@ -88,7 +81,113 @@ fn run_demo(dtls: &str, name: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Result         : OK"), "{stdout}");
+    assert_status_agrees(&stdout);
     dir
+}
+
+/// The `acsim status` table at the end of a demo's summary (or any `acsim status` output).
+fn acsim_status(text: &str) -> &str {
+    let at = text
+        .find("Total number of APs")
+        .unwrap_or_else(|| panic!("no acsim status in\n{text}"));
+    let rest = &text[at..];
+    rest.find("\nFiles").map_or(rest, |e| &rest[..e])
+}
+
+/// The rows of an `acsim status` table: the lines below the dashed line that name an AP, as
+/// (column title, value) pairs cut at the header's column starts (the table is fixed-width).
+fn status_rows(status: &str) -> Vec<Vec<(String, String)>> {
+    let header = status
+        .lines()
+        .find(|l| l.starts_with("AP Name"))
+        .unwrap_or_else(|| panic!("no header in\n{status}"));
+    let titles = [
+        "AP Name",
+        "Address",
+        "State",
+        "Primary",
+        "Backup",
+        "Image Status",
+        "Version",
+        "ETA/Percent",
+        "Echoes",
+    ];
+    let starts: Vec<usize> = titles
+        .iter()
+        .map(|t| {
+            header
+                .find(t)
+                .unwrap_or_else(|| panic!("no {t} in {header}"))
+        })
+        .collect();
+    status
+        .lines()
+        .skip_while(|l| !l.starts_with("---"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(' '))
+        .map(|l| {
+            titles
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let from = starts[i].min(l.len());
+                    let to = starts.get(i + 1).map_or(l.len(), |&e| e.min(l.len()));
+                    (t.to_string(), l[from..to].trim().to_string())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The value of column `title` in a row of [`status_rows`].
+fn cell<'a>(row: &'a [(String, String)], title: &str) -> &'a str {
+    &row.iter().find(|(t, _)| t == title).unwrap().1
+}
+
+/// A number (or word) of the counter block: `name : value`.
+fn status_counter<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim())
+        })
+        .unwrap_or_else(|| panic!("no counter '{name}' in\n{status}"))
+}
+
+/// The Image Status column's words, by counter (src/ac/status.rs).
+const IMAGE_STATUS_COUNTERS: [(&str, &str); 8] = [
+    ("Initiated", "Initiated"),
+    ("Downloading", "Downloading"),
+    ("Predownloading", "Predownloading"),
+    ("Completed downloading", "Downloaded"),
+    ("Completed predownloading", "Predownloaded"),
+    ("Not Supported", "Not Supported"),
+    ("Failed to Download", "Failed"),
+    ("Failed to Predownload", "Predl. Failed"),
+];
+
+/// The counters above acsim's table agree with its rows: the total counts every row listed,
+/// and each transfer counter the rows with that Image Status.
+fn assert_status_agrees(text: &str) {
+    let status = acsim_status(text);
+    let rows = status_rows(status);
+    assert_eq!(
+        status_counter(status, "Total number of APs"),
+        rows.len().to_string(),
+        "total vs rows:\n{status}"
+    );
+    for (counter, word) in IMAGE_STATUS_COUNTERS {
+        let n = rows
+            .iter()
+            .filter(|r| cell(r, "Image Status") == word)
+            .count();
+        assert_eq!(
+            status_counter(status, counter),
+            n.to_string(),
+            "counter '{counter}' vs rows with '{word}':\n{status}"
+        );
+    }
 }
 
 fn assert_whole_path(log: &str) {
@@ -159,7 +258,8 @@ fn assert_pcap_clean(pcap: &Path) {
 
 #[test]
 fn demo_with_certificates() {
-    let dir = run_demo("certificate", "cert");
+    // The join scenario at the demo's defaults (certificates, 5 s in Run).
+    let dir = run_demo(&[], "cert");
     let log = read(&dir.join("wtpd.log"));
     assert_whole_path(&log);
     assert!(
@@ -178,7 +278,7 @@ fn demo_with_certificates() {
 
 #[test]
 fn demo_with_psk() {
-    let dir = run_demo("psk", "psk");
+    let dir = run_demo(&["--dtls", "psk", "--hold", "3"], "psk");
     let log = read(&dir.join("wtpd.log"));
     assert_whole_path(&log);
     assert!(log.contains("PSK-AES128-CBC-SHA"), "{log}");
@@ -405,35 +505,30 @@ fn a_wtp_restarted_on_the_same_port_replaces_its_stale_session() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Runs a demo scenario with a 1 MiB + 1 byte image; returns the lab folder.
-fn run_scenario(scenario: &str) -> PathBuf {
-    run_scenario_sized(scenario, 1048577)
-}
-
-fn run_scenario_sized(scenario: &str, size: u64) -> PathBuf {
+/// Runs `acsim demo --scenario NAME --dir DIR` as README documents it, at the demo's defaults
+/// (the 8 MiB image among them); returns the lab folder and the demo's output.
+fn run_scenario(scenario: &str) -> (PathBuf, String) {
     let dir = lab(scenario);
-    let size = size.to_string();
     let out = Command::new(acsim())
         .args([
             "demo",
-            "--dir",
-            dir.to_str().unwrap(),
             "--scenario",
             scenario,
-            "--image-size",
-            &size,
+            "--dir",
+            dir.to_str().unwrap(),
         ])
         .env("WTPD_BIN", wtpd())
         .output()
         .expect("run acsim demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "demo {scenario} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Result         : OK"), "{stdout}");
-    dir
+    assert_status_agrees(&stdout);
+    (dir, stdout)
 }
 
 fn assert_in_order(log: &str, lines: &[&str]) {
@@ -448,7 +543,7 @@ fn assert_in_order(log: &str, lines: &[&str]) {
 
 #[test]
 fn upgrade_downloads_verifies_installs_and_rejoins_with_the_new_version() {
-    let dir = run_scenario("upgrade");
+    let (dir, _) = run_scenario("upgrade");
     let log = read(&dir.join("wtpd.log"));
     // The seed's closing line: bytes, messages of 1024 bytes, bytes in the last one.
     let size = std::fs::metadata(dir.join("images/ap1g8")).unwrap().len();
@@ -526,9 +621,39 @@ fn upgrade_downloads_verifies_installs_and_rejoins_with_the_new_version() {
 
 #[test]
 fn predownload_in_run_keeps_answering_echoes_then_activates() {
-    // Large enough to last a few Echo intervals (1 s in the lab): the demo checks that Echoes
-    // were answered while the image came.
-    let dir = run_scenario_sized("predownload", 16 << 20);
+    // At its default 8 MiB the image can come in less than one 1 s Echo interval: the demo
+    // holds Run with the image staged and counts the Echoes from the request to the activation.
+    let (dir, out) = run_scenario("predownload");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Predownload    : downloaded and staged in "))
+        .unwrap_or_else(|| panic!("no predownload line in the summary:\n{out}"));
+    let echoes: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(echoes >= 2, "{line}");
+    // acsim's table, read between the predownload and the activation: the AP is still in
+    // Run on its old image, with the predownloaded one as its backup.
+    let status = acsim_status(&out);
+    let rows = status_rows(status);
+    assert_eq!(rows.len(), 1, "{status}");
+    for (title, want) in [
+        ("AP Name", "wtp-sim-1"),
+        ("State", "Run"),
+        ("Primary", "17.3.3.26"),
+        ("Backup", "17.9.4.27"),
+        ("Image Status", "Predownloaded"),
+        ("Version", "17.9.4.27"),
+    ] {
+        assert_eq!(cell(&rows[0], title), want, "{title}:\n{status}");
+    }
+    assert_eq!(
+        status_counter(status, "Completed predownloading"),
+        "1",
+        "{status}"
+    );
     let log = read(&dir.join("wtpd.log"));
     assert_in_order(
         &log,
@@ -553,8 +678,7 @@ fn predownload_in_run_keeps_answering_echoes_then_activates() {
 }
 
 fn assert_failure_retried(scenario: &str, ap_line: &str, ac_line: &str) {
-    // Larger than the teardown fault's 2 MiB.
-    let dir = run_scenario_sized(scenario, 3 << 20);
+    let (dir, _) = run_scenario(scenario);
     let log = read(&dir.join("wtpd.log"));
     assert_in_order(
         &log,
@@ -599,12 +723,121 @@ fn image_download_that_cannot_start_restarts_capwap_and_retries() {
 }
 
 #[test]
+fn image_download_that_stalls_restarts_capwap_and_retries() {
+    assert_failure_retried(
+        "stall",
+        "Going to restart CAPWAP (reason : image download stalled)",
+        "after 2000 blocks (fault switch)",
+    );
+}
+
+#[test]
 fn teardown_mid_transfer_aborts_as_dtls_cleanup_and_retries() {
     assert_failure_retried(
         "teardown",
         "Aborting image download(0x0): Dtls cleanup, ap1g8",
         "Tearing DTLS down at byte",
     );
+}
+
+/// `acsim status --config DIR/acsim.toml`, run from elsewhere as an operator would.
+fn acsim_status_command(dir: &Path) -> String {
+    let out = Command::new(acsim())
+        .args([
+            "status",
+            "--config",
+            dir.join("acsim.toml").to_str().unwrap(),
+        ])
+        .output()
+        .expect("run acsim status");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "acsim status failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// After a predownload, `acsim status` shows the predownloaded version as the AP's backup (the
+/// AP staged it in its inactive slot), and its counters agree with its rows, also once the AP
+/// has left and is listed as gone.
+#[test]
+fn acsim_status_after_a_predownload_shows_the_new_backup_and_adds_up() {
+    let (dir, _ac) = lab_with_acsim("status-predownload", DemoDtls::Certificate, |dir| {
+        prepare_scenario(dir, Scenario::Predownload, 1 << 20).unwrap();
+    });
+    let wtp = start(wtpd(), &["--config", "wtpd.toml"], &dir);
+    let (wlog, alog) = (dir.join("wtpd.log"), dir.join("acsim.log"));
+    assert!(
+        wait_for(&wlog, "CAPWAP State: Run", Duration::from_secs(60)),
+        "{}",
+        read(&wlog)
+    );
+    let asked = Command::new(acsim())
+        .args([
+            "predownload",
+            "--config",
+            dir.join("acsim.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(asked.status.success(), "{asked:?}");
+    assert!(
+        wait_for(
+            &wlog,
+            "Image 17.9.4.27 staged for activation",
+            Duration::from_secs(60)
+        ),
+        "{}",
+        read(&wlog)
+    );
+    assert!(wait_for(
+        &alog,
+        "AP Image Download Success",
+        Duration::from_secs(10)
+    ));
+
+    let status = acsim_status_command(&dir);
+    assert_status_agrees(&status);
+    let rows = status_rows(&status);
+    assert_eq!(rows.len(), 1, "{status}");
+    for (title, want) in [
+        ("State", "Run"),
+        ("Primary", "17.3.3.26"),
+        ("Backup", "17.9.4.27"),
+        ("Image Status", "Predownloaded"),
+    ] {
+        assert_eq!(cell(&rows[0], title), want, "{title}:\n{status}");
+    }
+    assert_eq!(
+        status_counter(&status, "Completed predownloading"),
+        "1",
+        "{status}"
+    );
+
+    // The AP stops: acsim lists it as gone, and still counts it.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(wtp.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(wait_for(
+        &alog,
+        "left: DTLS close_notify",
+        Duration::from_secs(10)
+    ));
+    let status = acsim_status_command(&dir);
+    assert_status_agrees(&status);
+    let rows = status_rows(&status);
+    assert_eq!(
+        status_counter(&status, "Total number of APs"),
+        "1",
+        "{status}"
+    );
+    assert_eq!(cell(&rows[0], "State"), "Gone", "{status}");
+    assert_eq!(cell(&rows[0], "Backup"), "17.9.4.27", "{status}");
+    drop(wtp);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An image this board would refuse (here: signed for another hardware type) stops as soon as

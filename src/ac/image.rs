@@ -48,7 +48,8 @@ pub struct AcDownload {
     pub size: u64,
     pub sent: u64,
     pub blocks: u64,
-    /// "Initiated", "Downloading", "Predownloading", "Complete", "Failed: ...".
+    /// "Initiated", "Downloading", "Predownloading", "Complete", "Not Supported", "Failed: ...";
+    /// `ac::status` reads them.
     pub status: String,
     pub started: Option<Instant>,
     pub finished: Option<Instant>,
@@ -68,6 +69,9 @@ pub struct AcDownload {
     pub(super) last_sent: bool,
     /// Why the previous transfer to this WTP failed, kept while it retries.
     pub last_error: Option<String>,
+    /// The backup version the WTP reported before this predownload completed and took its
+    /// place, to put back if the WTP then says it could not keep the image.
+    pub(super) replaced_backup: Option<String>,
 }
 
 impl AcDownload {
@@ -481,6 +485,15 @@ impl Ac {
                 "AP Event: {name} AP Image Download Success ({} bytes in {} blocks)",
                 d.sent, d.blocks
             );
+            if d.predownload {
+                // The WTP stages a predownloaded image in its inactive slot, which is what it
+                // reports as its backup at its next Join: show it now, as the seed's
+                // controller does once the predownload is complete.
+                d.replaced_backup = Some(std::mem::replace(
+                    &mut s.info.backup_version,
+                    d.version.clone(),
+                ));
+            }
             return;
         }
         self.pump_image(peer, now);
@@ -574,14 +587,19 @@ impl Ac {
             return;
         };
         let code = result.unwrap_or(0);
+        let version = self.cfg.image_version.clone().unwrap_or_default();
         if code == ResultCode::ImageDataErrorImageAlreadyPresent as u32 {
             info!("WTP {} already has the image", display_name(s));
-            let version = self.cfg.image_version.clone().unwrap_or_default();
+            // Unless it runs it, the image is in its backup slot.
+            let replaced_backup = (s.info.primary_version != version
+                && s.info.backup_version != version)
+                .then(|| std::mem::replace(&mut s.info.backup_version, version.clone()));
             s.download = Some(AcDownload {
                 version,
                 predownload: true,
                 status: "Complete".into(),
                 halted: true,
+                replaced_backup,
                 ..AcDownload::default()
             });
         } else if code != 0 {
@@ -589,7 +607,40 @@ impl Ac {
                 "WTP {} refused the predownload with result code {code}",
                 display_name(s)
             );
+            s.download = Some(AcDownload {
+                version,
+                predownload: true,
+                status: "Not Supported".into(),
+                halted: true,
+                last_error: Some(format!("predownload refused with result code {code}")),
+                ..AcDownload::default()
+            });
         }
+    }
+
+    /// The WTP's WTP Event Request said its download failed (the vendor element of
+    /// `wtp::image`): it also comes after the last block, when the WTP could not verify or
+    /// stage the image, so a transfer shown as complete becomes failed again and a backup
+    /// version taken from it is put back.
+    pub(super) fn on_download_failure_event(
+        &mut self,
+        peer: SocketAddr,
+        reason: &str,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        let Some(d) = s.download.as_mut() else { return };
+        if d.status.starts_with("Failed") {
+            return;
+        }
+        if let Some(backup) = d.replaced_backup.take() {
+            s.info.backup_version = backup;
+        }
+        d.status = format!("Failed: {reason}");
+        d.halted = true;
+        d.finished = Some(now);
     }
 
     /// Marks an unfinished transfer as failed when the session ends.

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod image;
+pub mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -595,10 +596,9 @@ impl Ac {
                                 .get(&peer)
                                 .map(display_name)
                                 .unwrap_or_default();
-                            info!(
-                                "AP Event: {name} AP Image Download Failed: {}",
-                                String::from_utf8_lossy(data)
-                            );
+                            let reason = String::from_utf8_lossy(data).into_owned();
+                            info!("AP Event: {name} AP Image Download Failed: {reason}");
+                            self.on_download_failure_event(peer, &reason, now);
                         }
                     }
                 }

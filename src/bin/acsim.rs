@@ -24,7 +24,8 @@ USAGE:
                                      upgrade (default): the AP runs 17.3.3.26, downloads
                                        17.9.4.27 at Join, checks it, resets
                                      join: reach Run, hold it with Echoes, SIGTERM
-                                     predownload: download in Run, then activate
+                                     predownload: download in Run, hold Run with
+                                       Echoes, then activate
                                      missing-image, timeout, stall, teardown: the seed's
                                        failures, each aborted cleanly and retried
                                      --source tftp|sftp|https: acsim fetches the image

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::udp::Udp;
 use super::{earliest, io_err, write_atomic, Clock, RuntimeError};
-use crate::ac::{Ac, AcAction, WtpSession};
+use crate::ac::{Ac, AcAction};
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::{CONTROL_PORT, DATA_PORT};
 use crate::config::AcsimConfig;
@@ -512,112 +512,8 @@ async fn flush(sock: &Udp, peer: SocketAddr, session: &mut DtlsSession) {
     }
 }
 
-/// The table `acsim status` prints: one line per WTP, connected or last seen, with the
-/// columns of the seed's `show ap image`.
-pub fn status_table(ac: &Ac, now: Instant) -> String {
-    let mut s = String::new();
-    let live: Vec<&WtpSession> = ac.sessions().collect();
-    let gone: Vec<&WtpSession> = ac.departed().collect();
-    let count = |f: &dyn Fn(&str) -> bool| {
-        live.iter()
-            .chain(gone.iter())
-            .filter(|w| w.download.as_ref().is_some_and(|d| f(&d.status)))
-            .count()
-    };
-    let _ = writeln!(s, "Total number of APs : {}", live.len());
-    let _ = writeln!(s, "Number of APs");
-    let _ = writeln!(
-        s,
-        "  Initiated               : {}",
-        count(&|st| st == "Initiated")
-    );
-    let _ = writeln!(
-        s,
-        "  Downloading             : {}",
-        count(&|st| st == "Downloading")
-    );
-    let _ = writeln!(
-        s,
-        "  Predownloading          : {}",
-        count(&|st| st == "Predownloading")
-    );
-    let _ = writeln!(
-        s,
-        "  Completed               : {}",
-        count(&|st| st == "Complete")
-    );
-    let _ = writeln!(
-        s,
-        "  Failed                  : {}",
-        count(&|st| st.starts_with("Failed"))
-    );
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "{:<18} {:<21} {:<10} {:<12} {:<12} {:<15} {:<12} {:<14} {:>6}",
-        "AP Name",
-        "Address",
-        "State",
-        "Primary",
-        "Backup",
-        "Image Status",
-        "Version",
-        "ETA/Percent",
-        "Echoes"
-    );
-    let _ = writeln!(s, "{}", "-".repeat(128));
-    for (w, connected) in live
-        .iter()
-        .map(|w| (w, true))
-        .chain(gone.iter().map(|w| (w, false)))
-    {
-        let d = w.download.as_ref();
-        let status = d
-            .map(|d| d.status.split(':').next().unwrap_or("").to_string())
-            .unwrap_or_else(|| "-".into());
-        let eta_pct = match d {
-            Some(d) => format!(
-                "{} {}",
-                d.eta(now)
-                    .map(|e| crate::status::format_eta(e.as_secs()))
-                    .unwrap_or_else(|| "--:--:--".into()),
-                d.percent()
-                    .map(|p| format!("{p}%"))
-                    .unwrap_or_else(|| "-".into())
-            ),
-            None => "-".into(),
-        };
-        let dash = |v: &str| {
-            if v.is_empty() {
-                "-".to_string()
-            } else {
-                v.to_string()
-            }
-        };
-        let _ = writeln!(
-            s,
-            "{:<18} {:<21} {:<10} {:<12} {:<12} {:<15} {:<12} {:<14} {:>6}",
-            dash(&w.info.name),
-            w.peer.to_string(),
-            if connected { w.state.name() } else { "Gone" },
-            dash(&w.info.primary_version),
-            dash(&w.info.backup_version),
-            status,
-            d.map(|d| dash(&d.version)).unwrap_or_else(|| "-".into()),
-            eta_pct,
-            w.info.echoes
-        );
-        let err = d.and_then(|d| {
-            d.status
-                .strip_prefix("Failed: ")
-                .or(d.last_error.as_deref())
-        });
-        if let Some(err) = err {
-            let _ = writeln!(s, "{:<18} last error: {err}", "");
-        }
-    }
-    s
-}
+/// The table `acsim status` prints (the seed's `show ap image`).
+pub use crate::ac::status::table as status_table;
 
 /// Carries out one command from the control socket and says how it went.
 fn control_command(ac: &mut Ac, line: &str, now: Instant) -> String {
