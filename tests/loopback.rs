@@ -797,6 +797,18 @@ fn acsim_status_after_a_predownload_shows_the_new_backup_and_adds_up() {
         "AP Image Download Success",
         Duration::from_secs(10)
     ));
+    // The AP's own status names the staged image as its backup.
+    let own = Command::new(wtpd())
+        .args(["status", "--config", "wtpd.toml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let own = String::from_utf8_lossy(&own.stdout);
+    assert!(
+        own.lines()
+            .any(|l| l.starts_with("Backup Image") && l.ends_with(": 17.9.4.27")),
+        "{own}"
+    );
 
     let status = acsim_status_command(&dir);
     assert_status_agrees(&status);

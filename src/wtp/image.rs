@@ -479,10 +479,17 @@ impl Wtp {
     pub fn install_done(&mut self, result: Result<(), String>, now: Instant) {
         let predownload = self.download_state == DownloadState::CompletedPredownloading;
         match result {
-            Ok(()) if predownload => info!(
-                "Image {} staged for activation",
-                self.predownloaded.as_deref().unwrap_or("?")
-            ),
+            Ok(()) if predownload => {
+                info!(
+                    "Image {} staged for activation",
+                    self.predownloaded.as_deref().unwrap_or("?")
+                );
+                // The other slot now holds it as a good backup: the status and the next Join
+                // say so.
+                if let Some(v) = &self.predownloaded {
+                    self.cfg.versions.backup = Some(v.clone());
+                }
+            }
             Ok(()) => {
                 // RFC 5415 Figure 6: after the download the WTP enters Reset.
                 self.set_state(State::Reset, now);
