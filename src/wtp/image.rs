@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
+use super::timer::Timer;
 use super::{AfterTeardown, State, Wtp};
 use crate::capwap::element::image_data_type;
 use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
@@ -18,60 +19,8 @@ use crate::time::Instant;
 /// Vendor Specific element id under our vendor id: an image download failure, text follows.
 pub const VENDOR_ELEMENT_DOWNLOAD_FAILURE: u16 = 1;
 
-/// Where the image download stands, in the words of the controller's `show ap image`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DownloadState {
-    None,
-    Initiated,
-    Downloading,
-    Predownloading,
-    CompletedDownloading,
-    CompletedPredownloading,
-    Failed,
-    NotSupported,
-}
-
-impl DownloadState {
-    pub fn name(self) -> &'static str {
-        match self {
-            DownloadState::None => "None",
-            DownloadState::Initiated => "Initiated",
-            DownloadState::Downloading => "Downloading",
-            DownloadState::Predownloading => "Predownloading",
-            DownloadState::CompletedDownloading => "Completed downloading",
-            DownloadState::CompletedPredownloading => "Completed predownloading",
-            DownloadState::Failed => "Failed",
-            DownloadState::NotSupported => "Not supported",
-        }
-    }
-}
-
-/// The AC's last Image Data Request of a transfer, whose answer waits for the verdict on the
-/// whole image (RFC 5415 §9.1.2: the Result Code says whether the request was good).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PendingVerdict {
-    pub msg_type: u32,
-    pub seq: u8,
-    pub version: String,
-    pub predownload: bool,
-}
-
-/// What changes the status an operator sees: cheap to compute for every datagram.
-pub type StatusKey = (State, DownloadState, Option<u8>, u32, Option<Instant>);
-
-/// A snapshot of the download for `wtpd status`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DownloadStatus {
-    pub state: DownloadState,
-    pub version: Option<String>,
-    pub bytes: u64,
-    pub size: Option<u64>,
-    pub percent: Option<u8>,
-    pub eta: Option<Duration>,
-    pub retry_count: u32,
-    pub next_retry: Option<Instant>,
-    pub last_error: Option<String>,
-}
+use super::download::PendingVerdict;
+pub use super::download::{DownloadState, DownloadStatus, StatusKey};
 
 impl Wtp {
     /// The Join Response named `version`: carry on, swap, or download (RFC 5415 §9.1).
@@ -115,15 +64,16 @@ impl Wtp {
             info!("{line}");
             info!("Version does not match.");
             warn!("Not downloading {version}: {}", hold.reason());
-            self.last_error = Some(format!("{version} not downloaded: {}", hold.reason()));
-            self.deferred_version = Some(version);
+            self.download.last_error = Some(format!("{version} not downloaded: {}", hold.reason()));
+            self.download.deferred_version = Some(version);
             return false;
         }
         // The seed's order: the state first, then the versions and the verdict.
         self.set_state(State::ImageData, now);
         info!("{line}");
         info!("Version does not match.");
-        self.echo_due = Some(now + self.cfg.timers.echo_interval);
+        self.timers
+            .set(Timer::Echo, now + self.cfg.timers.echo_interval);
         self.start_download(&version, false, now);
         true
     }
@@ -132,12 +82,16 @@ impl Wtp {
     pub(super) fn start_download(&mut self, version: &str, predownload: bool, now: Instant) {
         let image = self.cfg.identity.image_type.clone();
         info!("upgrade.sh: Script called with args:[PRECHECK]");
-        if let Some(t) = self.transfer.take() {
+        if let Some(t) = self.download.transfer.take() {
             warn!("Dropping unfinished transfer of {}", t.image);
-            self.store.abort();
+            self.download.store.abort();
         }
-        self.predownloaded = None;
-        let space = match self.store.precheck(self.cfg.download.required_bytes) {
+        self.download.predownloaded = None;
+        let space = match self
+            .download
+            .store
+            .precheck(self.cfg.download.required_bytes)
+        {
             Ok(s) => s,
             Err(e) => {
                 info!("upgrade.sh: {e}");
@@ -153,8 +107,8 @@ impl Wtp {
             "upgrade.sh: /tmp space: OK available {}, required {}",
             space.available_kib, space.required_kib
         );
-        self.space = Some(space);
-        if let Err(e) = self.store.open() {
+        self.download.space = Some(space);
+        if let Err(e) = self.download.store.open() {
             return self.fail_download(
                 &format!("cannot open the image file: {e}"),
                 predownload,
@@ -164,25 +118,25 @@ impl Wtp {
         }
         info!(
             "wtpOpenImgFile: request {image}, local {}",
-            self.store.location()
+            self.download.store.location()
         );
-        self.transfer = Some(Transfer::new(&image, version, predownload, now));
-        self.download_version = Some(version.to_string());
-        self.download_state = DownloadState::Initiated;
-        self.image_deadline = Some(now + self.cfg.timers.image_data_start);
-        self.pending_image_request = true;
+        self.download.transfer = Some(Transfer::new(&image, version, predownload, now));
+        self.download.version = Some(version.to_string());
+        self.download.state = DownloadState::Initiated;
+        self.download.image_deadline = Some(now + self.cfg.timers.image_data_start);
+        self.download.pending_request = true;
         self.send_pending_image_request(now);
     }
 
     /// Sends the Image Data Request once no other request is outstanding.
     pub(super) fn send_pending_image_request(&mut self, now: Instant) {
-        if !self.pending_image_request || self.requester.busy() {
+        if !self.download.pending_request || self.requester.busy() {
             return;
         }
         let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
             return;
         };
-        self.pending_image_request = false;
+        self.download.pending_request = false;
         let seq = self.requester.next_seq();
         let image = self.cfg.identity.image_type.clone();
         self.builder.start(
@@ -220,7 +174,11 @@ impl Wtp {
                 .map(|r| r.describe())
                 .unwrap_or("unknown");
             warn!("AC refused the image request with result code: {code} ({why})");
-            let predownload = self.transfer.as_ref().is_some_and(|t| t.predownload);
+            let predownload = self
+                .download
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.predownload);
             return self.fail_download(
                 &format!("controller refused the image: result code {code} ({why})"),
                 predownload,
@@ -229,11 +187,11 @@ impl Wtp {
             );
         }
         info!("AC accepted previous sent request with result code: {code}");
-        if let (Some((size, md5)), Some(t)) = (info, self.transfer.as_mut()) {
+        if let (Some((size, md5)), Some(t)) = (info, self.download.transfer.as_mut()) {
             t.set_info(size, md5);
             info!("Image Information: {size} bytes, MD5 {}", hex(&md5));
             let needed_kib = (size as u64).div_ceil(1024);
-            if let Some(space) = self.space {
+            if let Some(space) = self.download.space {
                 if needed_kib > space.available_kib {
                     let reason = format!(
                         "image download cannot start: /tmp space: NOT OK available {}, required {needed_kib}",
@@ -241,11 +199,11 @@ impl Wtp {
                     );
                     warn!("{reason}");
                     // The AC's first Image Data Request is answered with the refusal.
-                    self.refusal = Some(reason);
+                    self.download.refusal = Some(reason);
                 }
             }
         }
-        self.image_deadline = Some(now + self.cfg.timers.image_data_start);
+        self.download.image_deadline = Some(now + self.cfg.timers.image_data_start);
     }
 
     /// One Image Data Request from the controller: a block, the last block, or an abort.
@@ -267,8 +225,12 @@ impl Wtp {
             self.send_response(msg.msg_type, msg.seq, Some(code));
             return;
         };
-        let predownload = self.transfer.as_ref().is_some_and(|t| t.predownload);
-        if let Some(reason) = self.refusal.take() {
+        let predownload = self
+            .download
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.predownload);
+        if let Some(reason) = self.download.refusal.take() {
             if data_type != image_data_type::ERROR {
                 self.send_refusal(msg.msg_type, msg.seq, &reason);
             } else {
@@ -294,11 +256,11 @@ impl Wtp {
                 return self.fail_download(&reason, predownload, false, now);
             }
         }
-        let Some(t) = self.transfer.as_mut() else {
+        let Some(t) = self.download.transfer.as_mut() else {
             return;
         };
         if t.msgs == 0 {
-            self.download_state = if predownload {
+            self.download.state = if predownload {
                 DownloadState::Predownloading
             } else {
                 DownloadState::Downloading
@@ -314,18 +276,18 @@ impl Wtp {
         if let Some(pct) = t.progress_step() {
             info!(".......... {pct}% ({} bytes)", t.bytes);
         }
-        if let Err(e) = self.store.write(data) {
+        if let Err(e) = self.download.store.write(data) {
             let reason = format!("cannot write the image: {e}");
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             return self.fail_download(&reason, predownload, false, now);
         }
-        self.image_deadline = Some(now + self.cfg.timers.image_data_start);
+        self.download.image_deadline = Some(now + self.cfg.timers.image_data_start);
         if data_type == image_data_type::DATA {
             self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
             return;
         }
         // The last block: check what arrived before saying so.
-        let Some(mut t) = self.transfer.take() else {
+        let Some(mut t) = self.download.transfer.take() else {
             return;
         };
         info!("> {} bytes, {} msgs, {} last", t.bytes, t.msgs, t.last_len);
@@ -345,22 +307,22 @@ impl Wtp {
                 return self.fail_download(&e.to_string(), predownload, false, now);
             }
         };
-        if let Err(e) = self.store.finish() {
+        if let Err(e) = self.download.store.finish() {
             let reason = format!("cannot store the image: {e}");
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             return self.fail_download(&reason, predownload, false, now);
         }
-        self.image_deadline = None;
+        self.download.image_deadline = None;
         info!("Last block stored, IsPre {}", predownload as u8);
         info!("Image transfer completed from WLC, last 1");
         info!(
             "Image SHA-256 {} ({} bytes) at {}",
             hex(&digests.sha256),
             digests.size,
-            self.store.location()
+            self.download.store.location()
         );
         // The answer to this last request waits for the verdict on the whole image.
-        self.verifying = Some(PendingVerdict {
+        self.download.verifying = Some(PendingVerdict {
             msg_type: msg.msg_type,
             seq: msg.seq,
             version: t.version.clone(),
@@ -368,7 +330,7 @@ impl Wtp {
         });
         self.actions.push_back(super::Action::VerifyImage {
             version: t.version.clone(),
-            location: self.store.location(),
+            location: self.download.store.location(),
             predownload,
         });
     }
@@ -379,29 +341,29 @@ impl Wtp {
     /// ([`Action::InstallImage`](super::Action::InstallImage)), on a refusal the download
     /// ends as any failed one (retry with backoff).
     pub fn image_verified(&mut self, result: Result<(), String>, now: Instant) {
-        let Some(p) = self.verifying.take() else {
+        let Some(p) = self.download.verifying.take() else {
             debug!("image verdict with no transfer awaiting it ignored");
             return;
         };
         match result {
             Ok(()) => {
                 self.send_response(p.msg_type, p.seq, Some(ResultCode::Success as u32));
-                self.retry_count = 0;
-                self.last_error = None;
-                self.next_retry = None;
+                self.download.retry_count = 0;
+                self.download.last_error = None;
+                self.download.next_retry = None;
                 if p.predownload {
-                    self.download_state = DownloadState::CompletedPredownloading;
-                    self.predownloaded = Some(p.version.clone());
+                    self.download.state = DownloadState::CompletedPredownloading;
+                    self.download.predownloaded = Some(p.version.clone());
                     info!(
                         "Predownload of {} complete: waiting for a Reset Request that names it",
                         p.version
                     );
                 } else {
-                    self.download_state = DownloadState::CompletedDownloading;
+                    self.download.state = DownloadState::CompletedDownloading;
                 }
                 self.actions.push_back(super::Action::InstallImage {
                     version: p.version,
-                    location: self.store.location(),
+                    location: self.download.store.location(),
                     predownload: p.predownload,
                 });
             }
@@ -438,21 +400,22 @@ impl Wtp {
 
     /// Bytes received of the transfer under way, if one is.
     pub fn download_bytes(&self) -> Option<u64> {
-        self.transfer.as_ref().map(|t| t.bytes)
+        self.download.transfer.as_ref().map(|t| t.bytes)
     }
 
     /// The version of the download under way or last started (the one the controller
     /// announced for it).
     pub fn download_version(&self) -> Option<&str> {
-        self.transfer
+        self.download
+            .transfer
             .as_ref()
             .map(|t| t.version.as_str())
-            .or(self.download_version.as_deref())
+            .or(self.download.version.as_deref())
     }
 
     /// Where the download is being written.
     pub fn download_location(&self) -> String {
-        self.store.location()
+        self.download.store.location()
     }
 
     /// The driver found the transfer under way unusable before its end (the manifest at the
@@ -460,33 +423,33 @@ impl Wtp {
     /// with the refusal (RFC 5415 §9.1.2), and the download ends as any failed one (the partial
     /// file removed, retry with backoff). If no request comes, ImageDataStartTimer ends it.
     pub fn abort_download(&mut self, reason: &str, _now: Instant) {
-        if self.transfer.is_some() && self.refusal.is_none() {
+        if self.download.transfer.is_some() && self.download.refusal.is_none() {
             warn!("Image download refused: {reason}; the AC's next request is answered so");
-            self.refusal = Some(reason.to_string());
+            self.download.refusal = Some(reason.to_string());
         }
     }
 
     /// Work that may wait until the answers of this turn are sent: hashing the blocks
     /// received and writing out the store's buffer. The driver calls it before it sleeps.
     pub fn idle_work(&mut self) {
-        if let Some(t) = self.transfer.as_mut() {
+        if let Some(t) = self.download.transfer.as_mut() {
             t.catch_up();
         }
-        self.store.idle();
+        self.download.store.idle();
     }
 
     /// The driver's answer to [`Action::InstallImage`](super::Action::InstallImage).
     pub fn install_done(&mut self, result: Result<(), String>, now: Instant) {
-        let predownload = self.download_state == DownloadState::CompletedPredownloading;
+        let predownload = self.download.state == DownloadState::CompletedPredownloading;
         match result {
             Ok(()) if predownload => {
                 info!(
                     "Image {} staged for activation",
-                    self.predownloaded.as_deref().unwrap_or("?")
+                    self.download.predownloaded.as_deref().unwrap_or("?")
                 );
                 // The other slot now holds it as a good backup: the status and the next Join
                 // say so.
-                if let Some(v) = &self.predownloaded {
+                if let Some(v) = &self.download.predownloaded {
                     self.cfg.versions.backup = Some(v.clone());
                 }
             }
@@ -503,7 +466,7 @@ impl Wtp {
                 // The AC's last request was answered already (the image verified): in Run a
                 // WTP Event Request tells it (§9.4); in Image Data the teardown and the
                 // status say it.
-                self.predownloaded = None;
+                self.download.predownloaded = None;
                 self.fail_download(&format!("install failed: {reason}"), predownload, true, now);
             }
         }
@@ -522,11 +485,11 @@ impl Wtp {
         let image = self.cfg.identity.image_type.clone();
         warn!("Aborting image download({reason}), {image}");
         info!("upgrade.sh: Script called with args:[ABORT]");
-        self.transfer = None;
-        self.pending_image_request = false;
-        self.image_deadline = None;
-        self.refusal = None;
-        self.verifying = None;
+        self.download.transfer = None;
+        self.download.pending_request = false;
+        self.download.image_deadline = None;
+        self.download.refusal = None;
+        self.download.verifying = None;
         let wait = self.record_failure(reason, now);
         // RFC 5415 §9.4: the WTP Event Request is sent in Run only. In Image Data the failure
         // reached the AC as the Result Code of an Image Data Response, or not at all.
@@ -534,7 +497,11 @@ impl Wtp {
             self.send_failure_event(reason, now);
         }
         if predownload && self.state == State::Run {
-            self.predownload_retry = self.predownload_version.clone().map(|v| (v, now + wait));
+            self.download.predownload_retry = self
+                .download
+                .predownload_version
+                .clone()
+                .map(|v| (v, now + wait));
         } else if self.state.has_session() {
             self.teardown(reason, AfterTeardown::RetryAfter(wait), now);
         }
@@ -543,17 +510,8 @@ impl Wtp {
     /// The bookkeeping of every failed download: the partial file removed, the error and the
     /// retry count recorded, the next attempt scheduled with backoff. Returns the wait.
     pub(super) fn record_failure(&mut self, reason: &str, now: Instant) -> Duration {
-        self.store.abort();
-        self.download_state = DownloadState::Failed;
-        self.retry_count = self.retry_count.saturating_add(1);
-        self.last_error = Some(reason.to_string());
-        let wait = self.retry_backoff();
-        self.next_retry = Some(now + wait);
-        info!(
-            "Image download retry {} in {}s (reason : {reason})",
-            self.retry_count,
-            wait.as_secs()
-        );
+        let wait = self.retry_backoff(self.download.retry_count.saturating_add(1));
+        self.download.record_failure(reason, now, wait);
         wait
     }
 
@@ -579,18 +537,20 @@ impl Wtp {
     }
 
     /// The next retry delay: base × 2^(n-1), capped, then a random 50–100 % of it.
-    pub(super) fn retry_backoff(&mut self) -> Duration {
+    pub(super) fn retry_backoff(&mut self, retry: u32) -> Duration {
         let p = &self.cfg.download;
-        let n = self.retry_count.saturating_sub(1).min(16);
+        let n = retry.saturating_sub(1).min(16);
         let full = p.retry_base.saturating_mul(1u32 << n).min(p.retry_max);
         self.jitter(full * 2).min(full).max(full / 2)
     }
 
     /// The ImageDataStartTimer expired.
     pub(super) fn image_timer(&mut self, now: Instant) {
-        self.image_deadline = None;
-        let Some(t) = &self.transfer else { return };
-        if let Some(reason) = self.refusal.take() {
+        self.download.image_deadline = None;
+        let Some(t) = &self.download.transfer else {
+            return;
+        };
+        if let Some(reason) = self.download.refusal.take() {
             let predownload = t.predownload;
             return self.fail_download(&reason, predownload, false, now);
         }
@@ -618,7 +578,7 @@ impl Wtp {
         let v = &self.cfg.versions;
         let have = version == v.primary
             || v.backup.as_deref() == Some(version)
-            || self.predownloaded.as_deref() == Some(version);
+            || self.download.predownloaded.as_deref() == Some(version);
         if have {
             info!("Predownload of {version} requested: Image Already Present");
             let code = ResultCode::ImageDataErrorImageAlreadyPresent as u32;
@@ -627,16 +587,21 @@ impl Wtp {
         if let Some(hold) = self.cfg.hold.clone() {
             let reason = format!("predownload of {version} refused: {}", hold.reason());
             warn!("{reason}");
-            self.last_error = Some(reason.clone());
+            self.download.last_error = Some(reason.clone());
             return self.send_refusal(msg.msg_type, msg.seq, &reason);
         }
         self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
-        if self.transfer.as_ref().is_some_and(|t| t.version == version) {
+        if self
+            .download
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.version == version)
+        {
             return;
         }
         info!("Predownload of {version} requested by the AC");
-        self.predownload_version = Some(version.to_string());
-        self.predownload_retry = None;
+        self.download.predownload_version = Some(version.to_string());
+        self.download.predownload_retry = None;
         self.start_download(version, true, now);
     }
 
@@ -650,7 +615,7 @@ impl Wtp {
             let code = ResultCode::ResetFailureUnableToReset as u32;
             return self.send_response(msg.msg_type, msg.seq, Some(code));
         }
-        if self.predownloaded.as_deref() != Some(version)
+        if self.download.predownloaded.as_deref() != Some(version)
             && self.cfg.versions.backup.as_deref() != Some(version)
         {
             warn!("Reset Request names {version}, which this AP does not have");
@@ -678,13 +643,13 @@ impl Wtp {
             return;
         }
         self.cfg.hold = None;
-        let Some(version) = self.deferred_version.take() else {
+        let Some(version) = self.download.deferred_version.take() else {
             return;
         };
         if version == self.cfg.versions.primary {
             return;
         }
-        self.last_error = None;
+        self.download.last_error = None;
         info!("Trial over; the controller runs {version}: restarting CAPWAP to download it");
         self.teardown(
             &format!("slot marked good, controller version {version}"),
@@ -695,33 +660,11 @@ impl Wtp {
 
     /// The parts of the status that change what `wtpd status` shows.
     pub fn status_key(&self) -> StatusKey {
-        (
-            self.state,
-            self.download_state,
-            self.transfer.as_ref().and_then(|t| t.percent()),
-            self.retry_count,
-            self.next_retry,
-        )
+        (self.state, self.download.status_key())
     }
 
     /// What `wtpd status` shows of the download.
     pub fn download_status(&self, now: Instant) -> DownloadStatus {
-        let t = self.transfer.as_ref();
-        DownloadStatus {
-            state: self.download_state,
-            version: self.download_version.clone(),
-            bytes: t.map(|t| t.bytes).unwrap_or(0),
-            size: t.and_then(|t| t.expected_size),
-            percent: match self.download_state {
-                DownloadState::CompletedDownloading | DownloadState::CompletedPredownloading => {
-                    Some(100)
-                }
-                _ => t.and_then(|t| t.percent()),
-            },
-            eta: t.and_then(|t| t.eta(now)),
-            retry_count: self.retry_count,
-            next_retry: self.next_retry.filter(|r| *r > now),
-            last_error: self.last_error.clone(),
-        }
+        self.download.status(now)
     }
 }

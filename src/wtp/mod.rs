@@ -13,9 +13,11 @@
 
 pub mod config;
 pub mod discovery;
+mod download;
 pub mod image;
 pub mod messages;
 pub mod state;
+mod timer;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -28,8 +30,7 @@ use crate::capwap::msgtype::is_request;
 use crate::capwap::{
     ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode,
 };
-use crate::image::download::Transfer;
-use crate::image::store::{ImageStore, Space};
+use crate::image::store::ImageStore;
 use crate::outq::OutQueue;
 use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::rng::Rng;
@@ -38,8 +39,10 @@ use crate::time::Instant;
 pub use config::{DownloadPolicy, Hold, RetryState};
 pub use config::{Identity, Timers, Versions, WtpConfig};
 pub use discovery::{Candidate, Target, TargetKind};
-pub use image::{DownloadState, DownloadStatus};
+use download::Download;
+pub use download::{DownloadState, DownloadStatus};
 pub use state::State;
+use timer::{Timer, TimerTable};
 
 /// Which way a packet leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,40 +159,14 @@ pub struct Wtp {
     failed_dtls_session: u32,
     failed_dtls_auth: u32,
 
-    /// The timer of the current state: DiscoveryInterval, WaitDTLS, SilentInterval,
-    /// DTLSSessionDelete or ImageDataStartTimer.
-    state_deadline: Option<Instant>,
-    echo_due: Option<Instant>,
-    keep_alive_due: Option<Instant>,
-    data_dead_at: Option<Instant>,
+    /// The WTP's timers (§4.7); the download and the retransmission keep their own.
+    timers: TimerTable,
     after_teardown: AfterTeardown,
     stopping: bool,
     stats: Stats,
 
-    store: Box<dyn ImageStore>,
-    transfer: Option<Transfer>,
-    space: Option<Space>,
-    /// ImageDataStartTimer: the next Image Data Request from the AC is due by then.
-    image_deadline: Option<Instant>,
-    pending_image_request: bool,
-    download_state: DownloadState,
-    /// The version of the last download started, for the status.
-    download_version: Option<String>,
-    retry_count: u32,
-    last_error: Option<String>,
-    next_retry: Option<Instant>,
-    /// A complete predownloaded image waiting for its Reset Request.
-    predownloaded: Option<String>,
-    /// The AC's last Image Data Request, answered once the image is verified.
-    verifying: Option<image::PendingVerdict>,
-    /// Why the transfer under way is refused: the AC's next Image Data Request is answered
-    /// with this (§9.1.2) and the download ends.
-    refusal: Option<String>,
-    /// The controller's version that a hold kept the WTP from downloading.
-    deferred_version: Option<String>,
-    /// The version the AC asked to predownload, and when to try again after a failure.
-    predownload_version: Option<String>,
-    predownload_retry: Option<(String, Instant)>,
+    /// The image download sub-machine (§9.1): its state, file, retries and timers.
+    download: Download,
 }
 
 impl Wtp {
@@ -218,29 +195,11 @@ impl Wtp {
             local_ip: None,
             failed_dtls_session: 0,
             failed_dtls_auth: 0,
-            state_deadline: None,
-            echo_due: None,
-            keep_alive_due: None,
-            data_dead_at: None,
+            timers: TimerTable::default(),
             after_teardown: AfterTeardown::Restart,
             stopping: false,
             stats: Stats::default(),
-            store,
-            transfer: None,
-            space: None,
-            image_deadline: None,
-            pending_image_request: false,
-            download_state: DownloadState::None,
-            download_version: None,
-            retry_count: cfg.retry.retry_count,
-            last_error: cfg.retry.last_error.clone(),
-            next_retry: None,
-            predownloaded: None,
-            verifying: None,
-            refusal: None,
-            deferred_version: None,
-            predownload_version: None,
-            predownload_retry: None,
+            download: Download::new(store, &cfg.retry),
             cfg,
         }
     }
@@ -269,19 +228,22 @@ impl Wtp {
 
     /// Leaves Idle for Discovery.
     pub fn start(&mut self, now: Instant) {
-        if self.state != State::Idle || self.state_deadline.is_some() {
+        if self.state != State::Idle || self.timers.is_set(Timer::State) {
             return;
         }
         match self.cfg.retry.wait.take() {
             Some(wait) if !wait.is_zero() => {
                 info!(
                     "Image download retry {} in {}s (reason : {})",
-                    self.retry_count,
+                    self.download.retry_count,
                     wait.as_secs(),
-                    self.last_error.as_deref().unwrap_or("earlier failure")
+                    self.download
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("earlier failure")
                 );
-                self.next_retry = Some(now + wait);
-                self.state_deadline = Some(now + wait);
+                self.download.next_retry = Some(now + wait);
+                self.timers.set(Timer::State, now + wait);
             }
             _ => self.enter_discovery(now),
         }
@@ -294,11 +256,11 @@ impl Wtp {
         }
         self.stopping = true;
         info!("Shutting down CAPWAP (reason : agent stopped)");
-        if let Some(t) = self.transfer.take() {
+        if let Some(t) = self.download.transfer.take() {
             warn!("Aborting image download(agent stopped), {}", t.image);
-            self.store.abort();
-            self.download_state = DownloadState::Failed;
-            self.last_error = Some("agent stopped during the download".into());
+            self.download.store.abort();
+            self.download.state = DownloadState::Failed;
+            self.download.last_error = Some("agent stopped during the download".into());
         }
         if self.state.has_session() || self.state == State::DtlsSetup {
             self.actions.push_back(Action::DtlsClose);
@@ -324,12 +286,8 @@ impl Wtp {
             return None;
         }
         [
-            self.state_deadline,
-            self.image_deadline,
-            self.predownload_retry.as_ref().map(|(_, at)| *at),
-            self.echo_due,
-            self.keep_alive_due,
-            self.data_dead_at,
+            self.timers.next_timeout(),
+            self.download.poll_timeout(),
             self.requester.poll_timeout(),
         ]
         .into_iter()
@@ -347,10 +305,7 @@ impl Wtp {
     }
 
     fn clear_session_timers(&mut self) {
-        self.state_deadline = None;
-        self.echo_due = None;
-        self.keep_alive_due = None;
-        self.data_dead_at = None;
+        self.timers.clear();
     }
 
     /// A random duration in `[d/2, d)`, so that a fleet does not act in lock-step.
@@ -366,7 +321,7 @@ impl Wtp {
         self.candidates.clear();
         self.responder.reset();
         self.waiting_for_targets = true;
-        self.state_deadline = None;
+        self.timers.stop(Timer::State);
         self.actions.push_back(Action::FindControllers);
     }
 
@@ -432,7 +387,7 @@ impl Wtp {
                 .max(t.discovery_interval);
             self.jitter(capped * 2).max(t.discovery_interval)
         };
-        self.state_deadline = Some(now + wait);
+        self.timers.set(Timer::State, now + wait);
     }
 
     fn enter_sulking(&mut self, now: Instant) {
@@ -440,7 +395,8 @@ impl Wtp {
         self.discovery_count = 0;
         self.failed_dtls_session = 0;
         self.failed_dtls_auth = 0;
-        self.state_deadline = Some(now + self.cfg.timers.silent_interval);
+        self.timers
+            .set(Timer::State, now + self.cfg.timers.silent_interval);
     }
 
     fn discovery_timer(&mut self, now: Instant) {
@@ -457,7 +413,8 @@ impl Wtp {
                     name: c.name,
                 });
                 self.set_state(State::DtlsSetup, now);
-                self.state_deadline = Some(now + self.cfg.timers.wait_dtls);
+                self.timers
+                    .set(Timer::State, now + self.cfg.timers.wait_dtls);
                 self.actions
                     .push_back(Action::DtlsConnect { peer: c.control });
             }
@@ -476,19 +433,19 @@ impl Wtp {
             _ => info!("Going to restart CAPWAP (reason : {reason})"),
         }
         self.stats.teardowns += 1;
-        self.pending_image_request = false;
-        self.refusal = None;
-        if let Some(v) = self.verifying.take() {
+        self.download.pending_request = false;
+        self.download.refusal = None;
+        if let Some(v) = self.download.verifying.take() {
             debug!("verdict on {} no longer awaited: teardown", v.version);
         }
-        self.image_deadline = None;
-        self.predownload_retry = None;
+        self.download.image_deadline = None;
+        self.download.predownload_retry = None;
         self.requester.cancel();
         self.responder.reset();
         self.clear_session_timers();
         self.set_state(State::DtlsTeardown, now);
         let mut after = after;
-        if let Some(t) = self.transfer.take() {
+        if let Some(t) = self.download.transfer.take() {
             // The seed's order: the teardown first, then the download it cleans up.
             warn!("Aborting image download(0x0): Dtls cleanup, {}", t.image);
             info!("upgrade.sh: Script called with args:[ABORT]");
@@ -499,11 +456,12 @@ impl Wtp {
         }
         self.actions.push_back(Action::DtlsClose);
         self.after_teardown = after;
-        self.state_deadline = Some(now + self.cfg.timers.dtls_session_delete);
+        self.timers
+            .set(Timer::State, now + self.cfg.timers.dtls_session_delete);
     }
 
     fn teardown_done(&mut self, now: Instant) {
-        self.state_deadline = None;
+        self.timers.stop(Timer::State);
         self.peer = None;
         match std::mem::replace(&mut self.after_teardown, AfterTeardown::Restart) {
             AfterTeardown::Restart => {
@@ -519,7 +477,7 @@ impl Wtp {
             AfterTeardown::RetryAfter(wait) => {
                 info!("Restarting CAPWAP State Machine in {}s.", wait.as_secs());
                 self.set_state(State::Idle, now);
-                self.state_deadline = Some(now + wait);
+                self.timers.set(Timer::State, now + wait);
             }
         }
     }
@@ -538,7 +496,7 @@ impl Wtp {
         };
         info!("DTLS session established with {} ({summary})", peer.control);
         self.failed_dtls_session = 0;
-        self.state_deadline = None;
+        self.timers.stop(Timer::State);
         self.set_state(State::Join, now);
         self.rng.fill(&mut self.session_id);
         let seq = self.requester.next_seq();
@@ -643,7 +601,10 @@ impl Wtp {
             },
             &self.scratch,
         );
-        self.keep_alive_due = Some(now + self.cfg.timers.data_channel_keep_alive);
+        self.timers.set(
+            Timer::KeepAlive,
+            now + self.cfg.timers.data_channel_keep_alive,
+        );
     }
 
     // ----- timers --------------------------------------------------------------------------
@@ -652,50 +613,92 @@ impl Wtp {
         if self.stopping {
             return;
         }
-        if self.state_deadline.is_some_and(|d| d <= now) {
-            self.state_deadline = None;
-            match self.state {
-                State::Discovery => self.discovery_timer(now),
-                State::Sulking => {
-                    info!("Silent interval over");
-                    self.set_state(State::Idle, now);
-                    self.enter_discovery(now);
-                }
-                State::DtlsSetup => {
-                    self.failed_dtls_session += 1;
-                    let after = if self.failed_dtls_session
-                        >= self.cfg.timers.max_failed_dtls_session_retry
-                    {
-                        AfterTeardown::Sulk
-                    } else {
-                        AfterTeardown::Restart
-                    };
-                    self.teardown("WaitDTLS expired: no DTLS session", after, now);
-                }
-                State::DtlsTeardown => self.teardown_done(now),
-                State::Idle => {
-                    info!("Restarting CAPWAP State Machine.");
-                    self.enter_discovery(now);
-                }
-                State::ImageData => {
-                    self.teardown("image download cannot start", AfterTeardown::Restart, now);
-                }
-                _ => {}
-            }
+        // The order matters where several are due at once: the state's timer, the download's,
+        // the retransmission, the data channel, a pending Image Data Request, then the Echo
+        // (which waits when a request is outstanding).
+        if self.timers.expire(Timer::State, now) {
+            self.state_timer(now);
         }
-        if self.image_deadline.is_some_and(|d| d <= now) {
+        if self.download.expire_image_timer(now) {
             self.image_timer(now);
         }
-        if let Some((version, at)) = self.predownload_retry.clone() {
-            if at <= now && self.state == State::Run {
-                self.predownload_retry = None;
+        if self.state == State::Run {
+            if let Some(version) = self.download.expire_predownload_retry(now) {
                 info!("Retrying the predownload of {version}");
                 self.start_download(&version, true, now);
             }
         }
+        self.retransmit_timer(now);
+        if self.state == State::Run {
+            // §4.7.3: DataChannelDeadInterval without a Keep-Alive from the AC.
+            if self.timers.expire(Timer::DataDead, now) {
+                self.teardown("data channel dead", AfterTeardown::Restart, now);
+                return;
+            }
+            if self.timers.expire(Timer::KeepAlive, now) {
+                self.send_keep_alive(now);
+            }
+        }
+        self.send_pending_image_request(now);
+        // §2.3.1(j) and (q): the EchoInterval timer runs in Image Data and Run.
+        if matches!(self.state, State::Run | State::ImageData)
+            && self.timers.expire(Timer::Echo, now)
+        {
+            if self.requester.busy() {
+                // §4.5.3: one outstanding request; the Echo waits for the current one.
+                self.timers
+                    .set(Timer::Echo, now + self.cfg.timers.retransmit_interval);
+            } else {
+                let seq = self.requester.next_seq();
+                messages::echo_request(&mut self.builder, seq);
+                self.send_request(MessageType::EchoRequest, now);
+                self.timers
+                    .set(Timer::Echo, now + self.cfg.timers.echo_interval);
+            }
+        }
+    }
+
+    /// The current state's timer expired (see [`Timer::State`]).
+    fn state_timer(&mut self, now: Instant) {
+        match self.state {
+            // §2.3.1 Discovery to Discovery (#) or to DTLS Setup (3).
+            State::Discovery => self.discovery_timer(now),
+            // §2.3.1 Sulking to Idle (7): SilentInterval over.
+            State::Sulking => {
+                info!("Silent interval over");
+                self.set_state(State::Idle, now);
+                self.enter_discovery(now);
+            }
+            // §2.3.1 DTLS Setup to DTLS Teardown: WaitDTLS (§4.7.15) expired; §4.8.4.
+            State::DtlsSetup => {
+                self.failed_dtls_session += 1;
+                let after =
+                    if self.failed_dtls_session >= self.cfg.timers.max_failed_dtls_session_retry {
+                        AfterTeardown::Sulk
+                    } else {
+                        AfterTeardown::Restart
+                    };
+                self.teardown("WaitDTLS expired: no DTLS session", after, now);
+            }
+            // §2.3.1 DTLS Teardown to Idle (t) or Sulking (u): DTLSSessionDelete (§4.7.6).
+            State::DtlsTeardown => self.teardown_done(now),
+            // A failed download's retry wait is over.
+            State::Idle => {
+                info!("Restarting CAPWAP State Machine.");
+                self.enter_discovery(now);
+            }
+            State::ImageData => {
+                self.teardown("image download cannot start", AfterTeardown::Restart, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The outstanding request's retransmission timer (§4.5.3: RetransmitInterval §4.7.12,
+    /// doubling; MaxRetransmit §4.8.7, then DTLS Teardown).
+    fn retransmit_timer(&mut self, now: Instant) {
         let outstanding = self.requester.outstanding_type();
-        let decision = self.requester.on_timeout(now);
-        match decision {
+        match self.requester.on_timeout(now) {
             RetransmitDecision::Wait => {}
             RetransmitDecision::Retransmit { packet, count } => {
                 self.stats.retransmissions += 1;
@@ -722,29 +725,6 @@ impl Wtp {
                     self.cfg.timers.max_retransmit
                 );
                 self.teardown(&reason, AfterTeardown::Restart, now);
-            }
-        }
-        if self.state == State::Run {
-            if self.data_dead_at.is_some_and(|d| d <= now) {
-                self.teardown("data channel dead", AfterTeardown::Restart, now);
-                return;
-            }
-            if self.keep_alive_due.is_some_and(|d| d <= now) {
-                self.send_keep_alive(now);
-            }
-        }
-        self.send_pending_image_request(now);
-        if matches!(self.state, State::Run | State::ImageData)
-            && self.echo_due.is_some_and(|d| d <= now)
-        {
-            if self.requester.busy() {
-                // One outstanding request: the Echo waits for the current one.
-                self.echo_due = Some(now + self.cfg.timers.retransmit_interval);
-            } else {
-                let seq = self.requester.next_seq();
-                messages::echo_request(&mut self.builder, seq);
-                self.send_request(MessageType::EchoRequest, now);
-                self.echo_due = Some(now + self.cfg.timers.echo_interval);
             }
         }
     }
@@ -778,7 +758,10 @@ impl Wtp {
                     // Should not happen: Run is entered on the Change State Event Response.
                     return;
                 }
-                self.data_dead_at = Some(now + self.cfg.timers.data_channel_dead_interval);
+                self.timers.set(
+                    Timer::DataDead,
+                    now + self.cfg.timers.data_channel_dead_interval,
+                );
             }
             Some(_) => debug!("keep-alive for another session from {from} ignored"),
             None => self.malformed(
@@ -987,11 +970,15 @@ impl Wtp {
                 }
                 self.set_state(State::Run, now);
                 self.send_keep_alive(now);
-                self.data_dead_at = Some(now + self.cfg.timers.data_channel_dead_interval);
-                self.echo_due = Some(now + self.cfg.timers.echo_interval);
+                self.timers.set(
+                    Timer::DataDead,
+                    now + self.cfg.timers.data_channel_dead_interval,
+                );
+                self.timers
+                    .set(Timer::Echo, now + self.cfg.timers.echo_interval);
             }
             Some(MessageType::EchoResponse) => debug!("Echo Response from AC"),
-            Some(MessageType::ImageDataResponse) if self.transfer.is_some() => {
+            Some(MessageType::ImageDataResponse) if self.download.transfer.is_some() => {
                 self.on_image_response(result, image_info, now)
             }
             Some(other) => debug!("{} accepted", other.name()),
@@ -1049,6 +1036,7 @@ impl Wtp {
             SeqOrder::New => {}
         }
         if self
+            .download
             .verifying
             .as_ref()
             .is_some_and(|v| v.seq == msg.seq && v.msg_type == msg.msg_type)
@@ -1064,7 +1052,7 @@ impl Wtp {
                 self.stats.echoes_answered += 1;
                 self.send_response(msg.msg_type, msg.seq, None);
             }
-            Some(MessageType::ImageDataRequest) if self.transfer.is_some() => {
+            Some(MessageType::ImageDataRequest) if self.download.transfer.is_some() => {
                 self.on_image_block(msg, now)
             }
             Some(MessageType::ResetRequest) if run || self.state == State::ImageData => {
