@@ -233,10 +233,12 @@ fn thousands_of_failing_handshakes_give_a_bounded_number_of_log_lines() {
         .filter_map(|l| l.split("DTLS handshake failed: ").nth(1))
         .filter_map(|rest| rest.split(" more suppressed").next()?.parse::<u64>().ok())
         .sum();
-    assert_eq!(
-        suppressed as usize + count(&text),
-        failed,
-        "every failure is logged or counted:\n{text}"
+    // At least the failures this client saw an alert for (one whose alert was lost is
+    // counted by acsim too).
+    let accounted = suppressed as usize + count(&text);
+    assert!(
+        (failed..=ATTEMPTS).contains(&accounted),
+        "{accounted} failures logged or counted, {failed} seen:\n{text}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
