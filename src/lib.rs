@@ -20,6 +20,7 @@ pub mod logging;
 pub mod outq;
 pub mod pcap;
 pub mod pki;
+pub mod ratelimit;
 pub mod reliable;
 pub mod rng;
 pub mod runtime;

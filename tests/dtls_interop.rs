@@ -12,7 +12,9 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use wtpd::dtls::{Credentials, DtlsConfig, DtlsContext, DtlsEvent, DtlsSession};
+use wtpd::dtls::{
+    Credentials, DtlsConfig, DtlsContext, DtlsEvent, DtlsListener, DtlsSession, Listened,
+};
 use wtpd::pki::{self, LabPki};
 
 const PREAMBLE: [u8; 4] = [1, 0, 0, 0];
@@ -261,17 +263,24 @@ fn server_against_s_client(extra: &[&str], ctx: &DtlsContext, expect_peer: &str)
     args.extend_from_slice(extra);
     let mut client = Peer::spawn(&args);
 
-    let mut session = DtlsSession::accept(ctx).unwrap();
+    // As acsim does: through the cookie exchange first.
+    let (mut session, peer) = listen(&sock, ctx, until);
     let mut connected = None;
-    relay(&sock, None, &mut session, until, |sess, ev| match ev {
-        Some(DtlsEvent::Connected(t)) => {
-            connected = Some(t);
-            sess.send(b"hello from ac\n").unwrap();
-            true
-        }
-        Some(other) => panic!("server: {other:?}"),
-        None => false,
-    });
+    relay(
+        &sock,
+        Some(peer),
+        &mut session,
+        until,
+        |sess, ev| match ev {
+            Some(DtlsEvent::Connected(t)) => {
+                connected = Some(t);
+                sess.send(b"hello from ac\n").unwrap();
+                true
+            }
+            Some(other) => panic!("server: {other:?}"),
+            None => false,
+        },
+    );
     let summary = session.peer_summary().unwrap();
     assert!(summary.contains(expect_peer), "{summary}");
     assert!(
@@ -282,6 +291,37 @@ fn server_against_s_client(extra: &[&str], ctx: &DtlsContext, expect_peer: &str)
     client.type_line("hello from wtp");
     assert_eq!(recv_one(&sock, &mut session, until), b"hello from wtp\n");
     connected.unwrap()
+}
+
+/// Takes a client through [`DtlsListener`]: HelloVerifyRequests until a ClientHello brings a
+/// good cookie back. Returns the session and the client's address.
+fn listen(sock: &UdpSocket, ctx: &DtlsContext, until: Instant) -> (DtlsSession, SocketAddr) {
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut listener = DtlsListener::new(ctx).unwrap();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    let mut verify_requests = 0;
+    loop {
+        assert!(Instant::now() < until, "no ClientHello with a cookie");
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let mut d = PREAMBLE.to_vec();
+        d.extend_from_slice(&buf[..n]);
+        let now = wtpd::time::Instant::from_duration(start.elapsed());
+        match listener.handle(ctx, &d, from, now) {
+            Listened::Reply(hvr) => {
+                verify_requests += 1;
+                sock.send_to(&hvr[4..], from).unwrap();
+            }
+            Listened::Accepted(s) => {
+                assert!(verify_requests >= 1, "accepted without a cookie exchange");
+                return (s, from);
+            }
+            Listened::Dropped(why) => panic!("listener dropped a datagram: {why}"),
+        }
+    }
 }
 
 /// Receives until one plaintext arrives (the session already knows the peer).

@@ -15,7 +15,8 @@ pub struct AcTimers {
     pub change_state_pending: Duration,
     #[serde(with = "secs")]
     pub data_check: Duration,
-    /// Told to WTPs in the CAPWAP Timers element; a WTP silent for three of these is dropped.
+    /// Told to WTPs in the CAPWAP Timers element; a WTP in Run silent for this plus its
+    /// retransmission schedule is dropped (see [`AcTimers::run_budget`]).
     #[serde(with = "secs")]
     pub echo_interval: Duration,
     /// Told to WTPs in the CAPWAP Timers element.
@@ -29,15 +30,38 @@ pub struct AcTimers {
 }
 
 impl AcTimers {
-    /// How long a WTP in Run may stay silent: three Echo intervals.
+    /// How long one unanswered request stays alive at its sender until its last
+    /// retransmission has had time to arrive: RetransmitInterval before the first
+    /// retransmission, doubled before each of the MaxRetransmit retransmissions (RFC 5415
+    /// §4.5.3), plus one RetransmitInterval for the last one's transit. With the RFC's 3 s and 5
+    /// that is 3 + 6 + 12 + 24 + 48 + 3 = 96 s. The WTP runs the same schedule for its Echo
+    /// Requests (the AC's timers are the RFC defaults a WTP uses unless configured alike).
+    pub fn retransmit_span(&self) -> Duration {
+        let mut span = self.retransmit_interval;
+        let mut interval = self.retransmit_interval;
+        for _ in 0..self.max_retransmit.min(16) {
+            span = span.saturating_add(interval);
+            interval = interval.saturating_mul(2);
+        }
+        span
+    }
+
+    /// How long a WTP in Run may stay silent on the control channel: its next Echo Request
+    /// comes after EchoInterval, and if that Echo is lost the WTP retransmits it on the
+    /// schedule of [`retransmit_span`](Self::retransmit_span) before it gives up (RFC 5415
+    /// §4.7.7, §4.7.12, §4.8.7). A budget shorter than that drops a live WTP for one lost
+    /// Echo: three EchoIntervals was 3 s at `echo_interval = 1`, the WTP's first retransmit
+    /// interval.
     pub fn run_budget(&self) -> Duration {
-        self.echo_interval * 3
+        self.echo_interval.saturating_add(self.retransmit_span())
     }
 
     /// How long a WTP in Image Data may stay silent. It has not been told our EchoInterval yet
     /// (that comes with Configure), so it echoes at the RFC default of 30 s.
     pub fn image_data_budget(&self) -> Duration {
-        self.echo_interval.max(Duration::from_secs(30)) * 3
+        self.echo_interval
+            .max(Duration::from_secs(30))
+            .saturating_add(self.retransmit_span())
     }
 }
 

@@ -772,3 +772,6 @@ fn display_name(s: &WtpSession) -> String {
         s.info.name.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use openssl::ssl::{
     SslVersion,
 };
 
+use super::cookie::CookieKey;
 use super::{Credentials, DtlsConfig, DtlsError};
+use crate::time::Instant;
 
 /// CAPWAP defaults with certificates (RFC 5415 §2.4.4: TLS_RSA_WITH_AES_128_CBC_SHA is
 /// mandatory; current controllers prefer the ECDHE GCM suites).
@@ -40,6 +42,9 @@ pub(crate) enum Role {
 pub(crate) struct Shared {
     pub(crate) reason: Mutex<Option<String>>,
     pub(crate) initial_timeout_us: std::sync::atomic::AtomicU32,
+    /// Server: the address the datagram being handled came from, and when, for the cookie
+    /// callbacks (OpenSSL knows no addresses here: the BIO is a queue).
+    pub(crate) cookie_peer: Mutex<Option<(SocketAddr, Instant)>>,
 }
 
 impl Shared {
@@ -48,6 +53,12 @@ impl Shared {
         if g.is_none() {
             *g = Some(r);
         }
+    }
+    pub(crate) fn set_cookie_peer(&self, peer: SocketAddr, now: Instant) {
+        *self.cookie_peer.lock().unwrap_or_else(|e| e.into_inner()) = Some((peer, now));
+    }
+    pub(crate) fn cookie_peer(&self) -> Option<(SocketAddr, Instant)> {
+        *self.cookie_peer.lock().unwrap_or_else(|e| e.into_inner())
     }
     pub(crate) fn reason(&self) -> Option<String> {
         self.reason
@@ -74,6 +85,8 @@ pub struct DtlsContext {
     /// Datagram payload budget for OpenSSL: the configured MTU minus the CAPWAP header.
     pub(crate) dtls_mtu: u32,
     pub(crate) initial_retransmit: Duration,
+    /// Server only: the secret of the HelloVerifyRequest cookies.
+    pub(crate) cookie_key: Option<Arc<CookieKey>>,
 }
 
 impl std::fmt::Debug for DtlsContext {
@@ -197,9 +210,18 @@ impl DtlsContext {
             install_keylog(&mut b, file);
         }
 
-        // Cookie exchange (HelloVerifyRequest) is not enabled: a sans-IO session does not know
-        // the peer's address, so a cookie could not bind to it; the runtime creates a session
-        // per address and bounds their number instead.
+        // The server's cookie exchange (RFC 6347 §4.2.1): OpenSSL asks for and checks cookies
+        // only in `DtlsListener` (DTLSv1_listen sets SSL_OP_COOKIE_EXCHANGE on the SSL it
+        // accepts), with the peer's address in the SSL's ex-data. A plain `accept` session does
+        // not use them.
+        let cookie_key = match role {
+            Role::Server => {
+                let key = Arc::new(CookieKey::random()?);
+                install_cookie_callbacks(&mut b, key.clone());
+                Some(key)
+            }
+            Role::Client => None,
+        };
 
         Ok(DtlsContext {
             ctx: b.build(),
@@ -207,6 +229,7 @@ impl DtlsContext {
             peer_name,
             dtls_mtu: (cfg.mtu - PREAMBLE_LEN) as u32,
             initial_retransmit: DEFAULT_RETRANSMIT,
+            cookie_key,
         })
     }
 
@@ -263,6 +286,30 @@ fn install_psk(b: &mut SslContextBuilder, role: Role, identity: String, key: Vec
             Ok(0)
         }),
     }
+}
+
+/// The cookie OpenSSL puts in a HelloVerifyRequest, and its check of the one a ClientHello
+/// brings back: the same HMAC the listener's pre-check uses ([`CookieKey`]).
+fn install_cookie_callbacks(b: &mut SslContextBuilder, key: Arc<CookieKey>) {
+    let peer_of = |ssl: &openssl::ssl::SslRef| {
+        let idx = shared_index().ok()?;
+        ssl.ex_data(idx)?.cookie_peer()
+    };
+    let k = key.clone();
+    b.set_cookie_generate_cb(move |ssl, buf| {
+        let Some((peer, now)) = peer_of(ssl) else {
+            return Err(openssl::error::ErrorStack::get());
+        };
+        let c = k.cookie(peer, now);
+        if buf.len() < c.len() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        buf[..c.len()].copy_from_slice(&c);
+        Ok(c.len())
+    });
+    b.set_cookie_verify_cb(move |ssl, cookie| {
+        peer_of(ssl).is_some_and(|(peer, now)| key.verify(peer, now, cookie))
+    });
 }
 
 fn install_keylog(b: &mut SslContextBuilder, file: File) {

@@ -13,10 +13,13 @@
 //! reasons carry OpenSSL's verify result or error text ("certificate verify failed: hostname
 //! mismatch", "unknown PSK identity 'x'", "peer sent fatal alert: tlsv1 alert unknown ca").
 //!
-//! Not done: the HelloVerifyRequest cookie exchange (a sans-IO session does not know the
-//! peer's address to bind a cookie to; the runtime bounds sessions per address instead).
+//! A server takes new peers through a [`DtlsListener`]: the HelloVerifyRequest cookie exchange
+//! (RFC 6347 §4.2.1, cookies from [`cookie`]), so that nothing is kept for a client until it has
+//! shown that it receives at its source address.
 
 mod context;
+pub mod cookie;
+mod listen;
 mod queue;
 mod session;
 #[cfg(test)]
@@ -91,6 +94,7 @@ pub enum DtlsEvent {
 }
 
 pub use context::{DtlsContext, DEFAULT_CERT_CIPHERS, DEFAULT_PSK_CIPHERS};
+pub use listen::{DtlsListener, ListenDrop, Listened};
 pub use session::{DtlsSession, DTLS_PREAMBLE, MAX_RETRANSMITS};
 
 /// The epoch of the first DTLS record in a datagram (CAPWAP DTLS header included): 0 for the

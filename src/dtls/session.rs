@@ -60,7 +60,7 @@ unsafe extern "C" fn timer_cb(s: *mut ffi::SSL, previous_us: c_uint) -> c_uint {
 
 /// The raw `SSL*` behind a reference. `SslRef` is an opaque type whose references *are* the
 /// pointers (that is what foreign-types' `as_ptr` does); we avoid a dependency for this cast.
-fn ssl_ptr(ssl: &SslRef) -> *mut ffi::SSL {
+pub(crate) fn ssl_ptr(ssl: &SslRef) -> *mut ffi::SSL {
     ssl as *const SslRef as *mut ffi::SSL
 }
 
@@ -99,6 +99,25 @@ fn error_text(e: &openssl::ssl::Error) -> String {
     format!("{e}")
 }
 
+/// A configured `SSL` over a fresh queue, with its [`Shared`] ex-data and our retransmission
+/// timer.
+pub(crate) fn new_stream(
+    ctx: &DtlsContext,
+) -> Result<(SslStream<DatagramQueue>, Arc<Shared>), DtlsError> {
+    let cfg = |what: &str, e: ErrorStack| DtlsError::Config(format!("{what}: {}", stack_text(&e)));
+    let mut ssl = Ssl::new(&ctx.ctx).map_err(|e| cfg("SSL_new", e))?;
+    ctx.configure(&mut ssl)?;
+    let shared = Arc::new(Shared::default());
+    let us = ctx.initial_retransmit.as_micros().clamp(1, 60_000_000) as u32;
+    shared.initial_timeout_us.store(us, Ordering::Relaxed);
+    ssl.set_ex_data(shared_index()?, shared.clone());
+    // SAFETY: a valid SSL; the callback only reads ex-data that lives as long as the SSL.
+    unsafe { DTLS_set_timer_cb(ssl_ptr(&ssl), Some(timer_cb)) };
+    let stream = SslStream::new(ssl, DatagramQueue::with_prefix(&DTLS_PREAMBLE))
+        .map_err(|e| cfg("SSL BIO", e))?;
+    Ok((stream, shared))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshaking,
@@ -130,19 +149,14 @@ impl std::fmt::Debug for DtlsSession {
 
 impl DtlsSession {
     fn new(ctx: &DtlsContext) -> Result<Self, DtlsError> {
-        let cfg =
-            |what: &str, e: ErrorStack| DtlsError::Config(format!("{what}: {}", stack_text(&e)));
-        let mut ssl = Ssl::new(&ctx.ctx).map_err(|e| cfg("SSL_new", e))?;
-        ctx.configure(&mut ssl)?;
-        let shared = Arc::new(Shared::default());
-        let us = ctx.initial_retransmit.as_micros().clamp(1, 60_000_000) as u32;
-        shared.initial_timeout_us.store(us, Ordering::Relaxed);
-        ssl.set_ex_data(shared_index()?, shared.clone());
-        // SAFETY: a valid SSL; the callback only reads ex-data that lives as long as the SSL.
-        unsafe { DTLS_set_timer_cb(ssl_ptr(&ssl), Some(timer_cb)) };
-        let stream = SslStream::new(ssl, DatagramQueue::with_prefix(&DTLS_PREAMBLE))
-            .map_err(|e| cfg("SSL BIO", e))?;
-        Ok(DtlsSession {
+        let (stream, shared) = new_stream(ctx)?;
+        Ok(Self::from_stream(stream, shared))
+    }
+
+    /// A session around an `SSL` that is ready to go on (a fresh one, or the one
+    /// [`DtlsListener`](super::DtlsListener) accepted a cookie on).
+    pub(crate) fn from_stream(stream: SslStream<DatagramQueue>, shared: Arc<Shared>) -> Self {
+        DtlsSession {
             stream,
             shared,
             state: State::Handshaking,
@@ -150,7 +164,13 @@ impl DtlsSession {
             plaintext: VecDeque::new(),
             read_buf: Vec::new(),
             retransmits: 0,
-        })
+        }
+    }
+
+    /// Continues the handshake the listener started (its ClientHello is buffered in OpenSSL).
+    pub(crate) fn resume(mut self) -> Self {
+        self.drive();
+        self
     }
 
     /// Starts a client handshake; the first flight is ready in `poll_transmit`.

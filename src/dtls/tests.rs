@@ -528,6 +528,7 @@ fn dtls10_peer_is_accepted() {
         peer_name: None,
         dtls_mtu: 1396,
         initial_retransmit: Duration::from_secs(1),
+        cookie_key: None,
     };
     let cctx = DtlsContext::client(&wtp_cfg(Some("acsim.lab"))).unwrap();
     let (mut c, mut s, ce, se) = handshake(&cctx, &sctx);
@@ -771,4 +772,86 @@ fn client_hellos_are_told_from_other_records() {
         assert_eq!(super::record_epoch(junk), None);
         assert!(!super::is_client_hello(junk));
     }
+}
+
+/// A client through the listener: the first ClientHello gets a HelloVerifyRequest and leaves
+/// nothing behind; the second, with the cookie, becomes a session whose handshake completes.
+fn through_listener(cctx: &DtlsContext, sctx: &DtlsContext) -> (DtlsSession, DtlsSession) {
+    use crate::time::Instant as At;
+    let peer: std::net::SocketAddr = "192.0.2.7:5246".parse().unwrap();
+    let mut l = DtlsListener::new(sctx).unwrap();
+    let mut c = DtlsSession::connect(cctx).unwrap();
+    let hello = c.poll_transmit().unwrap();
+    assert_eq!(cookie::client_hello_cookie(&hello), Ok(&[][..]));
+    let hvr = match l.handle(sctx, &hello, peer, At::ZERO) {
+        Listened::Reply(d) => d,
+        other => panic!("expected a HelloVerifyRequest, got {other:?}"),
+    };
+    c.handle_datagram(&hvr);
+    let hello2 = c.poll_transmit().expect("a ClientHello with the cookie");
+    let cookie = cookie::client_hello_cookie(&hello2).unwrap().to_vec();
+    assert_eq!(cookie.len(), cookie::COOKIE_LEN);
+    // The cookie is bound to the address: from another port it only earns a new cookie.
+    let other: std::net::SocketAddr = "192.0.2.7:5247".parse().unwrap();
+    assert!(matches!(
+        l.handle(sctx, &hello2, other, At::ZERO),
+        Listened::Reply(_)
+    ));
+    let mut s = match l.handle(sctx, &hello2, peer, At::ZERO) {
+        Listened::Accepted(s) => s,
+        other => panic!("expected a session, got {other:?}"),
+    };
+    let mut n = [0; 2];
+    for _ in 0..10 {
+        pump(&mut c, &mut s, &mut n, &|_, _| false);
+        if c.is_established() && s.is_established() {
+            break;
+        }
+    }
+    assert!(connected(&events(&mut c)).starts_with("DTLSv1.2"));
+    assert!(connected(&events(&mut s)).starts_with("DTLSv1.2"));
+    (c, s)
+}
+
+#[test]
+fn the_listener_takes_a_client_through_the_cookie_exchange() {
+    let cctx = DtlsContext::client(&wtp_cfg(Some("acsim.lab"))).unwrap();
+    let sctx = DtlsContext::server(&ac_cfg()).unwrap();
+    let (mut c, mut s) = through_listener(&cctx, &sctx);
+    exchange(&mut c, &mut s);
+    // The listener serves the next peer with a fresh SSL.
+    let (mut c, mut s) = through_listener(&cctx, &sctx);
+    exchange(&mut c, &mut s);
+}
+
+#[test]
+fn the_listener_works_with_psk() {
+    let cctx = DtlsContext::client(&psk_cfg("wtp-1", b"0123456789abcdef")).unwrap();
+    let sctx = DtlsContext::server(&psk_cfg("wtp-1", b"0123456789abcdef")).unwrap();
+    let (mut c, mut s) = through_listener(&cctx, &sctx);
+    exchange(&mut c, &mut s);
+}
+
+#[test]
+fn the_listener_drops_what_is_not_a_client_hello() {
+    let sctx = DtlsContext::server(&ac_cfg()).unwrap();
+    let mut l = DtlsListener::new(&sctx).unwrap();
+    let peer: std::net::SocketAddr = "192.0.2.7:5246".parse().unwrap();
+    let now = crate::time::Instant::ZERO;
+    for junk in [
+        &[][..],
+        &[1, 0, 0, 0][..],
+        &[1, 0, 0, 0, 22, 0xfe, 0xfd, 0, 0][..],
+        &[1, 0, 0, 0, 23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 9][..],
+    ] {
+        assert!(matches!(
+            l.handle(&sctx, junk, peer, now),
+            Listened::Dropped(ListenDrop::NotHello(_))
+        ));
+    }
+    let cctx = DtlsContext::client(&wtp_cfg(None)).unwrap();
+    assert!(
+        DtlsListener::new(&cctx).is_err(),
+        "a client has no listener"
+    );
 }

@@ -10,12 +10,12 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::udp::Udp;
-use super::{earliest, io_err, write_atomic, Clock, RuntimeError};
+use super::{earliest, io_err, warnings, write_atomic, Clock, RuntimeError};
 use crate::ac::{Ac, AcAction};
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::{CONTROL_PORT, DATA_PORT};
 use crate::config::AcsimConfig;
-use crate::dtls::{self, DtlsContext, DtlsEvent, DtlsSession};
+use crate::dtls::{self, DtlsContext, DtlsEvent, DtlsListener, DtlsSession, Listened};
 use crate::fetch::spool::{DownloadMode, RemoteSource};
 use crate::pcap::PcapWriter;
 use crate::time::Instant;
@@ -23,6 +23,10 @@ use crate::wtp::Channel;
 
 /// A handshake that has not finished after this long is dropped (WaitDTLS).
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A peer map whose capacity is this many times its length (and more than a few entries) is
+/// shrunk, so that the memory a burst of handshakes took comes back when they expire.
+const SHRINK_FACTOR: usize = 4;
 
 struct Peer {
     session: DtlsSession,
@@ -67,6 +71,12 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
             warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
             None
         }
+    };
+    // New peers go through the cookie exchange: nothing is kept for a ClientHello until it
+    // comes back with a cookie for its source address (RFC 6347 §4.2.1).
+    let mut listener = match &ctx {
+        Some(c) => Some(DtlsListener::new(c)?),
+        None => None,
     };
     let ctl = Udp::bind(cfg.listen).map_err(io_err(format!("bind {}", cfg.listen)))?;
     let listen = ctl.local_addr().map_err(io_err("local address"))?;
@@ -206,11 +216,21 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                         match peers.get_mut(&t.to) {
                             Some(p) if p.up => {
                                 if let Err(e) = p.session.send(&out) {
-                                    warn!("DTLS send to {} failed: {e}", t.to);
+                                    limited_warn!(
+                                        "DTLS send failed",
+                                        Some(t.to),
+                                        "DTLS send to {} failed: {e}",
+                                        t.to
+                                    );
                                 }
                             }
                             _ if ctx.is_none() => send(&ctl, &out, t.to).await,
-                            _ => warn!("no DTLS session with {}: message dropped", t.to),
+                            _ => limited_warn!(
+                                "no DTLS session: message dropped",
+                                Some(t.to),
+                                "no DTLS session with {}: message dropped",
+                                t.to
+                            ),
                         }
                     }
                 }
@@ -269,7 +289,9 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                         info!("DTLS session established with {addr} ({summary}), replacing the earlier one");
                         ac.dtls_established(addr, clock.now());
                     }
-                    Err(reason) => warn!(
+                    Err(reason) => limited_warn!(
+                        "New DTLS handshake failed",
+                        Some(addr),
                         "New DTLS handshake with {addr} (which has a session) failed: {reason}"
                     ),
                 }
@@ -292,7 +314,11 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                     if p.up {
                         ac.dtls_closed(addr, &reason);
                     } else {
-                        warn!("DTLS handshake with {addr} failed: {reason}");
+                        limited_warn!(
+                            "DTLS handshake failed",
+                            Some(addr),
+                            "DTLS handshake with {addr} failed: {reason}"
+                        );
                     }
                 }
             }
@@ -305,6 +331,7 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         // Rendered at most once a second (not once per datagram of an image transfer), written
         // when it changed.
         let status = if due {
+            warnings::flush();
             last_status_at = Some(clock.now());
             status_table(&ac, clock.now())
         } else {
@@ -320,10 +347,13 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         }
 
         let now = clock.now();
+        let (restarts_before, peers_before) = (restarts.len(), peers.len());
         restarts.retain(|addr, p| {
             let keep = now.saturating_since(p.started) < HANDSHAKE_LIMIT;
             if !keep {
-                warn!(
+                limited_warn!(
+                    "New DTLS handshake did not finish",
+                    Some(*addr),
                     "New DTLS handshake with {addr} did not finish in {}s: dropped",
                     HANDSHAKE_LIMIT.as_secs()
                 );
@@ -333,13 +363,20 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         peers.retain(|addr, p| {
             let keep = p.up || now.saturating_since(p.started) < HANDSHAKE_LIMIT;
             if !keep {
-                warn!(
+                limited_warn!(
+                    "DTLS handshake did not finish",
+                    Some(*addr),
                     "DTLS handshake with {addr} did not finish in {}s: dropped",
                     HANDSHAKE_LIMIT.as_secs()
                 );
             }
             keep
         });
+        if restarts.len() < restarts_before || peers.len() < peers_before {
+            shrink(&mut restarts);
+            shrink(&mut peers);
+            release_freed_memory();
+        }
         let dtls_deadline = peers
             .values()
             .chain(restarts.values())
@@ -363,20 +400,46 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                 Ok((n, from)) => {
                     let bytes = &buf[..n];
                     match preamble(bytes) {
-                        Ok(Preamble::Dtls) => match &ctx {
-                            Some(ctx) => {
-                                let established = peers.get(&from).is_some_and(|p| p.up);
-                                if established
+                        Ok(Preamble::Dtls) => match (&ctx, &mut listener) {
+                            (Some(ctx), Some(listener)) => {
+                                let now = clock.now();
+                                // None: a stranger; Some(false): handshaking; Some(true): up.
+                                let known = peers.get(&from).map(|p| p.up);
+                                // A ClientHello from a stranger, or from an address whose
+                                // session is up (a WTP that restarted on the same port), starts
+                                // over through the cookie exchange. One from an address in the
+                                // middle of a handshake is a retransmission for that handshake.
+                                if dtls::is_client_hello(bytes)
+                                    && known != Some(false)
                                     && !restarts.contains_key(&from)
-                                    && dtls::is_client_hello(bytes)
                                 {
-                                    match DtlsSession::accept(ctx) {
-                                        Ok(s) => {
-                                            info!("New DTLS handshake from {from} while its session is up (the WTP restarted?): the old session stays until the new one completes");
-                                            restarts.insert(from, Peer { session: s, up: false, started: clock.now() });
+                                    match listener.handle(ctx, bytes, from, now) {
+                                        Listened::Reply(hvr) => send(&ctl, &hvr, from).await,
+                                        Listened::Dropped(why) => {
+                                            log::debug!("DTLS datagram from {from} dropped: {why}")
                                         }
-                                        Err(e) => warn!("DTLS session for {from}: {e}"),
+                                        Listened::Accepted(session) => {
+                                            let p = Peer { session, up: false, started: now };
+                                            if known == Some(true) {
+                                                limited!(
+                                                    log::Level::Info,
+                                                    "New DTLS handshake while the session is up",
+                                                    Some(from),
+                                                    "New DTLS handshake from {from} while its session is up (the WTP restarted?): the old session stays until the new one completes"
+                                                );
+                                                restarts.insert(from, p);
+                                            } else if peers.len() >= 2 * ac.config().max_wtps as usize {
+                                                limited_warn!(
+                                                    "too many DTLS sessions",
+                                                    Some(from),
+                                                    "too many DTLS sessions: {from} refused"
+                                                );
+                                            } else {
+                                                peers.insert(from, p);
+                                            }
+                                        }
                                     }
+                                    continue;
                                 }
                                 if let Some(p) = restarts.get_mut(&from) {
                                     p.session.handle_datagram(bytes);
@@ -387,26 +450,14 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                                         continue;
                                     }
                                 }
-                                if !peers.contains_key(&from) {
-                                    if peers.len() >= 2 * ac.config().max_wtps as usize {
-                                        warn!("too many DTLS sessions: {from} refused");
-                                        continue;
-                                    }
-                                    match DtlsSession::accept(ctx) {
-                                        Ok(s) => {
-                                            peers.insert(from, Peer { session: s, up: false, started: clock.now() });
-                                        }
-                                        Err(e) => {
-                                            warn!("DTLS session for {from}: {e}");
-                                            continue;
-                                        }
-                                    }
-                                }
-                                if let Some(p) = peers.get_mut(&from) {
-                                    p.session.handle_datagram(bytes);
+                                match peers.get_mut(&from) {
+                                    Some(p) => p.session.handle_datagram(bytes),
+                                    None => log::debug!(
+                                        "DTLS datagram from {from} without a session dropped"
+                                    ),
                                 }
                             }
-                            None => log::debug!("DTLS datagram from {from} while DTLS is off"),
+                            _ => log::debug!("DTLS datagram from {from} while DTLS is off"),
                         },
                         _ => {
                             capture.record(from, listen, bytes, false);
@@ -418,14 +469,14 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                         }
                     }
                 }
-                Err(e) => warn!("control socket: {e}"),
+                Err(e) => limited_warn!("control socket error", None, "control socket: {e}"),
             },
             r = data.recv_from(&mut dbuf) => match r {
                 Ok((n, from)) => {
                     capture.record(from, data_addr, &dbuf[..n], true);
                     ac.handle_data(from, &dbuf[..n], clock.now());
                 }
-                Err(e) => warn!("data socket: {e}"),
+                Err(e) => limited_warn!("data socket error", None, "data socket: {e}"),
             },
             _ = &mut timer => {
                 for p in peers.values_mut().chain(restarts.values_mut()).filter(|p| !p.up) {
@@ -453,7 +504,26 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
         p.session.close();
         flush(&ctl, *addr, &mut p.session).await;
     }
+    warnings::finish();
     Ok(0)
+}
+
+/// Gives a map's spare capacity back once most of its entries are gone: a burst of handshakes
+/// must not leave a table sized for it behind.
+fn shrink<V>(map: &mut HashMap<SocketAddr, V>) {
+    if map.capacity() > 16 && map.capacity() > SHRINK_FACTOR * map.len() {
+        map.shrink_to_fit();
+    }
+}
+
+/// Hands the heap's free memory back to the system after sessions were dropped: glibc keeps
+/// freed chunks in its arenas, so the resident size of a burst of OpenSSL sessions would stay.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The client side of the control socket: sends one command line to a running acsim and
@@ -501,7 +571,7 @@ fn is_join_start(bytes: &[u8]) -> bool {
 
 async fn send(sock: &Udp, bytes: &[u8], to: SocketAddr) {
     if let Err(e) = sock.send_to(bytes, to).await {
-        warn!("send to {to} failed: {e}");
+        limited_warn!("send failed", Some(to), "send to {to} failed: {e}");
     }
 }
 

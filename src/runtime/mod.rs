@@ -1,6 +1,8 @@
 //! The thin tokio layer: sockets, the clock, signals. It feeds datagrams to DTLS and the state
 //! machines and carries out what they decide; it decides nothing itself.
 
+#[macro_use]
+mod warnings;
 pub mod ac;
 mod udp;
 pub mod wtp;

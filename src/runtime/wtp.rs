@@ -546,11 +546,16 @@ pub async fn run(
                         },
                     ) => {
                         if let Err(e) = session.send(&out) {
-                            warn!("DTLS send failed: {e}");
+                            limited_warn!("DTLS send failed", None, "DTLS send failed: {e}");
                         }
                     }
                     (Channel::ControlSecure, Link::Dtls { .. } | Link::None) => {
-                        warn!("no DTLS session: control message to {} dropped", t.to);
+                        limited_warn!(
+                            "no DTLS session: message dropped",
+                            Some(t.to),
+                            "no DTLS session: control message to {} dropped",
+                            t.to
+                        );
                     }
                     (Channel::Data, _) => send(&data, &out, t.to).await,
                     _ => send(&sock, &out, t.to).await,
@@ -737,11 +742,11 @@ pub async fn run(
         tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => on_control(&mut wtp, &mut link, &buf[..n], from, &clock),
-                Err(e) => warn!("control socket: {e}"),
+                Err(e) => limited_warn!("control socket error", None, "control socket: {e}"),
             },
             r = data.recv_from(&mut dbuf) => match r {
                 Ok((n, from)) => wtp.handle_data(from, &dbuf[..n], clock.now()),
-                Err(e) => warn!("data socket: {e}"),
+                Err(e) => limited_warn!("data socket error", None, "data socket: {e}"),
             },
             _ = &mut timer => {
                 if let Link::Dtls { session, up: false, .. } = &mut link {
@@ -869,7 +874,7 @@ fn is_auth_failure(reason: &str) -> bool {
 
 async fn send(sock: &Udp, bytes: &[u8], to: SocketAddr) {
     if let Err(e) = sock.send_to(bytes, to).await {
-        warn!("send to {to} failed: {e}");
+        limited_warn!("send failed", Some(to), "send to {to} failed: {e}");
     }
 }
 
