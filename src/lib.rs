@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod dtls;
 pub mod fetch;
+pub mod fsio;
 pub mod image;
 pub mod logging;
 pub mod outq;

@@ -63,7 +63,7 @@ impl WtpStatus {
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let text = toml::to_string(self).map_err(std::io::Error::other)?;
-        crate::runtime::write_atomic(&dir.join(STATUS_FILE), text.as_bytes())
+        crate::fsio::write_atomic(&dir.join(STATUS_FILE), text.as_bytes())
     }
 
     /// The `show ap image` view.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use wtpd::capwap::builder::build;
 use wtpd::capwap::element::{image_data_type, AcDescriptor};
 use wtpd::capwap::{ControlMessage, Element, MessageType, Packet, ResultCode};
+use wtpd::image::install::InstallError;
 use wtpd::image::store::MemStore;
+use wtpd::image::verify::VerifyError;
 use wtpd::time::Instant;
 use wtpd::wtp::{
     Action, DownloadPolicy, Hold, Identity, State, Target, TargetKind, Timers, Versions, Wtp,
@@ -204,7 +206,11 @@ fn the_last_block_is_answered_with_the_verdict_on_the_whole_image() {
         "the repeat is not processed again"
     );
 
-    w.image_verified(Err("manifest says 2.1".into()), at(8_400));
+    let refusal = InstallError::Verify(VerifyError::NotAnnounced {
+        announced: "2.0".into(),
+        manifest: "2.1".into(),
+    });
+    w.image_verified(Err(refusal), at(8_400));
     let s = drain(&mut w);
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0].msg_type, MessageType::ImageDataResponse as u32);
@@ -214,7 +220,7 @@ fn the_last_block_is_answered_with_the_verdict_on_the_whole_image() {
         s[0].vendor_text
             .as_deref()
             .unwrap()
-            .contains("manifest says 2.1"),
+            .contains("the signed manifest says version 2.1, the controller announced 2.0"),
         "{s:?}"
     );
     no_event(&s);
@@ -251,7 +257,11 @@ fn a_verified_image_is_installed_and_an_install_failure_sends_no_event_in_image_
         &actions(&mut w)[..],
         [Action::InstallImage { .. }]
     ));
-    w.install_done(Err("write slot b: I/O error".into()), at(5_400));
+    let failure = InstallError::Io {
+        what: "write slot b".into(),
+        error: std::io::Error::other("I/O error"),
+    };
+    w.install_done(Err(failure), at(5_400));
     let s = drain(&mut w);
     no_event(&s);
     assert_eq!(w.state(), State::DtlsTeardown);

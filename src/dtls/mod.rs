@@ -60,8 +60,13 @@ pub struct DtlsConfig {
 pub enum DtlsError {
     /// A file could not be read or parsed (certificate, key, CA).
     Config(String),
-    /// The handshake failed: peer certificate not trusted, unknown PSK identity, no shared
-    /// cipher, ... with OpenSSL's reason.
+    /// The handshake failed because credentials were refused, by us or by the peer: a
+    /// certificate not trusted, expired or for another name, an unknown PSK identity or a
+    /// wrong key (RFC 5415 §2.3.2 DTLSAuthenticateFail; counted by FailedDTLSAuthFailCount,
+    /// §4.8.3). Classified where it happens, from OpenSSL's verify result and error codes.
+    Credentials(String),
+    /// The handshake failed for another reason (no shared cipher or version, a protocol
+    /// error), with OpenSSL's reason.
     Handshake(String),
     /// The handshake did not finish after all retransmissions.
     HandshakeTimeout,
@@ -73,7 +78,9 @@ impl std::fmt::Display for DtlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DtlsError::Config(s) => write!(f, "DTLS configuration: {s}"),
-            DtlsError::Handshake(s) => write!(f, "DTLS handshake failed: {s}"),
+            DtlsError::Credentials(s) | DtlsError::Handshake(s) => {
+                write!(f, "DTLS handshake failed: {s}")
+            }
             DtlsError::HandshakeTimeout => write!(f, "DTLS handshake timed out"),
             DtlsError::Protocol(s) => write!(f, "DTLS error: {s}"),
         }

@@ -84,6 +84,21 @@ pub(crate) fn stack_text(e: &ErrorStack) -> String {
     }
 }
 
+/// OpenSSL reasons that mean credentials were refused. Alerts from the peer arrive as
+/// SSL_AD_REASON_OFFSET + the TLS alert number (RFC 8446 §6): bad_record_mac 20 (a wrong PSK
+/// shows as the peer failing to read our Finished), bad_certificate 42, unsupported 43,
+/// revoked 44, expired 45, certificate_unknown 46, unknown_ca 48, access_denied 49,
+/// decrypt_error 51, unknown_psk_identity 115. Local ones from <openssl/sslerr.h>:
+/// SSL_R_BAD_SIGNATURE 123, SSL_R_CERTIFICATE_VERIFY_FAILED 134, SSL_R_PSK_IDENTITY_NOT_FOUND
+/// 223, SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC 281.
+fn is_credential_error(e: &openssl::error::Error) -> bool {
+    const ALERTS: [i32; 10] = [20, 42, 43, 44, 45, 46, 48, 49, 51, 115];
+    const LOCAL: [i32; 4] = [123, 134, 223, 281];
+    let r = e.reason_code();
+    let offset = openssl_sys::SSL_AD_REASON_OFFSET;
+    LOCAL.contains(&r) || (r > offset && ALERTS.contains(&(r - offset)))
+}
+
 fn error_text(e: &openssl::ssl::Error) -> String {
     if let Some(stack) = e.ssl_error() {
         let text = stack_text(stack);
@@ -376,8 +391,8 @@ impl DtlsSession {
                     return
                 }
                 Err(e) => {
-                    let reason = self.handshake_reason(&e);
-                    self.fail(DtlsError::Handshake(reason));
+                    let failure = self.handshake_failure(&e);
+                    self.fail(failure);
                     return;
                 }
             }
@@ -421,14 +436,28 @@ impl DtlsSession {
     }
 
     /// Why the handshake failed, as precisely as OpenSSL lets us tell.
-    fn handshake_reason(&self, e: &openssl::ssl::Error) -> String {
+    /// Why the handshake failed, classified at the source: credentials refused (ours or the
+    /// peer's) or another failure.
+    fn handshake_failure(&self, e: &openssl::ssl::Error) -> DtlsError {
+        // Our callbacks' own reasons (an unknown PSK identity, ...) are credential refusals.
         if let Some(r) = self.shared.reason() {
-            return r;
+            return DtlsError::Credentials(r);
         }
         let verify = self.stream.ssl().verify_result();
         if verify != X509VerifyResult::OK {
-            return format!("certificate verify failed: {}", verify.error_string());
+            return DtlsError::Credentials(format!(
+                "certificate verify failed: {}",
+                verify.error_string()
+            ));
         }
-        error_text(e)
+        let text = error_text(e);
+        let credentials = e
+            .ssl_error()
+            .is_some_and(|stack| stack.errors().iter().any(is_credential_error));
+        if credentials {
+            DtlsError::Credentials(text)
+        } else {
+            DtlsError::Handshake(text)
+        }
     }
 }

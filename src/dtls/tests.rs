@@ -235,6 +235,20 @@ fn certificate_mode_each_capwap_cipher() {
 }
 
 #[test]
+fn no_shared_cipher_is_not_a_credential_failure() {
+    // An ECDSA-only client against an RSA-only server: nothing to agree on, nobody's
+    // credentials refused (it must not count toward FailedDTLSAuthFailCount, §4.8.3).
+    let mut ccfg = wtp_cfg(Some("acsim.lab"));
+    ccfg.ciphers = Some("ECDHE-ECDSA-AES128-GCM-SHA256".into());
+    let cctx = DtlsContext::client(&ccfg).unwrap();
+    let sctx = DtlsContext::server(&ac_cfg()).unwrap();
+    let (_, _, ce, se) = handshake(&cctx, &sctx);
+    for e in [failure(&se), failure(&ce)] {
+        assert!(matches!(e, DtlsError::Handshake(_)), "{e:?}");
+    }
+}
+
+#[test]
 fn peer_name_may_be_an_ip_address() {
     let cctx = DtlsContext::client(&wtp_cfg(Some("127.0.0.1"))).unwrap();
     let sctx = DtlsContext::server(&ac_cfg()).unwrap();
@@ -245,7 +259,7 @@ fn peer_name_may_be_an_ip_address() {
     let (_, _, ce, _) = handshake(&cctx, &sctx);
     assert_eq!(
         failure(&ce),
-        DtlsError::Handshake("certificate verify failed: IP address mismatch".into())
+        DtlsError::Credentials("certificate verify failed: IP address mismatch".into())
     );
 }
 
@@ -271,10 +285,10 @@ fn unknown_psk_identity_fails_with_the_identity_named() {
     let (c, s, ce, se) = handshake(&cctx, &sctx);
     assert_eq!(
         failure(&se),
-        DtlsError::Handshake("unknown PSK identity 'intruder'".into())
+        DtlsError::Credentials("unknown PSK identity 'intruder'".into())
     );
     match failure(&ce) {
-        DtlsError::Handshake(r) => assert!(r.contains("unknown psk identity"), "{r}"),
+        DtlsError::Credentials(r) => assert!(r.contains("unknown psk identity"), "{r}"),
         e => panic!("{e:?}"),
     }
     assert!(!c.is_established() && !s.is_established());
@@ -286,10 +300,10 @@ fn wrong_psk_key_fails() {
     let sctx = DtlsContext::server(&psk_cfg("wtp-sim-1", b"fedcba9876543210")).unwrap();
     let (_, _, ce, se) = handshake(&cctx, &sctx);
     // The server cannot authenticate the client's Finished; the client hears the alert.
-    let DtlsError::Handshake(sr) = failure(&se) else {
+    let DtlsError::Credentials(sr) = failure(&se) else {
         panic!()
     };
-    let DtlsError::Handshake(cr) = failure(&ce) else {
+    let DtlsError::Credentials(cr) = failure(&ce) else {
         panic!()
     };
     assert!(
@@ -314,11 +328,11 @@ fn untrusted_controller_certificate_names_the_verify_error() {
     let (_, _, ce, se) = handshake(&cctx, &sctx);
     assert_eq!(
         failure(&ce),
-        DtlsError::Handshake(
+        DtlsError::Credentials(
             "certificate verify failed: unable to get local issuer certificate".into()
         )
     );
-    let DtlsError::Handshake(sr) = failure(&se) else {
+    let DtlsError::Credentials(sr) = failure(&se) else {
         panic!()
     };
     assert!(
@@ -346,7 +360,7 @@ fn server_rejects_untrusted_client_certificate() {
     let (_, _, _, se) = handshake(&cctx, &sctx);
     assert_eq!(
         failure(&se),
-        DtlsError::Handshake(
+        DtlsError::Credentials(
             "certificate verify failed: unable to get local issuer certificate".into()
         )
     );
@@ -363,7 +377,7 @@ fn expired_controller_certificate_fails() {
     let (_, _, ce, _) = handshake(&cctx, &sctx);
     assert_eq!(
         failure(&ce),
-        DtlsError::Handshake("certificate verify failed: certificate has expired".into())
+        DtlsError::Credentials("certificate verify failed: certificate has expired".into())
     );
 }
 
@@ -374,7 +388,7 @@ fn wrong_peer_name_is_a_hostname_mismatch() {
     let (_, _, ce, _) = handshake(&cctx, &sctx);
     assert_eq!(
         failure(&ce),
-        DtlsError::Handshake("certificate verify failed: hostname mismatch".into())
+        DtlsError::Credentials("certificate verify failed: hostname mismatch".into())
     );
 }
 

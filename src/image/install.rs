@@ -136,6 +136,10 @@ pub enum InstallError {
         slot: String,
         state: String,
     },
+    /// This board installs nothing (no usable U-Boot environment, `install = "refuse"`).
+    Refused(String),
+    /// An install was asked for before an image was verified.
+    NotVerified,
 }
 
 impl std::fmt::Display for InstallError {
@@ -177,6 +181,8 @@ impl std::fmt::Display for InstallError {
                 "booted slot {slot} is {state}, not good: the other slot may be the only good \
                  one and is not written"
             ),
+            InstallError::Refused(why) => write!(f, "{why}"),
+            InstallError::NotVerified => write!(f, "no verified image to install"),
             InstallError::FailedBefore { version } => write!(
                 f,
                 "version {version} failed to boot on this board before (rolled back); not installed again"

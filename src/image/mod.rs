@@ -5,6 +5,9 @@
 //! - [`verify`]: signature and certificate-chain checks (ring, rustls-webpki).
 //! - [`manifest`]: the manifest's fields and their text form.
 //! - [`pack`]: building signed images and the image folder acsim serves.
+//! - [`install`]: verify-then-write to the inactive slot, switch, mark good, the bootloader's rule.
+//! - [`updater`]: one board's A/B policy: its environment at start, the trust policy, the
+//!   early check, install, activation, mark-good (what the runtime used to decide).
 //! - [`store`]: the download directory (PRECHECK, streaming writes, abort).
 //! - [`download`]: one transfer's bookkeeping: counts, digests, checks.
 //! - [`source`]: the images acsim serves.
@@ -17,6 +20,7 @@ pub mod manifest;
 pub mod pack;
 pub mod source;
 pub mod store;
+pub mod updater;
 pub mod verify;
 
 /// Reads until `buf` is full or the reader ends; returns how much was read.

@@ -15,14 +15,13 @@ use crate::capwap::CONTROL_PORT;
 use crate::config::DownloadSection;
 use crate::config::{InstallMethod, RebootMethod, WtpdConfig};
 use crate::dtls::{DtlsContext, DtlsError, DtlsEvent, DtlsSession};
-use crate::image::bootenv::{self, EnvConfig};
-use crate::image::install::{self, AbState, Disk};
+use crate::image::install::InstallError;
 use crate::image::store::FileStore;
-use crate::image::verify::TrustPolicy;
+use crate::image::updater::{HeadCheck, UpdatePolicy, Updater};
 use crate::status::WtpStatus;
 use crate::wtp::image::StatusKey;
 use crate::wtp::{
-    Action, Channel, DtlsFailure, RetryState, Target, TargetKind, Versions, Wtp, WtpConfig,
+    Action, Channel, DtlsFailure, Hold, RetryState, Target, TargetKind, Versions, Wtp, WtpConfig,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,33 +39,18 @@ enum Link {
     },
 }
 
-/// The board's A/B machinery, when the agent has a board file with slots.
-struct Ab {
-    board: Board,
-    env_cfg: EnvConfig,
-    disk: Disk,
-    /// The booted slot was on trial and still needs marking good.
-    trial: bool,
-    /// Why nothing may be installed on this board at all (no valid U-Boot environment).
-    refused: Option<String>,
-    /// The image [`Action::VerifyImage`] accepted, kept open for its install.
-    checked: Option<(install::CheckedImage, std::fs::File)>,
-}
-
-impl Ab {
-    /// Why this board may not download, install or switch now, for the WTP core.
-    fn hold(&self) -> Option<crate::wtp::Hold> {
-        if let Some(r) = &self.refused {
-            return Some(crate::wtp::Hold::Refused(r.clone()));
-        }
-        self.trial.then(|| {
-            crate::wtp::Hold::Trial(
-                "the booted slot is on trial: it is marked good in Run before the other slot \
-                 (the last known-good image) may be written"
-                    .into(),
-            )
-        })
+/// Why this board may not download, install or switch now, for the WTP core.
+fn hold(u: &Updater) -> Option<Hold> {
+    if let Some(r) = u.refused() {
+        return Some(Hold::Refused(r.to_string()));
     }
+    u.on_trial().then(|| {
+        Hold::Trial(
+            "the booted slot is on trial: it is marked good in Run before the other slot \
+             (the last known-good image) may be written"
+                .into(),
+        )
+    })
 }
 
 fn env_error(what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -78,7 +62,9 @@ fn env_error(what: &str, e: impl std::fmt::Display) -> RuntimeError {
 
 /// Applies the board file to the configuration and reads the versions: from the U-Boot
 /// environment on an A/B board, else from [software].
-fn prepare(cfg: &mut WtpdConfig) -> Result<(Versions, Option<Ab>, DownloadSection), RuntimeError> {
+fn prepare(
+    cfg: &mut WtpdConfig,
+) -> Result<(Versions, Option<Updater>, DownloadSection), RuntimeError> {
     let board = match &cfg.board {
         Some(p) => Some(Board::load(p)?),
         None => None,
@@ -110,324 +96,48 @@ fn prepare(cfg: &mut WtpdConfig) -> Result<(Versions, Option<Ab>, DownloadSectio
         cfg.wtp.radios = board.radios.clone();
     }
     cfg.reboot = board.reboot.clone();
-    let env_cfg = match board.env_config() {
-        Some(r) => r.map_err(|e| env_error("U-Boot environment", e))?,
-        None => return Ok((versions, None, download)),
+    let policy = UpdatePolicy {
+        trust: cfg.image.trust.clone(),
+        state_dir: cfg.state_dir.clone(),
+        allow_downgrade: cfg.image.allow_downgrade,
     };
-    if board.slots.is_empty() {
+    let Some((updater, running)) =
+        Updater::open(board, policy).map_err(|e| env_error("U-Boot environment", e))?
+    else {
         return Ok((versions, None, download));
-    }
-    let mut disk = Disk::new();
-    let mut refused = None;
-    let env = match bootenv::read_with(&mut disk, &env_cfg) {
-        Ok((env, read)) => {
-            if let Some(e) = read.other_invalid() {
-                warn!(
-                    "U-Boot environment: copy {} is invalid ({e}); using copy {}",
-                    1 - read.current,
-                    read.current
-                );
-            }
-            env
-        }
-        // No valid copy (erased, zeroed, truncated, CRC wrong): U-Boot boots its built-in
-        // default environment, which the agent cannot read. Which slot runs and which one is
-        // good are unknown, so nothing is downloaded, installed or switched, and no fresh
-        // environment is written that could point the bootloader at an unknown slot. The
-        // agent still joins and answers the controller (docs/ab-update.md).
-        Err(e) => {
-            let why = format!(
-                "U-Boot environment unusable ({e}): the booted slot is unknown; images are \
-                 neither downloaded nor installed until a valid environment is restored"
-            );
-            error!("{why}");
-            refused = Some(why);
-            bootenv::Env::new()
-        }
     };
-    let ab = AbState::read(&board, &env).map_err(|e| env_error("A/B state", e))?;
-    if refused.is_some() {
+    if updater.refused().is_some() {
         versions.backup = None;
         if versions.primary.is_empty() {
             versions.primary = "unknown".into();
         }
-        return Ok((
-            versions,
-            Some(Ab {
-                board,
-                env_cfg,
-                disk,
-                trial: false,
-                refused,
-                checked: None,
-            }),
-            download,
-        ));
+    } else {
+        versions = Versions {
+            primary: running.primary.unwrap_or(versions.primary),
+            backup: running.backup.or(versions.backup),
+        };
     }
-    versions = Versions {
-        primary: ab.primary().unwrap_or_else(|| versions.primary.clone()),
-        backup: ab.backup().or(versions.backup),
-    };
-    info!(
-        "Booted slot {} ({}){}",
-        ab.boot_slot,
-        versions.primary,
-        if ab.upgrade_available {
-            format!(
-                ", on trial: attempt {} of {}; marked good once joined",
-                ab.bootcount, ab.bootlimit
-            )
-        } else {
-            String::new()
-        }
-    );
-    let trial = ab.upgrade_available;
-    Ok((
-        versions,
-        Some(Ab {
-            board,
-            env_cfg,
-            disk,
-            trial,
-            refused: None,
-            checked: None,
-        }),
-        download,
-    ))
+    Ok((versions, Some(updater), download))
 }
 
-/// The trust policy for an image, from the configuration, the board and the state directory.
-/// The image trust anchors, read at start too: an agent that could never verify an image
-/// refuses to start rather than fail after every download.
-fn load_anchors(
-    cfg: &WtpdConfig,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
-    let anchors = TrustPolicy::anchors_from_files(&cfg.image.trust).map_err(|e| e.to_string())?;
-    if anchors.is_empty() {
-        return Err("no image trust anchors configured ([image] trust)".into());
-    }
-    Ok(anchors)
-}
-
-/// The clock, or `None` on a board without a set real-time clock: a clock before 2020 stands
-/// for that, and the persisted floor and the manifest's build time stand in for it (never
-/// "anything goes in 1970").
-fn clock_now() -> Option<u64> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    crate::image::verify::set_clock(Some(now))
-}
-
-/// The trust policy for an image the controller announced as `announced` (`None`: no
-/// controller, as `wtpd fetch`), from the configuration, the board and the state directory.
-fn trust_policy(
-    cfg: &WtpdConfig,
-    ab: &Ab,
-    current: &str,
-    announced: Option<&str>,
-) -> Result<TrustPolicy, String> {
-    if let Some(r) = &ab.refused {
-        return Err(r.clone());
-    }
-    let anchors = load_anchors(cfg)?;
-    let now = clock_now();
-    Ok(TrustPolicy {
-        anchors,
-        hardware_type: ab.board.image_type.clone(),
-        board: ab.board.name.clone(),
-        not_before_floor: read_time_floor(cfg, now),
-        now,
-        allow_downgrade: cfg.image.allow_downgrade,
-        current_version: Some(current.to_string()),
-        expected_version: announced.map(str::to_string),
-    })
-}
-
-/// The persisted time floor; garbage or a floor beyond what the agent accepts
-/// (`verify::plausible_floor`) is logged, naming the file, and ignored.
-fn read_time_floor(cfg: &WtpdConfig, now: Option<u64>) -> u64 {
-    let Some(path) = cfg.state_dir.as_ref().map(|d| d.join("time_floor")) else {
-        return 0;
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
-        Err(e) => {
-            warn!("{}: unreadable ({e}); time floor ignored", path.display());
-            return 0;
-        }
-    };
-    let Ok(floor) = text.trim().parse::<u64>() else {
-        warn!(
-            "{}: {:?} is not unix seconds; time floor ignored",
-            path.display(),
-            text.trim().chars().take(40).collect::<String>()
-        );
-        return 0;
-    };
-    match crate::image::verify::plausible_floor(floor, now) {
-        Some(f) => f,
-        None => {
-            warn!(
-                "{}: time floor {floor} is later than the latest time accepted ({}); ignored",
-                path.display(),
-                crate::image::verify::latest_accepted_time(now)
-            );
-            0
-        }
-    }
-}
-
-fn save_time_floor(cfg: &WtpdConfig, floor: u64) {
-    let Some(d) = &cfg.state_dir else { return };
-    if floor > read_time_floor(cfg, clock_now()) {
-        let _ = std::fs::create_dir_all(d);
-        if let Err(e) = super::write_atomic(&d.join("time_floor"), format!("{floor}\n").as_bytes())
-        {
-            warn!("cannot persist the time floor: {e}");
-        }
-    }
-}
-
-/// Verifies the whole downloaded image without writing anything, and keeps it open for
-/// [`install_checked`].
-fn verify_image(
-    cfg: &WtpdConfig,
-    ab: &mut Ab,
-    location: &str,
-    current: &str,
-    announced: Option<&str>,
-) -> Result<(), String> {
-    ab.checked = None;
-    let policy = trust_policy(cfg, ab, current, announced)?;
-    let mut file = std::fs::File::open(location).map_err(|e| format!("{location}: {e}"))?;
-    info!(
-        "upgrade.sh: Using image {location} on {} ... ",
-        ab.board.name
-    );
-    let checked = install::verify_image(
-        &ab.board,
-        &ab.env_cfg,
-        &mut ab.disk,
-        std::io::BufReader::new(&mut file),
-        &policy,
-    )
-    .map_err(|e| e.to_string())?;
-    ab.checked = Some((checked, file));
-    Ok(())
-}
-
-/// Writes the image [`verify_image`] accepted.
-fn install_checked(cfg: &WtpdConfig, ab: &mut Ab, activate: bool) -> Result<(), String> {
-    let (checked, file) = ab
-        .checked
-        .take()
-        .ok_or_else(|| "no verified image to install".to_string())?;
-    let report = install::write_image(
-        &ab.board,
-        &ab.env_cfg,
-        &mut ab.disk,
-        std::io::BufReader::new(file),
-        &checked,
-        activate,
-        install::CHUNK,
-    )
-    .map_err(|e| e.to_string())?;
-    save_time_floor(cfg, report.new_time_floor);
-    Ok(())
-}
-
-/// Verifies and installs an image in one go (`wtpd fetch`).
-fn install_image(
-    cfg: &WtpdConfig,
-    ab: &mut Ab,
-    location: &str,
-    current: &str,
-    activate: bool,
-) -> Result<(), String> {
-    verify_image(cfg, ab, location, current, None)?;
-    install_checked(cfg, ab, activate)
-}
-
-/// Bytes of a download after which its head is surely on disk: the manifest, its signature
-/// and the signer's chain take at most about 133 KiB (`image::bundle`'s limits), and the file
-/// store holds less than 32 KiB back after `idle_work`.
-const EARLY_CHECK_AT: u64 = 256 * 1024;
-
-/// Checks the head of the download under way, once, as soon as it is on disk: an image this
-/// board would refuse after the download (signature, hardware type, board, version, a payload
-/// larger than the slot) is aborted there, after a few hundred KiB instead of all of it.
-/// Only a definite refusal aborts; what cannot be checked now is left to the install.
-fn early_check(
-    cfg: &WtpdConfig,
-    ab: &mut Ab,
-    wtp: &mut Wtp,
-    checked: &mut bool,
-    now: crate::time::Instant,
-) {
-    let bytes = match wtp.download_bytes() {
-        Some(b) if b >= EARLY_CHECK_AT => b,
-        _ => {
-            *checked = false;
-            return;
-        }
-    };
-    if *checked {
-        return;
-    }
-    *checked = true;
+/// Checks the head of the download under way once it is on disk, and aborts a download this
+/// board would refuse (the policy is [`Updater::early_check`]).
+fn early_check(u: &mut Updater, wtp: &mut Wtp, now: crate::time::Instant) {
+    let bytes = wtp.download_bytes();
     let current = wtp.config().versions.primary.clone();
     let announced = wtp.download_version().map(str::to_string);
-    match check_head(
-        cfg,
-        ab,
-        &wtp.download_location(),
-        &current,
-        announced.as_deref(),
-    ) {
-        Ok(Ok(what)) => info!("Image manifest checked at byte {bytes}: {what}"),
-        Ok(Err(refusal)) => {
+    let location = wtp.download_location();
+    let Some(check) = u.early_check(bytes, &location, &current, announced.as_deref()) else {
+        return;
+    };
+    let bytes = bytes.unwrap_or(0);
+    match check {
+        HeadCheck::Accepted(what) => info!("Image manifest checked at byte {bytes}: {what}"),
+        HeadCheck::Refused(refusal) => {
             wtp.abort_download(&format!("image refused at byte {bytes}: {refusal}"), now)
         }
-        Err(e) => log::debug!("image head not checked at byte {bytes}: {e}"),
+        HeadCheck::Unchecked(e) => log::debug!("image head not checked at byte {bytes}: {e}"),
     }
-}
-
-/// `Ok(Ok(summary))`: the image would be installed; `Ok(Err(why))`: it would be refused;
-/// `Err(_)`: it could not be checked now (no trust anchors, environment unreadable, ...).
-fn check_head(
-    cfg: &WtpdConfig,
-    ab: &mut Ab,
-    location: &str,
-    current: &str,
-    announced: Option<&str>,
-) -> Result<Result<String, String>, String> {
-    use crate::image::bundle::BundleReader;
-    let policy = trust_policy(cfg, ab, current, announced)?;
-    let file = std::fs::File::open(location).map_err(|e| format!("{location}: {e}"))?;
-    let bundle = match BundleReader::new(std::io::BufReader::new(file)) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(install::InstallError::Bundle(e).to_string())),
-    };
-    let verified = match bundle.verify(&policy) {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(install::InstallError::Verify(e).to_string())),
-    };
-    let (env, _) = bootenv::read_with(&mut ab.disk, &ab.env_cfg).map_err(|e| e.to_string())?;
-    let state = AbState::read(&ab.board, &env).map_err(|e| e.to_string())?;
-    let manifest = verified.manifest();
-    Ok(match install::check_manifest(&ab.board, &state, manifest) {
-        Ok((slot, rootfs)) => Ok(format!(
-            "{} signed by {}, {} bytes for slot {}",
-            manifest.version,
-            verified.signer(),
-            rootfs.size,
-            slot.name
-        )),
-        Err(e) => Err(e.to_string()),
-    })
 }
 
 /// `wtpd fetch URL`: an AP without a controller downloads an image directly, then runs the
@@ -435,22 +145,22 @@ fn check_head(
 /// without A/B slots the image stays in the download directory.
 pub fn fetch_and_install(cfg: WtpdConfig, url: &str) -> Result<i32, Box<dyn std::error::Error>> {
     let mut cfg = cfg;
-    let (versions, ab, download) = prepare(&mut cfg)?;
-    if let Some(ab) = &ab {
-        if let Some(r) = &ab.refused {
-            return Err(r.clone().into());
+    let (versions, updater, download) = prepare(&mut cfg)?;
+    if let Some(u) = &updater {
+        if let Some(r) = u.refused() {
+            return Err(r.to_string().into());
         }
-        load_anchors(&cfg)?;
+        u.anchors()?;
     }
     let report = crate::fetch::fetch_command(&cfg, &download, url)?;
-    let Some(mut ab) = ab else {
+    let Some(mut updater) = updater else {
         info!(
             "No A/B slots on this board: the image stays at {}",
             report.location
         );
         return Ok(0);
     };
-    install_image(&cfg, &mut ab, &report.location, &versions.primary, true)?;
+    updater.install_file(&report.location, &versions.primary, true)?;
     Ok(reboot(&cfg.reboot, "fetched image installed")?)
 }
 
@@ -461,11 +171,13 @@ pub async fn run(
     extra_controllers: Vec<String>,
 ) -> Result<i32, RuntimeError> {
     let mut cfg = cfg;
-    let (versions, mut ab, download) = prepare(&mut cfg)?;
+    let (versions, mut updater, download) = prepare(&mut cfg)?;
     let cfg = cfg;
-    if ab.is_some() {
+    if let Some(u) = &updater {
         // Refuse to start rather than fail after every download.
-        let anchors = load_anchors(&cfg).map_err(|e| env_error("image trust anchors", e))?;
+        let anchors = u
+            .anchors()
+            .map_err(|e| env_error("image trust anchors", e))?;
         info!("Image trust anchors: {} certificate(s)", anchors.len());
     }
     let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
@@ -503,8 +215,8 @@ pub async fn run(
     let mut wtp = Wtp::new(
         WtpConfig {
             identity: cfg.wtp.clone(),
-            can_switch: ab.is_some(),
-            hold: ab.as_ref().and_then(Ab::hold),
+            can_switch: updater.is_some(),
+            hold: updater.as_ref().and_then(hold),
             versions: versions.clone(),
             timers: cfg.timers.clone(),
             download: download.policy(),
@@ -521,7 +233,6 @@ pub async fn run(
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     let mut link = Link::None;
-    let mut head_checked = false;
     let mut buf = vec![0u8; 65536];
     let mut dbuf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(2048);
@@ -529,8 +240,8 @@ pub async fn run(
 
     loop {
         // An image this board would refuse stops as soon as its manifest is on disk.
-        if let Some(ab) = ab.as_mut() {
-            early_check(&cfg, ab, &mut wtp, &mut head_checked, clock.now());
+        if let Some(u) = updater.as_mut() {
+            early_check(u, &mut wtp, clock.now());
         }
         // Carry out everything the state machine and DTLS have decided.
         loop {
@@ -616,15 +327,12 @@ pub async fn run(
                         predownload: _,
                     } => {
                         let current = wtp.config().versions.primary.clone();
-                        let result = match (&mut ab, download.install) {
-                            (Some(ab), _) => {
-                                verify_image(&cfg, ab, &location, &current, Some(&version))
-                            }
+                        let result = match (&mut updater, download.install) {
+                            (Some(u), _) => u.verify(&location, &current, Some(&version)),
                             (None, InstallMethod::None) => Ok(()),
-                            (None, InstallMethod::Refuse) => {
-                                Err("this board does not install images (install = \"refuse\")"
-                                    .to_string())
-                            }
+                            (None, InstallMethod::Refuse) => Err(InstallError::Refused(
+                                "this board does not install images (install = \"refuse\")".into(),
+                            )),
                         };
                         if let Err(e) = &result {
                             warn!("{e}");
@@ -636,8 +344,8 @@ pub async fn run(
                         location,
                         predownload,
                     } => {
-                        let result = match (&mut ab, download.install) {
-                            (Some(ab), _) => install_checked(&cfg, ab, !predownload),
+                        let result = match (&mut updater, download.install) {
+                            (Some(u), _) => u.install_checked(!predownload).map(|_| ()),
                             (None, InstallMethod::None) => {
                                 info!(
                                     "Image {version} kept at {location} (install = \"none\": nothing is written to a partition){}",
@@ -645,21 +353,18 @@ pub async fn run(
                                 );
                                 Ok(())
                             }
-                            (None, InstallMethod::Refuse) => {
-                                Err("this board does not install images (install = \"refuse\")"
-                                    .to_string())
-                            }
+                            (None, InstallMethod::Refuse) => Err(InstallError::Refused(
+                                "this board does not install images (install = \"refuse\")".into(),
+                            )),
                         };
                         if let Err(e) = &result {
                             warn!("{e}");
                         }
                         wtp.install_done(result, clock.now());
                     }
-                    Action::ActivateImage { version } => match &mut ab {
-                        Some(ab) => {
-                            if let Err(e) =
-                                install::activate(&ab.board, &ab.env_cfg, &mut ab.disk, &version)
-                            {
+                    Action::ActivateImage { version } => match &mut updater {
+                        Some(u) => {
+                            if let Err(e) = u.activate(&version) {
                                 warn!("Activation of {version} failed: {e}");
                             }
                         }
@@ -689,7 +394,7 @@ pub async fn run(
                         }
                         DtlsEvent::Closed => wtp.dtls_closed(clock.now()),
                         DtlsEvent::Failed(e) => {
-                            let auth = matches!(&e, DtlsError::Handshake(r) if is_auth_failure(r));
+                            let auth = matches!(&e, DtlsError::Credentials(_));
                             wtp.dtls_failed(
                                 DtlsFailure {
                                     auth,
@@ -715,9 +420,8 @@ pub async fn run(
         wtp.idle_work();
         save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
         if wtp.state() == crate::wtp::State::Run {
-            if let Some(ab) = ab.as_mut().filter(|a| a.trial) {
-                ab.trial = false;
-                match install::mark_good(&ab.board, &ab.env_cfg, &mut ab.disk) {
+            if let Some(u) = updater.as_mut().filter(|u| u.on_trial()) {
+                match u.mark_good_once() {
                     Ok(marked) => {
                         if let Some(slot) = marked {
                             info!(
@@ -854,22 +558,6 @@ fn on_control(wtp: &mut Wtp, link: &mut Link, bytes: &[u8], from: SocketAddr, cl
         }
         Err(_) => wtp.handle_control(from, bytes, false, clock.now()),
     }
-}
-
-/// True when OpenSSL's reason is about credentials rather than transport.
-fn is_auth_failure(reason: &str) -> bool {
-    let r = reason.to_ascii_lowercase();
-    [
-        "certificate",
-        "verify",
-        "psk",
-        "hostname",
-        "unknown ca",
-        "bad record mac",
-        "decrypt",
-    ]
-    .iter()
-    .any(|k| r.contains(k))
 }
 
 async fn send(sock: &Udp, bytes: &[u8], to: SocketAddr) {

@@ -14,6 +14,7 @@ use super::{AfterTeardown, State, Wtp};
 use crate::capwap::element::image_data_type;
 use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
 use crate::image::download::{hex, Transfer};
+use crate::image::install::InstallError;
 use crate::time::Instant;
 
 /// Vendor Specific element id under our vendor id: an image download failure, text follows.
@@ -340,7 +341,7 @@ impl Wtp {
     /// AC's last Image Data Request with the verdict; on success the install follows
     /// ([`Action::InstallImage`](super::Action::InstallImage)), on a refusal the download
     /// ends as any failed one (retry with backoff).
-    pub fn image_verified(&mut self, result: Result<(), String>, now: Instant) {
+    pub fn image_verified(&mut self, result: Result<(), InstallError>, now: Instant) {
         let Some(p) = self.download.verifying.take() else {
             debug!("image verdict with no transfer awaiting it ignored");
             return;
@@ -367,7 +368,8 @@ impl Wtp {
                     predownload: p.predownload,
                 });
             }
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 self.send_refusal(p.msg_type, p.seq, &reason);
                 self.fail_download(&reason, p.predownload, false, now);
             }
@@ -439,7 +441,7 @@ impl Wtp {
     }
 
     /// The driver's answer to [`Action::InstallImage`](super::Action::InstallImage).
-    pub fn install_done(&mut self, result: Result<(), String>, now: Instant) {
+    pub fn install_done(&mut self, result: Result<(), InstallError>, now: Instant) {
         let predownload = self.download.state == DownloadState::CompletedPredownloading;
         match result {
             Ok(()) if predownload => {
@@ -462,7 +464,8 @@ impl Wtp {
                     now,
                 );
             }
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 // The AC's last request was answered already (the image verified): in Run a
                 // WTP Event Request tells it (§9.4); in Image Data the teardown and the
                 // status say it.
