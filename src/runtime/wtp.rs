@@ -170,298 +170,434 @@ pub async fn run(
     config_path: &Path,
     extra_controllers: Vec<String>,
 ) -> Result<i32, RuntimeError> {
-    let mut cfg = cfg;
-    let (versions, mut updater, download) = prepare(&mut cfg)?;
-    let cfg = cfg;
-    if let Some(u) = &updater {
-        // Refuse to start rather than fail after every download.
-        let anchors = u
-            .anchors()
-            .map_err(|e| env_error("image trust anchors", e))?;
-        info!("Image trust anchors: {} certificate(s)", anchors.len());
-    }
-    let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
-    let ctx = match &dtls_cfg {
-        Some(c) => Some(DtlsContext::client(c)?),
-        None => {
-            warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
-            None
-        }
-    };
-    let sock = Udp::bind(cfg.bind).map_err(io_err(format!("bind {}", cfg.bind)))?;
-    sock.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
-    let data_bind = SocketAddr::new(cfg.bind.ip(), 0);
-    let data = Udp::bind(data_bind).map_err(io_err(format!("bind {data_bind}")))?;
-    info!(
-        "wtpd {} starting: WTP {} ({}), software {}, control socket {}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.wtp.name,
-        cfg.wtp.image_type,
-        versions.primary,
-        sock.local_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
+    Agent::start(cfg, config_path, extra_controllers)?
+        .run()
+        .await
+}
 
-    let clock = Clock::new();
-    let saved = cfg.state_dir.as_deref().and_then(WtpStatus::load);
-    let retry = restored_retry(saved.as_ref());
-    if retry.retry_count > 0 {
-        info!(
-            "Restored from the state directory: retry count {}, last error: {}",
-            retry.retry_count,
-            retry.last_error.as_deref().unwrap_or("-")
-        );
-    }
-    let store = FileStore::new(&download.dir, download.file.clone(), download.margin);
-    let mut wtp = Wtp::new(
-        WtpConfig {
-            identity: cfg.wtp.clone(),
-            can_switch: updater.is_some(),
-            hold: updater.as_ref().and_then(hold),
-            versions: versions.clone(),
-            timers: cfg.timers.clone(),
-            download: download.policy(),
-            retry,
-            seed: crate::rng::Rng::from_entropy().next_u64(),
-        },
-        Box::new(store),
-    );
-    let mut last_status = WtpStatus::default();
-    let mut status_key: Option<StatusKey> = None;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
-    // One timer for the loop, moved when the deadline moves (cheaper than a new one per turn).
-    let timer = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(timer);
-    let mut link = Link::None;
-    let mut buf = vec![0u8; 65536];
-    let mut dbuf = vec![0u8; 2048];
-    let mut out = Vec::with_capacity(2048);
-    wtp.start(clock.now());
+/// What woke the event loop.
+enum Wake {
+    Control(std::io::Result<(usize, SocketAddr)>),
+    Data(std::io::Result<(usize, SocketAddr)>),
+    Timer,
+    Stop,
+}
 
-    loop {
-        // An image this board would refuse stops as soon as its manifest is on disk.
-        if let Some(u) = updater.as_mut() {
-            early_check(u, &mut wtp, clock.now());
+/// Everything the running agent holds: the state machine, its sockets and DTLS session, the
+/// board's updater, and the status file. Each step of the event loop is one method.
+struct Agent {
+    cfg: WtpdConfig,
+    extra_controllers: Vec<String>,
+    ctx: Option<DtlsContext>,
+    sock: Udp,
+    data: Udp,
+    clock: Clock,
+    wtp: Wtp,
+    updater: Option<Updater>,
+    install: InstallMethod,
+    link: Link,
+    last_status: WtpStatus,
+    status_key: Option<StatusKey>,
+    /// The packet being sent (the state machine copies each one here).
+    out: Vec<u8>,
+}
+
+impl Agent {
+    /// Reads the board and the configuration, binds the sockets, builds the state machine.
+    fn start(
+        cfg: WtpdConfig,
+        config_path: &Path,
+        extra_controllers: Vec<String>,
+    ) -> Result<Agent, RuntimeError> {
+        let mut cfg = cfg;
+        let (versions, updater, download) = prepare(&mut cfg)?;
+        if let Some(u) = &updater {
+            // Refuse to start rather than fail after every download.
+            let anchors = u
+                .anchors()
+                .map_err(|e| env_error("image trust anchors", e))?;
+            info!("Image trust anchors: {} certificate(s)", anchors.len());
         }
-        // Carry out everything the state machine and DTLS have decided.
-        loop {
-            let mut busy = false;
-            // Packets first: a teardown's last messages go out before its close_notify.
-            while let Some(t) = wtp.poll_transmit(&mut out) {
-                busy = true;
-                match (t.channel, &mut link) {
-                    (
-                        Channel::ControlSecure,
-                        Link::Dtls {
-                            session, up: true, ..
-                        },
-                    ) => {
-                        if let Err(e) = session.send(&out) {
-                            limited_warn!("DTLS send failed", None, "DTLS send failed: {e}");
-                        }
-                    }
-                    (Channel::ControlSecure, Link::Dtls { .. } | Link::None) => {
-                        limited_warn!(
-                            "no DTLS session: message dropped",
-                            Some(t.to),
-                            "no DTLS session: control message to {} dropped",
-                            t.to
-                        );
-                    }
-                    (Channel::Data, _) => send(&data, &out, t.to).await,
-                    _ => send(&sock, &out, t.to).await,
-                }
+        let ctx = match cfg.dtls.to_dtls(config_path)? {
+            Some(c) => Some(DtlsContext::client(&c)?),
+            None => {
+                warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
+                None
             }
+        };
+        let sock = Udp::bind(cfg.bind).map_err(io_err(format!("bind {}", cfg.bind)))?;
+        sock.set_broadcast(true).map_err(io_err("SO_BROADCAST"))?;
+        let data_bind = SocketAddr::new(cfg.bind.ip(), 0);
+        let data = Udp::bind(data_bind).map_err(io_err(format!("bind {data_bind}")))?;
+        info!(
+            "wtpd {} starting: WTP {} ({}), software {}, control socket {}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.wtp.name,
+            cfg.wtp.image_type,
+            versions.primary,
+            sock.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        let saved = cfg.state_dir.as_deref().and_then(WtpStatus::load);
+        let retry = restored_retry(saved.as_ref());
+        if retry.retry_count > 0 {
+            info!(
+                "Restored from the state directory: retry count {}, last error: {}",
+                retry.retry_count,
+                retry.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        let store = FileStore::new(&download.dir, download.file.clone(), download.margin);
+        let wtp = Wtp::new(
+            WtpConfig {
+                identity: cfg.wtp.clone(),
+                can_switch: updater.is_some(),
+                hold: updater.as_ref().and_then(hold),
+                versions,
+                timers: cfg.timers.clone(),
+                download: download.policy(),
+                retry,
+                seed: crate::rng::Rng::from_entropy().next_u64(),
+            },
+            Box::new(store),
+        );
+        Ok(Agent {
+            cfg,
+            extra_controllers,
+            ctx,
+            sock,
+            data,
+            clock: Clock::new(),
+            wtp,
+            updater,
+            install: download.install,
+            link: Link::None,
+            last_status: WtpStatus::default(),
+            status_key: None,
+            out: Vec::with_capacity(2048),
+        })
+    }
+
+    /// The event loop: carry out what was decided, do the work that may wait, sleep until a
+    /// datagram, the next deadline or a signal.
+    async fn run(mut self) -> Result<i32, RuntimeError> {
+        let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+        // One timer for the loop, moved when the deadline moves (cheaper than a new one per
+        // turn).
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut buf = vec![0u8; 65536];
+        let mut dbuf = vec![0u8; 2048];
+        self.wtp.start(self.clock.now());
+        loop {
+            // An image this board would refuse stops as soon as its manifest is on disk.
+            if let Some(u) = self.updater.as_mut() {
+                early_check(u, &mut self.wtp, self.clock.now());
+            }
+            if let Some(code) = self.carry_out_turn().await? {
+                return Ok(code);
+            }
+            self.after_turn();
+            let deadline = self.deadline();
+            if timer.is_elapsed() || timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let wake = tokio::select! {
+                r = self.sock.recv_from(&mut buf) => Wake::Control(r),
+                r = self.data.recv_from(&mut dbuf) => Wake::Data(r),
+                _ = &mut timer => Wake::Timer,
+                _ = sigterm.recv() => Wake::Stop,
+                _ = sigint.recv() => Wake::Stop,
+            };
+            let now = self.clock.now();
+            match wake {
+                Wake::Control(Ok((n, from))) => {
+                    on_control(&mut self.wtp, &mut self.link, &buf[..n], from, &self.clock)
+                }
+                Wake::Control(Err(e)) => {
+                    limited_warn!("control socket error", None, "control socket: {e}")
+                }
+                Wake::Data(Ok((n, from))) => self.wtp.handle_data(from, &dbuf[..n], now),
+                Wake::Data(Err(e)) => limited_warn!("data socket error", None, "data socket: {e}"),
+                Wake::Timer => {
+                    if let Link::Dtls {
+                        session, up: false, ..
+                    } = &mut self.link
+                    {
+                        session.handle_timeout();
+                    }
+                    self.wtp.handle_timeout(now);
+                }
+                Wake::Stop => self.wtp.shutdown(now),
+            }
+        }
+    }
+
+    /// Carries out everything the state machine and DTLS have decided, until neither has
+    /// more. `Some(exit status)` when the agent stops or reboots.
+    async fn carry_out_turn(&mut self) -> Result<Option<i32>, RuntimeError> {
+        loop {
+            // Packets first: a teardown's last messages go out before its close_notify.
+            let mut busy = self.send_packets().await;
             // One action a turn: what it makes the state machine send (the answer to the AC's
             // last Image Data Request, a failure report) goes out before the next action (a
             // DTLS close) runs.
-            if let Some(a) = wtp.poll_action() {
+            if let Some(a) = self.wtp.poll_action() {
                 busy = true;
-                match a {
-                    Action::FindControllers => {
-                        let targets = find_controllers(&cfg, &extra_controllers).await;
-                        wtp.set_targets(targets, clock.now());
-                    }
-                    Action::DtlsConnect { peer } => {
-                        if let Some(ip) = local_ip_towards(peer) {
-                            wtp.set_local_ip(ip);
-                        }
-                        link = match &ctx {
-                            None => {
-                                wtp.dtls_established("DTLS off", clock.now());
-                                Link::Clear(peer)
-                            }
-                            Some(ctx) => match DtlsSession::connect(ctx) {
-                                Ok(s) => {
-                                    info!("DTLS handshake started with {peer}");
-                                    Link::Dtls {
-                                        peer,
-                                        session: Box::new(s),
-                                        up: false,
-                                    }
-                                }
-                                Err(e) => {
-                                    wtp.dtls_failed(
-                                        DtlsFailure {
-                                            auth: false,
-                                            reason: e.to_string(),
-                                        },
-                                        clock.now(),
-                                    );
-                                    Link::None
-                                }
-                            },
-                        };
-                    }
-                    Action::DtlsClose => {
-                        if let Link::Dtls { peer, session, .. } = &mut link {
-                            session.close();
-                            flush_dtls(&sock, *peer, session).await;
-                            info!("DTLS session with {peer} closed");
-                        }
-                        link = Link::None;
-                    }
-                    Action::VerifyImage {
-                        version,
-                        location,
-                        predownload: _,
-                    } => {
-                        let current = wtp.config().versions.primary.clone();
-                        let result = match (&mut updater, download.install) {
-                            (Some(u), _) => u.verify(&location, &current, Some(&version)),
-                            (None, InstallMethod::None) => Ok(()),
-                            (None, InstallMethod::Refuse) => Err(InstallError::Refused(
-                                "this board does not install images (install = \"refuse\")".into(),
-                            )),
-                        };
-                        if let Err(e) = &result {
-                            warn!("{e}");
-                        }
-                        wtp.image_verified(result, clock.now());
-                    }
-                    Action::InstallImage {
-                        version,
-                        location,
-                        predownload,
-                    } => {
-                        let result = match (&mut updater, download.install) {
-                            (Some(u), _) => u.install_checked(!predownload).map(|_| ()),
-                            (None, InstallMethod::None) => {
-                                info!(
-                                    "Image {version} kept at {location} (install = \"none\": nothing is written to a partition){}",
-                                    if predownload { "" } else { "; resetting" }
-                                );
-                                Ok(())
-                            }
-                            (None, InstallMethod::Refuse) => Err(InstallError::Refused(
-                                "this board does not install images (install = \"refuse\")".into(),
-                            )),
-                        };
-                        if let Err(e) = &result {
-                            warn!("{e}");
-                        }
-                        wtp.install_done(result, clock.now());
-                    }
-                    Action::ActivateImage { version } => match &mut updater {
-                        Some(u) => {
-                            if let Err(e) = u.activate(&version) {
-                                warn!("Activation of {version} failed: {e}");
-                            }
-                        }
-                        None => info!("Activating {version}: this board has no slots to switch"),
-                    },
-                    Action::Reboot { reason } => {
-                        save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
-                        return reboot(&cfg.reboot, &reason);
-                    }
-                    Action::Exit => {
-                        save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
-                        log_peak_memory();
-                        info!("wtpd stopped");
-                        return Ok(0);
-                    }
+                if let Some(code) = self.carry_out(a).await? {
+                    return Ok(Some(code));
                 }
             }
-            if let Link::Dtls { peer, session, up } = &mut link {
-                let peer = *peer;
-                flush_dtls(&sock, peer, session).await;
-                while let Some(ev) = session.poll_event() {
-                    busy = true;
-                    match ev {
-                        DtlsEvent::Connected(summary) => {
-                            *up = true;
-                            wtp.dtls_established(&summary, clock.now());
-                        }
-                        DtlsEvent::Closed => wtp.dtls_closed(clock.now()),
-                        DtlsEvent::Failed(e) => {
-                            let auth = matches!(&e, DtlsError::Credentials(_));
-                            wtp.dtls_failed(
-                                DtlsFailure {
-                                    auth,
-                                    reason: e.to_string(),
-                                },
-                                clock.now(),
-                            );
-                        }
-                    }
-                }
-                while let Some(p) = session.recv() {
-                    busy = true;
-                    wtp.handle_control(peer, &p, true, clock.now());
-                    session.recycle(p);
-                }
-            }
+            busy |= self.drive_dtls().await;
             if !busy {
-                break;
+                return Ok(None);
             }
-        }
-
-        // Everything of this turn is sent: now the work that may wait (hashing, file writes).
-        wtp.idle_work();
-        save_status(&cfg, &wtp, &clock, &mut last_status, &mut status_key);
-        if wtp.state() == crate::wtp::State::Run {
-            if let Some(u) = updater.as_mut().filter(|u| u.on_trial()) {
-                match u.mark_good_once() {
-                    Ok(marked) => {
-                        if let Some(slot) = marked {
-                            info!(
-                                "Slot {slot} ({}) marked good",
-                                wtp.config().versions.primary
-                            );
-                        }
-                        wtp.release_hold(clock.now());
-                    }
-                    Err(e) => warn!("Marking the slot good failed: {e}"),
-                }
-            }
-        }
-        let dtls_deadline = match &link {
-            Link::Dtls { session, .. } => session.timeout().map(|d| clock.now() + d),
-            _ => None,
-        };
-        let deadline = earliest(&clock, &[wtp.poll_timeout(), dtls_deadline]);
-        if timer.is_elapsed() || timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => on_control(&mut wtp, &mut link, &buf[..n], from, &clock),
-                Err(e) => limited_warn!("control socket error", None, "control socket: {e}"),
-            },
-            r = data.recv_from(&mut dbuf) => match r {
-                Ok((n, from)) => wtp.handle_data(from, &dbuf[..n], clock.now()),
-                Err(e) => limited_warn!("data socket error", None, "data socket: {e}"),
-            },
-            _ = &mut timer => {
-                if let Link::Dtls { session, up: false, .. } = &mut link {
-                    session.handle_timeout();
-                }
-                wtp.handle_timeout(clock.now());
-            },
-            _ = sigterm.recv() => wtp.shutdown(clock.now()),
-            _ = sigint.recv() => wtp.shutdown(clock.now()),
         }
     }
+
+    /// Sends what the state machine queued. True when there was anything.
+    async fn send_packets(&mut self) -> bool {
+        let mut any = false;
+        while let Some(t) = self.wtp.poll_transmit(&mut self.out) {
+            any = true;
+            match (t.channel, &mut self.link) {
+                (
+                    Channel::ControlSecure,
+                    Link::Dtls {
+                        session, up: true, ..
+                    },
+                ) => {
+                    if let Err(e) = session.send(&self.out) {
+                        limited_warn!("DTLS send failed", None, "DTLS send failed: {e}");
+                    }
+                }
+                (Channel::ControlSecure, Link::Dtls { .. } | Link::None) => {
+                    limited_warn!(
+                        "no DTLS session: message dropped",
+                        Some(t.to),
+                        "no DTLS session: control message to {} dropped",
+                        t.to
+                    );
+                }
+                (Channel::Data, _) => send(&self.data, &self.out, t.to).await,
+                _ => send(&self.sock, &self.out, t.to).await,
+            }
+        }
+        any
+    }
+
+    /// One action of the state machine. `Some(exit status)` when the agent stops or reboots.
+    async fn carry_out(&mut self, action: Action) -> Result<Option<i32>, RuntimeError> {
+        let now = self.clock.now();
+        match action {
+            Action::FindControllers => {
+                let targets = find_controllers(&self.cfg, &self.extra_controllers).await;
+                self.wtp.set_targets(targets, self.clock.now());
+            }
+            Action::DtlsConnect { peer } => self.connect(peer),
+            Action::DtlsClose => self.close().await,
+            Action::VerifyImage {
+                version, location, ..
+            } => {
+                let result = self.verify_image(&version, &location);
+                self.wtp.image_verified(result, now);
+            }
+            Action::InstallImage {
+                version,
+                location,
+                predownload,
+            } => {
+                let result = self.install_image(&version, &location, predownload);
+                self.wtp.install_done(result, now);
+            }
+            Action::ActivateImage { version } => match &mut self.updater {
+                Some(u) => {
+                    if let Err(e) = u.activate(&version) {
+                        warn!("Activation of {version} failed: {e}");
+                    }
+                }
+                None => info!("Activating {version}: this board has no slots to switch"),
+            },
+            Action::Reboot { reason } => {
+                self.save_status();
+                return Ok(Some(reboot(&self.cfg.reboot, &reason)?));
+            }
+            Action::Exit => {
+                self.save_status();
+                log_peak_memory();
+                info!("wtpd stopped");
+                return Ok(Some(0));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Opens the DTLS session (or the lab's clear channel) with the selected controller.
+    fn connect(&mut self, peer: SocketAddr) {
+        if let Some(ip) = local_ip_towards(peer) {
+            self.wtp.set_local_ip(ip);
+        }
+        let now = self.clock.now();
+        self.link = match &self.ctx {
+            None => {
+                self.wtp.dtls_established("DTLS off", now);
+                Link::Clear(peer)
+            }
+            Some(ctx) => match DtlsSession::connect(ctx) {
+                Ok(s) => {
+                    info!("DTLS handshake started with {peer}");
+                    Link::Dtls {
+                        peer,
+                        session: Box::new(s),
+                        up: false,
+                    }
+                }
+                Err(e) => {
+                    let failure = DtlsFailure {
+                        auth: false,
+                        reason: e.to_string(),
+                    };
+                    self.wtp.dtls_failed(failure, now);
+                    Link::None
+                }
+            },
+        };
+    }
+
+    /// Sends close_notify and drops the session.
+    async fn close(&mut self) {
+        if let Link::Dtls { peer, session, .. } = &mut self.link {
+            session.close();
+            flush_dtls(&self.sock, *peer, session).await;
+            info!("DTLS session with {peer} closed");
+        }
+        self.link = Link::None;
+    }
+
+    /// Verifies the whole downloaded image ([`Action::VerifyImage`]).
+    fn verify_image(&mut self, version: &str, location: &str) -> Result<(), InstallError> {
+        let current = self.wtp.config().versions.primary.clone();
+        let result = match (&mut self.updater, self.install) {
+            (Some(u), _) => u.verify(location, &current, Some(version)),
+            (None, InstallMethod::None) => Ok(()),
+            (None, InstallMethod::Refuse) => Err(refuse_install()),
+        };
+        if let Err(e) = &result {
+            warn!("{e}");
+        }
+        result
+    }
+
+    /// Installs the image [`Agent::verify_image`] accepted ([`Action::InstallImage`]).
+    fn install_image(
+        &mut self,
+        version: &str,
+        location: &str,
+        predownload: bool,
+    ) -> Result<(), InstallError> {
+        let result = match (&mut self.updater, self.install) {
+            (Some(u), _) => u.install_checked(!predownload).map(|_| ()),
+            (None, InstallMethod::None) => {
+                info!(
+                    "Image {version} kept at {location} (install = \"none\": nothing is written to a partition){}",
+                    if predownload { "" } else { "; resetting" }
+                );
+                Ok(())
+            }
+            (None, InstallMethod::Refuse) => Err(refuse_install()),
+        };
+        if let Err(e) = &result {
+            warn!("{e}");
+        }
+        result
+    }
+
+    /// Moves the DTLS session along and hands what it decrypted to the state machine. True
+    /// when there was anything.
+    async fn drive_dtls(&mut self) -> bool {
+        let Link::Dtls { peer, session, up } = &mut self.link else {
+            return false;
+        };
+        let peer = *peer;
+        let mut any = false;
+        flush_dtls(&self.sock, peer, session).await;
+        while let Some(ev) = session.poll_event() {
+            any = true;
+            let now = self.clock.now();
+            match ev {
+                DtlsEvent::Connected(summary) => {
+                    *up = true;
+                    self.wtp.dtls_established(&summary, now);
+                }
+                DtlsEvent::Closed => self.wtp.dtls_closed(now),
+                DtlsEvent::Failed(e) => {
+                    let failure = DtlsFailure {
+                        auth: matches!(&e, DtlsError::Credentials(_)),
+                        reason: e.to_string(),
+                    };
+                    self.wtp.dtls_failed(failure, now);
+                }
+            }
+        }
+        while let Some(p) = session.recv() {
+            any = true;
+            self.wtp.handle_control(peer, &p, true, self.clock.now());
+            session.recycle(p);
+        }
+        any
+    }
+
+    /// Everything of this turn is sent: now the work that may wait (hashing, file writes),
+    /// the status file, and marking a slot on trial good once in Run.
+    fn after_turn(&mut self) {
+        self.wtp.idle_work();
+        self.save_status();
+        if self.wtp.state() == crate::wtp::State::Run {
+            self.mark_good();
+        }
+    }
+
+    /// The booted slot on trial reached Run: mark it good, and end the WTP's trial hold.
+    fn mark_good(&mut self) {
+        let Some(u) = self.updater.as_mut().filter(|u| u.on_trial()) else {
+            return;
+        };
+        match u.mark_good_once() {
+            Ok(marked) => {
+                if let Some(slot) = marked {
+                    info!(
+                        "Slot {slot} ({}) marked good",
+                        self.wtp.config().versions.primary
+                    );
+                }
+                self.wtp.release_hold(self.clock.now());
+            }
+            Err(e) => warn!("Marking the slot good failed: {e}"),
+        }
+    }
+
+    /// The next time the loop must wake without a datagram.
+    fn deadline(&self) -> tokio::time::Instant {
+        let dtls_deadline = match &self.link {
+            Link::Dtls { session, .. } => session.timeout().map(|d| self.clock.now() + d),
+            _ => None,
+        };
+        earliest(&self.clock, &[self.wtp.poll_timeout(), dtls_deadline])
+    }
+
+    fn save_status(&mut self) {
+        save_status(
+            &self.cfg,
+            &self.wtp,
+            &self.clock,
+            &mut self.last_status,
+            &mut self.status_key,
+        );
+    }
+}
+
+fn refuse_install() -> InstallError {
+    InstallError::Refused("this board does not install images (install = \"refuse\")".into())
 }
 
 /// The retry state saved by an earlier run.
