@@ -197,3 +197,68 @@ fn configuration_status_is_retransmitted_then_the_session_is_torn_down() {
     // 3 + 6 + 12 + 24 + 48 + 96 seconds of doubling, from 5.02 s.
     assert_eq!(t, 5_020 + 189_000);
 }
+
+/// Discovery Responses come in clear from any address: the WTP remembers a bounded number of
+/// controllers per round (a flood cannot grow its memory), and chooses among those.
+#[test]
+fn a_flood_of_discovery_responses_is_bounded() {
+    let mut w = Wtp::new(
+        WtpConfig {
+            identity: Identity::default(),
+            versions: Versions {
+                primary: "1.0".into(),
+                backup: None,
+            },
+            timers: Timers::default(),
+            download: Default::default(),
+            retry: Default::default(),
+            can_switch: false,
+            hold: None,
+            seed: 9,
+        },
+        Box::new(MemStore::new(1 << 20)),
+    );
+    w.start(at(0));
+    assert_eq!(w.poll_action(), Some(Action::FindControllers));
+    w.set_targets(
+        vec![Target {
+            addr: ac(),
+            kind: TargetKind::Static,
+        }],
+        at(0),
+    );
+    let sent = drain(&mut w);
+    let n = wtpd::wtp::MAX_CANDIDATES + 10;
+    for i in 0..n {
+        // The later responders are the least loaded: they would win if they were kept.
+        let desc = AcDescriptor {
+            stations: 0,
+            station_limit: 10,
+            active_wtps: if i < wtpd::wtp::MAX_CANDIDATES { 5 } else { 0 },
+            max_wtps: 10,
+            security: 0x02,
+            r_mac: 2,
+            dtls_policy: 2,
+            info: vec![],
+        };
+        let resp = build(
+            MessageType::DiscoveryResponse as u32,
+            sent[0].1,
+            &[Element::AcDescriptor(desc), Element::AcName("ac")],
+        );
+        let from: SocketAddr = format!("198.51.100.{}:5246", i + 1).parse().unwrap();
+        w.handle_control(from, &resp, false, at(10));
+    }
+    w.handle_timeout(at(5_000));
+    match w.poll_action() {
+        Some(Action::DtlsConnect { peer }) => {
+            let last = peer.ip().to_string();
+            let i: usize = last.rsplit('.').next().unwrap().parse().unwrap();
+            assert!(
+                i <= wtpd::wtp::MAX_CANDIDATES,
+                "chose {peer}, which should not have been kept"
+            );
+        }
+        a => panic!("{a:?}"),
+    }
+}

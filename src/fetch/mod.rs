@@ -252,7 +252,7 @@ struct StoreSink<'a> {
     size: Option<u64>,
     bytes: u64,
     next_log: u64,
-    sha256: openssl::sha::Sha256,
+    sha256: crate::image::sha256::Sha256,
     md5: openssl::hash::Hasher,
 }
 
@@ -316,7 +316,7 @@ pub fn fetch_to_store(
         size: None,
         bytes: 0,
         next_log: PROGRESS_STEP,
-        sha256: openssl::sha::Sha256::new(),
+        sha256: crate::image::sha256::Sha256::new(),
         md5: openssl::hash::Hasher::new(openssl::hash::MessageDigest::md5())
             .map_err(|e| FetchError::new(url, FetchErrorKind::Io(e.to_string())))?,
     };

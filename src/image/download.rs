@@ -73,7 +73,7 @@ pub struct Transfer {
     pub last_len: usize,
     pub started: Instant,
     md5: Hasher,
-    sha256: openssl::sha::Sha256,
+    sha256: crate::image::sha256::Sha256,
     /// Blocks counted but not hashed yet (at most [`PENDING`] bytes, allocated once).
     pending: Vec<u8>,
     next_progress: u8,
@@ -97,7 +97,7 @@ impl Transfer {
             started: now,
             // MD5 is always available in OpenSSL's default provider.
             md5: Hasher::new(MessageDigest::md5()).expect("OpenSSL has MD5"),
-            sha256: openssl::sha::Sha256::new(),
+            sha256: crate::image::sha256::Sha256::new(),
             pending: Vec::with_capacity(PENDING),
             next_progress: 10,
         }
@@ -194,7 +194,8 @@ impl Transfer {
             .ok()
             .and_then(|d| d.as_ref().try_into().ok())
             .unwrap_or([0; 16]);
-        let sha256 = std::mem::replace(&mut self.sha256, openssl::sha::Sha256::new()).finish();
+        let sha256 =
+            std::mem::replace(&mut self.sha256, crate::image::sha256::Sha256::new()).finish();
         if let Some(expected) = self.expected_size {
             if expected != self.bytes {
                 return Err(DownloadError::SizeMismatch {

@@ -689,7 +689,7 @@ pub fn hash_slot<S: SlotStorage>(
     len: u64,
     buf: &mut [u8],
 ) -> Result<[u8; 32], InstallError> {
-    let mut h = openssl::sha::Sha256::new();
+    let mut h = crate::image::sha256::Sha256::new();
     let mut off = 0u64;
     while off < len {
         let want = (len - off).min(buf.len() as u64) as usize;

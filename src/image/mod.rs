@@ -11,6 +11,7 @@
 //! - [`store`]: the download directory (PRECHECK, streaming writes, abort).
 //! - [`download`]: one transfer's bookkeeping: counts, digests, checks.
 //! - [`source`]: the images acsim serves.
+//! - [`sha256`]: the one SHA-256 (ring's); OpenSSL only for DTLS and CAPWAP's MD5.
 
 pub mod bootenv;
 pub mod bundle;
@@ -18,6 +19,7 @@ pub mod download;
 pub mod install;
 pub mod manifest;
 pub mod pack;
+pub mod sha256;
 pub mod source;
 pub mod store;
 pub mod updater;

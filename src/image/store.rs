@@ -233,7 +233,7 @@ pub struct MemStore {
     pub open: bool,
     pub finished: bool,
     pub aborts: u32,
-    hasher: Option<openssl::sha::Sha256>,
+    hasher: Option<crate::image::sha256::Sha256>,
     pub sha256: Option<[u8; 32]>,
 }
 
@@ -270,7 +270,7 @@ impl ImageStore for MemStore {
         self.open = true;
         self.finished = false;
         self.sha256 = None;
-        self.hasher = Some(openssl::sha::Sha256::new());
+        self.hasher = Some(crate::image::sha256::Sha256::new());
         Ok(())
     }
     fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {

@@ -44,6 +44,11 @@ pub use download::{DownloadState, DownloadStatus};
 pub use state::State;
 use timer::{Timer, TimerTable};
 
+/// The most controllers one Discovery round remembers (RFC 5415 §3.3 chooses among them).
+/// Responses arrive in clear from any source address, so the table is bounded; a fleet's
+/// controller list is far shorter.
+pub const MAX_CANDIDATES: usize = 16;
+
 /// Which way a packet leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -150,7 +155,8 @@ pub struct Wtp {
     waiting_for_targets: bool,
     discovery_seq: u8,
     discovery_count: u32,
-    candidates: Vec<Candidate>,
+    /// The controllers that answered this Discovery round, at most [`MAX_CANDIDATES`].
+    candidates: heapless::Vec<Candidate, MAX_CANDIDATES>,
     preferred: Vec<(u8, String)>,
 
     peer: Option<Peer>,
@@ -188,7 +194,7 @@ impl Wtp {
             waiting_for_targets: false,
             discovery_seq: 0,
             discovery_count: 0,
-            candidates: Vec::new(),
+            candidates: heapless::Vec::new(),
             preferred: Vec::new(),
             peer: None,
             session_id: [0; 16],
@@ -886,7 +892,11 @@ impl Wtp {
             cand.name, cand.active_wtps, cand.max_wtps
         );
         self.candidates.retain(|c| c.from != from);
-        self.candidates.push(cand);
+        if self.candidates.push(cand).is_err() {
+            // A bounded table: Discovery Responses come in clear, from any source address,
+            // so a flood of them must not grow the WTP's memory.
+            debug!("Discovery Response from {from} ignored: {MAX_CANDIDATES} controllers already answered");
+        }
     }
 
     fn on_response(&mut self, msg: &ControlMessage<'_>, now: Instant) {
