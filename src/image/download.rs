@@ -194,8 +194,7 @@ impl Transfer {
             .ok()
             .and_then(|d| d.as_ref().try_into().ok())
             .unwrap_or([0; 16]);
-        let sha256 =
-            std::mem::replace(&mut self.sha256, crate::image::sha256::Sha256::new()).finish();
+        let sha256 = std::mem::take(&mut self.sha256).finish();
         if let Some(expected) = self.expected_size {
             if expected != self.bytes {
                 return Err(DownloadError::SizeMismatch {
