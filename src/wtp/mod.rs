@@ -35,22 +35,12 @@ use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::rng::Rng;
 use crate::time::Instant;
 
+pub use crate::capwap::Channel;
 pub use config::{DownloadPolicy, Hold, RetryState};
 pub use config::{Identity, Timers, Versions, WtpConfig};
 pub use discovery::{Candidate, Target, TargetKind};
 pub use image::{DownloadState, DownloadStatus};
 pub use state::State;
-
-/// Which way a packet leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    /// Control channel, in clear (Discovery).
-    ControlClear,
-    /// Control channel, through the DTLS session.
-    ControlSecure,
-    /// Data channel (keep-alives), to the AC's data port.
-    Data,
-}
 
 /// A packet to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
