@@ -5,6 +5,7 @@
 //! - [`verify`]: signature and certificate-chain checks (ring, rustls-webpki).
 //! - [`manifest`]: the manifest's fields and their text form.
 //! - [`pack`]: building signed images and the image folder acsim serves.
+//! - [`tar`], [`pem`]: the ustar headers and the PEM of those images.
 //! - [`store`]: the download directory (PRECHECK, streaming writes, abort).
 //! - [`download`]: one transfer's bookkeeping: counts, digests, checks.
 //! - [`source`]: the images acsim serves.
@@ -15,8 +16,10 @@ pub mod download;
 pub mod install;
 pub mod manifest;
 pub mod pack;
+pub mod pem;
 pub mod source;
 pub mod store;
+pub mod tar;
 pub mod verify;
 
 /// Reads until `buf` is full or the reader ends; returns how much was read.
