@@ -1,8 +1,9 @@
 //! The elements that describe an AC, in its Discovery and Join Responses (RFC 5415 §5.2,
 //! §6.2) and Configuration Update Requests (§8.4).
 
+use super::codec::string;
 use super::codec::DescriptorInfo;
-use super::codec::{descriptor_infos, exact, ipv4, ipv6, put_infos, put_u16, put_u32, string};
+use super::codec::{addr_list, descriptor_infos, exact, ipv4, ipv6, put_infos, put_u16, put_u32};
 use super::{limits, Element};
 use crate::capwap::{ParseError, Reader};
 
@@ -65,34 +66,14 @@ elements! {
 
     "§4.6.2" AC_IPV4_LIST = 2, "AC IPv4 List",
     AcIpv4List(list),
-    parse(v, what) {
-        if v.is_empty() || v.len() % 4 != 0 || v.len() / 4 > limits::AC_LIST {
-            return Err(ParseError::BadLength { what, value: v.len() });
-        }
-        let mut r = Reader::new(v, what);
-        let mut list = Vec::with_capacity(v.len() / 4);
-        while !r.is_empty() {
-            list.push(ipv4(&mut r)?);
-        }
-        Element::AcIpv4List(list)
-    }
+    parse(v, what) { Element::AcIpv4List(addr_list(v, what, 4, ipv4)?) }
     emit(o) {
         list.iter().for_each(|a| o.extend_from_slice(&a.octets()))
     }
 
     "§4.6.3" AC_IPV6_LIST = 3, "AC IPv6 List",
     AcIpv6List(list),
-    parse(v, what) {
-        if v.is_empty() || v.len() % 16 != 0 || v.len() / 16 > limits::AC_LIST {
-            return Err(ParseError::BadLength { what, value: v.len() });
-        }
-        let mut r = Reader::new(v, what);
-        let mut list = Vec::with_capacity(v.len() / 16);
-        while !r.is_empty() {
-            list.push(ipv6(&mut r)?);
-        }
-        Element::AcIpv6List(list)
-    }
+    parse(v, what) { Element::AcIpv6List(addr_list(v, what, 16, ipv6)?) }
     emit(o) {
         list.iter().for_each(|a| o.extend_from_slice(&a.octets()))
     }

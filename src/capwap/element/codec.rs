@@ -97,6 +97,49 @@ pub(super) fn ipv6(r: &mut Reader<'_>) -> Result<Ipv6Addr, ParseError> {
     Ok(Ipv6Addr::from(r.array::<16>()?))
 }
 
+/// A list of addresses of `size` bytes each, at least one and at most [`limits::AC_LIST`].
+pub(super) fn addr_list<'a, A>(
+    v: &'a [u8],
+    what: &'static str,
+    size: usize,
+    read: fn(&mut Reader<'a>) -> Result<A, ParseError>,
+) -> Result<Vec<A>, ParseError> {
+    if v.is_empty() || v.len() % size != 0 || v.len() / size > limits::AC_LIST {
+        return Err(ParseError::BadLength {
+            what,
+            value: v.len(),
+        });
+    }
+    let mut r = Reader::new(v, what);
+    let mut list = Vec::with_capacity(v.len() / size);
+    while !r.is_empty() {
+        list.push(read(&mut r)?);
+    }
+    Ok(list)
+}
+
+/// An address, a status byte and a (length, MAC), and nothing after: the Duplicate IPv4 and
+/// IPv6 Address layout (§4.6.22, §4.6.23).
+pub(super) fn addr_status_mac<'a, A>(
+    v: &'a [u8],
+    what: &'static str,
+    read: fn(&mut Reader<'a>) -> Result<A, ParseError>,
+) -> Result<(A, u8, &'a [u8]), ParseError> {
+    let mut r = Reader::new(v, what);
+    let addr = read(&mut r)?;
+    let status = r.u8()?;
+    let mac = len_mac(&mut r, what)?;
+    no_trailing(&r, what)?;
+    Ok((addr, status, mac))
+}
+
+/// Writes what [`addr_status_mac`] reads.
+pub(super) fn put_addr_status_mac(o: &mut Vec<u8>, addr: &[u8], status: u8, mac: &[u8]) {
+    o.extend_from_slice(addr);
+    o.push(status);
+    put_len8(o, mac);
+}
+
 /// Vendor/type/length/data sub-elements of the AC and WTP Descriptors, up to the end.
 pub(super) fn descriptor_infos<'a>(
     r: &mut Reader<'a>,

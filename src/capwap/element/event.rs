@@ -1,8 +1,8 @@
 //! The elements a WTP reports in a WTP Event Request (RFC 5415 §9.4): decryption errors,
 //! duplicate addresses and its radio and reboot statistics (the latter also in Join, §6.1).
 
-use super::codec::{exact, ipv4, ipv6};
-use super::codec::{len_mac, mac_list, no_trailing, put_len8, put_macs, put_u16};
+use super::codec::{addr_status_mac, exact, ipv4, ipv6, mac_list, put_addr_status_mac};
+use super::codec::{put_macs, put_u16};
 use super::Element;
 use crate::capwap::{ParseError, Reader};
 
@@ -23,34 +23,18 @@ elements! {
     "§4.6.22" DUPLICATE_IPV4_ADDRESS = 21, "Duplicate IPv4 Address",
     DuplicateIpv4 { addr, status, mac },
     parse(v, what) {
-        let mut r = Reader::new(v, what);
-        let addr = ipv4(&mut r)?;
-        let status = r.u8()?;
-        let mac = len_mac(&mut r, what)?;
-        no_trailing(&r, what)?;
+        let (addr, status, mac) = addr_status_mac(v, what, ipv4)?;
         Element::DuplicateIpv4 { addr, status, mac }
     }
-    emit(o) {
-        o.extend_from_slice(&addr.octets());
-        o.push(*status);
-        put_len8(o, mac);
-    }
+    emit(o) { put_addr_status_mac(o, &addr.octets(), *status, mac) }
 
     "§4.6.23" DUPLICATE_IPV6_ADDRESS = 22, "Duplicate IPv6 Address",
     DuplicateIpv6 { addr, status, mac },
     parse(v, what) {
-        let mut r = Reader::new(v, what);
-        let addr = ipv6(&mut r)?;
-        let status = r.u8()?;
-        let mac = len_mac(&mut r, what)?;
-        no_trailing(&r, what)?;
+        let (addr, status, mac) = addr_status_mac(v, what, ipv6)?;
         Element::DuplicateIpv6 { addr, status, mac }
     }
-    emit(o) {
-        o.extend_from_slice(&addr.octets());
-        o.push(*status);
-        put_len8(o, mac);
-    }
+    emit(o) { put_addr_status_mac(o, &addr.octets(), *status, mac) }
 
     "§4.6.46" WTP_RADIO_STATISTICS = 47, "WTP Radio Statistics",
     WtpRadioStatistics {
