@@ -13,11 +13,10 @@ use std::net::SocketAddr;
 use super::{display_name, Ac, AcTransmit, SessionState};
 use crate::capwap::element::image_data_type;
 use crate::capwap::header::Header;
-use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
+use crate::capwap::{Channel, ControlMessage, Element, MessageType, ResultCode};
 use crate::image::download::hex;
 use crate::image::source::{ImageInfo, SourceError};
 use crate::time::Instant;
-use crate::wtp::Channel;
 
 /// Faults acsim injects into image transfers, for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

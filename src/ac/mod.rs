@@ -17,16 +17,15 @@ use log::{debug, info, warn};
 
 use crate::capwap::element::{AcDescriptor, DescriptorInfo};
 use crate::capwap::header::Header;
+use crate::capwap::keepalive::keep_alive_session;
 use crate::capwap::msgtype::is_request;
 use crate::capwap::{
-    ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode,
+    Channel, ControlMessage, Element, MessageType, Packet, PacketBuilder, ParseError, ResultCode,
 };
 use crate::image::source::ImageSource;
 use crate::outq::OutQueue;
 use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::time::Instant;
-use crate::wtp::messages::keep_alive_session;
-use crate::wtp::Channel;
 
 pub use config::{AcConfig, AcTimers};
 pub use image::{AcDownload, Faults};

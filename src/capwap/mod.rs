@@ -10,12 +10,14 @@
 //! - [`element`]: the message elements (TLVs), typed, with unknown and vendor ones kept.
 //! - [`msgtype`]: the message type numbers and result codes.
 //! - [`builder`]: writing a whole control packet into a reusable buffer.
+//! - [`keepalive`]: the Data Channel Keep-Alive, the data channel's one CAPWAP packet.
 
 pub mod builder;
 pub mod control;
 pub mod element;
 pub mod fragment;
 pub mod header;
+pub mod keepalive;
 pub mod msgtype;
 
 #[cfg(test)]
@@ -33,6 +35,18 @@ pub use msgtype::{MessageType, ResultCode};
 pub const CONTROL_PORT: u16 = 5246;
 /// UDP port of the data channel.
 pub const DATA_PORT: u16 = 5247;
+
+/// Which way a packet leaves: the control channel in clear or through DTLS, or the data
+/// channel (RFC 5415 §3.1: each has its own UDP port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Control channel, in clear (Discovery).
+    ControlClear,
+    /// Control channel, through the DTLS session.
+    ControlSecure,
+    /// Data channel (keep-alives), to the AC's data port.
+    Data,
+}
 
 /// Why bytes could not be read as CAPWAP. Each variant says what was wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

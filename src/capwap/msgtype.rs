@@ -1,119 +1,107 @@
-//! Message type numbers (RFC 5415 §4.5.1.1) and Result Codes (§4.6.35).
+//! Message type numbers (RFC 5415 §4.5.1.1) and Result Codes (§4.6.35), each declared once
+//! in a table below: number, name, the RFC section that defines it, and for a message its
+//! response.
 
-/// The control message types RFC 5415 defines. Requests are odd, their responses the next even.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum MessageType {
-    DiscoveryRequest = 1,
-    DiscoveryResponse = 2,
-    JoinRequest = 3,
-    JoinResponse = 4,
-    ConfigurationStatusRequest = 5,
-    ConfigurationStatusResponse = 6,
-    ConfigurationUpdateRequest = 7,
-    ConfigurationUpdateResponse = 8,
-    WtpEventRequest = 9,
-    WtpEventResponse = 10,
-    ChangeStateEventRequest = 11,
-    ChangeStateEventResponse = 12,
-    EchoRequest = 13,
-    EchoResponse = 14,
-    ImageDataRequest = 15,
-    ImageDataResponse = 16,
-    ResetRequest = 17,
-    ResetResponse = 18,
-    PrimaryDiscoveryRequest = 19,
-    PrimaryDiscoveryResponse = 20,
-    DataTransferRequest = 21,
-    DataTransferResponse = 22,
-    ClearConfigurationRequest = 23,
-    ClearConfigurationResponse = 24,
-    StationConfigurationRequest = 25,
-    StationConfigurationResponse = 26,
+/// Writes [`MessageType`] from rows of `request => response`, each side `"§section" number
+/// Variant "Name"`. Requests are odd, their responses the next even number.
+macro_rules! message_types {
+    ($(
+        $req_section:literal $req_num:literal $req:ident $req_name:literal =>
+        $resp_section:literal $resp_num:literal $resp:ident $resp_name:literal,
+    )*) => {
+        /// The control message types RFC 5415 defines. Requests are odd, their responses the
+        /// next even.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum MessageType {
+            $(
+                #[doc = concat!($req_name, " (", $req_section, ").")]
+                $req = $req_num,
+                #[doc = concat!($resp_name, " (", $resp_section, ").")]
+                $resp = $resp_num,
+            )*
+        }
+
+        impl MessageType {
+            /// Every message type, in numeric order.
+            pub const ALL: [MessageType; [$($req_num),*].len() * 2] =
+                [$(MessageType::$req, MessageType::$resp,)*];
+
+            /// The type for a raw value; `None` for a non-zero enterprise number or an unknown
+            /// type.
+            pub fn from_u32(v: u32) -> Option<Self> {
+                match v {
+                    $($req_num => Some(MessageType::$req),
+                    $resp_num => Some(MessageType::$resp),)*
+                    _ => None,
+                }
+            }
+
+            /// The response type that answers this request; `None` for a response.
+            pub fn response(self) -> Option<Self> {
+                match self {
+                    $(MessageType::$req => Some(MessageType::$resp),)*
+                    _ => None,
+                }
+            }
+
+            /// The name Wireshark and the RFC use, for logs.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(MessageType::$req => $req_name,
+                    MessageType::$resp => $resp_name,)*
+                }
+            }
+
+            /// The section of RFC 5415 that defines the message.
+            pub fn section(self) -> &'static str {
+                match self {
+                    $(MessageType::$req => $req_section,
+                    MessageType::$resp => $resp_section,)*
+                }
+            }
+        }
+    };
+}
+
+#[rustfmt::skip]
+message_types! {
+    "§5.1"   1 DiscoveryRequest "Discovery Request"
+        => "§5.2"   2 DiscoveryResponse "Discovery Response",
+    "§6.1"   3 JoinRequest "Join Request"
+        => "§6.2"   4 JoinResponse "Join Response",
+    "§8.2"   5 ConfigurationStatusRequest "Configuration Status Request"
+        => "§8.3"   6 ConfigurationStatusResponse "Configuration Status Response",
+    "§8.4"   7 ConfigurationUpdateRequest "Configuration Update Request"
+        => "§8.5"   8 ConfigurationUpdateResponse "Configuration Update Response",
+    "§9.4"   9 WtpEventRequest "WTP Event Request"
+        => "§9.5"  10 WtpEventResponse "WTP Event Response",
+    "§8.6"  11 ChangeStateEventRequest "Change State Event Request"
+        => "§8.7"  12 ChangeStateEventResponse "Change State Event Response",
+    "§7.1"  13 EchoRequest "Echo Request"
+        => "§7.2"  14 EchoResponse "Echo Response",
+    "§9.1.1" 15 ImageDataRequest "Image Data Request"
+        => "§9.1.2" 16 ImageDataResponse "Image Data Response",
+    "§9.2"  17 ResetRequest "Reset Request"
+        => "§9.3"  18 ResetResponse "Reset Response",
+    "§5.3"  19 PrimaryDiscoveryRequest "Primary Discovery Request"
+        => "§5.4"  20 PrimaryDiscoveryResponse "Primary Discovery Response",
+    "§9.6.1" 21 DataTransferRequest "Data Transfer Request"
+        => "§9.6.2" 22 DataTransferResponse "Data Transfer Response",
+    "§8.8"  23 ClearConfigurationRequest "Clear Configuration Request"
+        => "§8.9"  24 ClearConfigurationResponse "Clear Configuration Response",
+    "§10.1" 25 StationConfigurationRequest "Station Configuration Request"
+        => "§10.2" 26 StationConfigurationResponse "Station Configuration Response",
 }
 
 impl MessageType {
-    /// Every message type, in numeric order.
-    pub const ALL: [MessageType; 26] = [
-        MessageType::DiscoveryRequest,
-        MessageType::DiscoveryResponse,
-        MessageType::JoinRequest,
-        MessageType::JoinResponse,
-        MessageType::ConfigurationStatusRequest,
-        MessageType::ConfigurationStatusResponse,
-        MessageType::ConfigurationUpdateRequest,
-        MessageType::ConfigurationUpdateResponse,
-        MessageType::WtpEventRequest,
-        MessageType::WtpEventResponse,
-        MessageType::ChangeStateEventRequest,
-        MessageType::ChangeStateEventResponse,
-        MessageType::EchoRequest,
-        MessageType::EchoResponse,
-        MessageType::ImageDataRequest,
-        MessageType::ImageDataResponse,
-        MessageType::ResetRequest,
-        MessageType::ResetResponse,
-        MessageType::PrimaryDiscoveryRequest,
-        MessageType::PrimaryDiscoveryResponse,
-        MessageType::DataTransferRequest,
-        MessageType::DataTransferResponse,
-        MessageType::ClearConfigurationRequest,
-        MessageType::ClearConfigurationResponse,
-        MessageType::StationConfigurationRequest,
-        MessageType::StationConfigurationResponse,
-    ];
-
-    /// The type for a raw value; `None` for a non-zero enterprise number or an unknown type.
-    pub fn from_u32(v: u32) -> Option<Self> {
-        let i = usize::try_from(v.checked_sub(1)?).ok()?;
-        Self::ALL.get(i).copied()
-    }
     /// The raw 32-bit value (enterprise number 0).
     pub fn as_u32(self) -> u32 {
         self as u32
     }
-    /// The response type that answers this request (itself + 1); `None` for a response.
-    pub fn response(self) -> Option<Self> {
-        if self.is_request() {
-            Self::from_u32(self as u32 + 1)
-        } else {
-            None
-        }
-    }
     /// True for requests (odd values).
     pub fn is_request(self) -> bool {
-        (self as u32) % 2 == 1
-    }
-    /// The name Wireshark and the RFC use, for logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            MessageType::DiscoveryRequest => "Discovery Request",
-            MessageType::DiscoveryResponse => "Discovery Response",
-            MessageType::JoinRequest => "Join Request",
-            MessageType::JoinResponse => "Join Response",
-            MessageType::ConfigurationStatusRequest => "Configuration Status Request",
-            MessageType::ConfigurationStatusResponse => "Configuration Status Response",
-            MessageType::ConfigurationUpdateRequest => "Configuration Update Request",
-            MessageType::ConfigurationUpdateResponse => "Configuration Update Response",
-            MessageType::WtpEventRequest => "WTP Event Request",
-            MessageType::WtpEventResponse => "WTP Event Response",
-            MessageType::ChangeStateEventRequest => "Change State Event Request",
-            MessageType::ChangeStateEventResponse => "Change State Event Response",
-            MessageType::EchoRequest => "Echo Request",
-            MessageType::EchoResponse => "Echo Response",
-            MessageType::ImageDataRequest => "Image Data Request",
-            MessageType::ImageDataResponse => "Image Data Response",
-            MessageType::ResetRequest => "Reset Request",
-            MessageType::ResetResponse => "Reset Response",
-            MessageType::PrimaryDiscoveryRequest => "Primary Discovery Request",
-            MessageType::PrimaryDiscoveryResponse => "Primary Discovery Response",
-            MessageType::DataTransferRequest => "Data Transfer Request",
-            MessageType::DataTransferResponse => "Data Transfer Response",
-            MessageType::ClearConfigurationRequest => "Clear Configuration Request",
-            MessageType::ClearConfigurationResponse => "Clear Configuration Response",
-            MessageType::StationConfigurationRequest => "Station Configuration Request",
-            MessageType::StationConfigurationResponse => "Station Configuration Response",
-        }
+        is_request(self as u32)
     }
 }
 
@@ -122,66 +110,67 @@ pub fn is_request(msg_type: u32) -> bool {
     msg_type % 2 == 1
 }
 
-/// Result Code values (§4.6.35).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum ResultCode {
-    Success = 0,
-    FailureAcList = 1,
-    SuccessNat = 2,
-    JoinFailureUnspecified = 3,
-    JoinFailureResourceDepletion = 4,
-    JoinFailureUnknownSource = 5,
-    JoinFailureIncorrectData = 6,
-    JoinFailureSessionIdInUse = 7,
-    JoinFailureHardwareNotSupported = 8,
-    JoinFailureBindingNotSupported = 9,
-    ResetFailureUnableToReset = 10,
-    ResetFailureFirmwareWriteError = 11,
-    ConfigurationFailureServiceProvided = 12,
-    ConfigurationFailureServiceNotProvided = 13,
-    ImageDataErrorInvalidChecksum = 14,
-    ImageDataErrorInvalidDataLength = 15,
-    ImageDataErrorOther = 16,
-    ImageDataErrorImageAlreadyPresent = 17,
-    MessageUnexpectedInvalidInCurrentState = 18,
-    MessageUnexpectedUnrecognizedRequest = 19,
-    FailureMissingMandatoryElement = 20,
-    FailureUnrecognizedElement = 21,
-    DataTransferErrorNoInformation = 22,
+/// Writes [`ResultCode`] from rows of `number Variant "the RFC's words"` (all §4.6.35).
+macro_rules! result_codes {
+    ($($num:literal $code:ident $words:literal,)*) => {
+        /// Result Code values (§4.6.35).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum ResultCode {
+            $(#[doc = concat!($words, ".")] $code = $num,)*
+        }
+
+        impl ResultCode {
+            /// Every result code, in numeric order.
+            pub const ALL: [ResultCode; [$($num),*].len()] = [$(ResultCode::$code,)*];
+
+            pub fn from_u32(v: u32) -> Option<Self> {
+                match v {
+                    $($num => Some(ResultCode::$code),)*
+                    _ => None,
+                }
+            }
+
+            /// The RFC's words, for logs.
+            pub fn describe(self) -> &'static str {
+                match self {
+                    $(ResultCode::$code => $words,)*
+                }
+            }
+        }
+    };
+}
+
+#[rustfmt::skip]
+result_codes! {
+    0 Success "Success",
+    1 FailureAcList "Failure (AC List Message Element MUST Be Present)",
+    2 SuccessNat "Success (NAT Detected)",
+    3 JoinFailureUnspecified "Join Failure (Unspecified)",
+    4 JoinFailureResourceDepletion "Join Failure (Resource Depletion)",
+    5 JoinFailureUnknownSource "Join Failure (Unknown Source)",
+    6 JoinFailureIncorrectData "Join Failure (Incorrect Data)",
+    7 JoinFailureSessionIdInUse "Join Failure (Session ID Already in Use)",
+    8 JoinFailureHardwareNotSupported "Join Failure (WTP Hardware Not Supported)",
+    9 JoinFailureBindingNotSupported "Join Failure (Binding Not Supported)",
+    10 ResetFailureUnableToReset "Reset Failure (Unable to Reset)",
+    11 ResetFailureFirmwareWriteError "Reset Failure (Firmware Write Error)",
+    12 ConfigurationFailureServiceProvided
+        "Configuration Failure (Unable to Apply Requested Configuration - Service Provided Anyhow)",
+    13 ConfigurationFailureServiceNotProvided
+        "Configuration Failure (Unable to Apply Requested Configuration - Service Not Provided)",
+    14 ImageDataErrorInvalidChecksum "Image Data Error (Invalid Checksum)",
+    15 ImageDataErrorInvalidDataLength "Image Data Error (Invalid Data Length)",
+    16 ImageDataErrorOther "Image Data Error (Other Error)",
+    17 ImageDataErrorImageAlreadyPresent "Image Data Error (Image Already Present)",
+    18 MessageUnexpectedInvalidInCurrentState "Message Unexpected (Invalid in Current State)",
+    19 MessageUnexpectedUnrecognizedRequest "Message Unexpected (Unrecognized Request)",
+    20 FailureMissingMandatoryElement "Failure - Missing Mandatory Message Element",
+    21 FailureUnrecognizedElement "Failure - Unrecognized Message Element",
+    22 DataTransferErrorNoInformation "Data Transfer Error (No Information to Transfer)",
 }
 
 impl ResultCode {
-    /// Every result code, in numeric order.
-    pub const ALL: [ResultCode; 23] = [
-        ResultCode::Success,
-        ResultCode::FailureAcList,
-        ResultCode::SuccessNat,
-        ResultCode::JoinFailureUnspecified,
-        ResultCode::JoinFailureResourceDepletion,
-        ResultCode::JoinFailureUnknownSource,
-        ResultCode::JoinFailureIncorrectData,
-        ResultCode::JoinFailureSessionIdInUse,
-        ResultCode::JoinFailureHardwareNotSupported,
-        ResultCode::JoinFailureBindingNotSupported,
-        ResultCode::ResetFailureUnableToReset,
-        ResultCode::ResetFailureFirmwareWriteError,
-        ResultCode::ConfigurationFailureServiceProvided,
-        ResultCode::ConfigurationFailureServiceNotProvided,
-        ResultCode::ImageDataErrorInvalidChecksum,
-        ResultCode::ImageDataErrorInvalidDataLength,
-        ResultCode::ImageDataErrorOther,
-        ResultCode::ImageDataErrorImageAlreadyPresent,
-        ResultCode::MessageUnexpectedInvalidInCurrentState,
-        ResultCode::MessageUnexpectedUnrecognizedRequest,
-        ResultCode::FailureMissingMandatoryElement,
-        ResultCode::FailureUnrecognizedElement,
-        ResultCode::DataTransferErrorNoInformation,
-    ];
-
-    pub fn from_u32(v: u32) -> Option<Self> {
-        Self::ALL.get(usize::try_from(v).ok()?).copied()
-    }
     /// The raw 32-bit value.
     pub fn as_u32(self) -> u32 {
         self as u32
@@ -189,44 +178,6 @@ impl ResultCode {
     /// True for 0 (Success) and 2 (Success, NAT detected).
     pub fn is_success(self) -> bool {
         matches!(self, ResultCode::Success | ResultCode::SuccessNat)
-    }
-    /// The RFC's words, for logs.
-    pub fn describe(self) -> &'static str {
-        match self {
-            ResultCode::Success => "Success",
-            ResultCode::FailureAcList => "Failure (AC List Message Element MUST Be Present)",
-            ResultCode::SuccessNat => "Success (NAT Detected)",
-            ResultCode::JoinFailureUnspecified => "Join Failure (Unspecified)",
-            ResultCode::JoinFailureResourceDepletion => "Join Failure (Resource Depletion)",
-            ResultCode::JoinFailureUnknownSource => "Join Failure (Unknown Source)",
-            ResultCode::JoinFailureIncorrectData => "Join Failure (Incorrect Data)",
-            ResultCode::JoinFailureSessionIdInUse => "Join Failure (Session ID Already in Use)",
-            ResultCode::JoinFailureHardwareNotSupported => "Join Failure (WTP Hardware Not Supported)",
-            ResultCode::JoinFailureBindingNotSupported => "Join Failure (Binding Not Supported)",
-            ResultCode::ResetFailureUnableToReset => "Reset Failure (Unable to Reset)",
-            ResultCode::ResetFailureFirmwareWriteError => "Reset Failure (Firmware Write Error)",
-            ResultCode::ConfigurationFailureServiceProvided => {
-                "Configuration Failure (Unable to Apply Requested Configuration - Service Provided Anyhow)"
-            }
-            ResultCode::ConfigurationFailureServiceNotProvided => {
-                "Configuration Failure (Unable to Apply Requested Configuration - Service Not Provided)"
-            }
-            ResultCode::ImageDataErrorInvalidChecksum => "Image Data Error (Invalid Checksum)",
-            ResultCode::ImageDataErrorInvalidDataLength => "Image Data Error (Invalid Data Length)",
-            ResultCode::ImageDataErrorOther => "Image Data Error (Other Error)",
-            ResultCode::ImageDataErrorImageAlreadyPresent => "Image Data Error (Image Already Present)",
-            ResultCode::MessageUnexpectedInvalidInCurrentState => {
-                "Message Unexpected (Invalid in Current State)"
-            }
-            ResultCode::MessageUnexpectedUnrecognizedRequest => {
-                "Message Unexpected (Unrecognized Request)"
-            }
-            ResultCode::FailureMissingMandatoryElement => "Failure - Missing Mandatory Message Element",
-            ResultCode::FailureUnrecognizedElement => "Failure - Unrecognized Message Element",
-            ResultCode::DataTransferErrorNoInformation => {
-                "Data Transfer Error (No Information to Transfer)"
-            }
-        }
     }
 }
 
@@ -264,6 +215,11 @@ mod tests {
             Some(MessageType::JoinResponse)
         );
         assert_eq!(MessageType::JoinResponse.response(), None);
+        for t in MessageType::ALL.iter().filter(|t| t.is_request()) {
+            assert_eq!(t.response(), MessageType::from_u32(t.as_u32() + 1), "{t:?}");
+        }
+        assert_eq!(MessageType::ImageDataResponse.section(), "§9.1.2");
+        assert_eq!(MessageType::WtpEventRequest.section(), "§9.4");
         assert!(is_request((14179 << 8) | 3));
     }
 

@@ -22,10 +22,12 @@ use std::io::{self, Read};
 use ring::digest::{Context, SHA256};
 
 use super::manifest::{hex, Manifest, ManifestError, MAX_MANIFEST_LEN};
+use super::pem;
+use super::tar::{padding, parse_header, Header, HeaderError};
 use super::verify::{verify_manifest, TrustPolicy, VerifiedManifest, VerifyError};
 
-/// The tar block size.
-pub const BLOCK: usize = 512;
+pub use super::pem::canonical_pem;
+pub use super::tar::BLOCK;
 /// The largest `manifest.sig` accepted (an RSA-8192 signature is 1024 bytes).
 pub const MAX_SIGNATURE_LEN: usize = 2048;
 /// The largest `signer.pem` accepted.
@@ -226,163 +228,24 @@ impl std::error::Error for BundleError {
     }
 }
 
-struct Header {
-    name: String,
-    size: u64,
-}
-
-fn is_zero(b: &[u8]) -> bool {
-    b.iter().all(|&x| x == 0)
-}
-
-fn cstr(field: &[u8]) -> &[u8] {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    &field[..end]
-}
-
-/// Octal digits, optionally followed by NUL/space terminators only (what POSIX allows).
-fn octal(field: &[u8]) -> Option<u64> {
-    let digits = field
-        .iter()
-        .position(|&b| b == 0 || b == b' ')
-        .unwrap_or(field.len());
-    if digits == 0 || !field[digits..].iter().all(|&b| b == 0 || b == b' ') {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in &field[..digits] {
-        if !(b'0'..=b'7').contains(&b) {
-            return None;
-        }
-        v = v.checked_mul(8)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(v)
-}
-
-/// Parses one header block; `None` for an all-zero block.
-fn parse_header(b: &[u8; BLOCK], offset: u64) -> Result<Option<Header>, BundleError> {
-    if is_zero(b) {
-        return Ok(None);
-    }
-    let bad = |reason: String| BundleError::BadHeader { offset, reason };
-    // The checksum field itself: six octal digits, NUL, space (GNU tar, bsdtar, Python).
-    let ck = &b[148..156];
-    let computed: u32 = b
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(x)
-            }
-        })
-        .sum();
-    let stored_ok =
-        ck[..6].iter().all(|c| (b'0'..=b'7').contains(c)) && ck[6] == 0 && ck[7] == b' ';
-    if !stored_ok || octal(&ck[..6]) != Some(u64::from(computed)) {
-        return Err(BundleError::BadChecksum {
-            offset,
-            stored: String::from_utf8_lossy(ck).into_owned(),
-            computed,
-        });
-    }
-    if &b[257..263] != b"ustar\0" || &b[263..265] != b"00" {
-        return Err(bad(format!(
-            "magic {:?} is not POSIX ustar (make the image with tar --format=ustar)",
-            String::from_utf8_lossy(&b[257..265])
-        )));
-    }
-    let name = cstr(&b[0..100]);
-    let prefix = cstr(&b[345..500]);
-    let mut full = Vec::with_capacity(prefix.len() + 1 + name.len());
-    if !prefix.is_empty() {
-        full.extend_from_slice(prefix);
-        full.push(b'/');
-    }
-    full.extend_from_slice(name);
-    let name = String::from_utf8_lossy(&full).into_owned();
-    if name.starts_with('/') || name.split('/').any(|c| c == "..") {
-        return Err(BundleError::UnsafeName { offset, name });
-    }
-    let typeflag = b[156];
-    if typeflag != b'0' && typeflag != 0 {
-        return Err(BundleError::NotRegularFile {
-            offset,
-            name,
-            typeflag: char::from(typeflag),
-        });
-    }
-    if b[124] & 0x80 != 0 {
-        return Err(bad("size in base-256 (not ustar)".into()));
-    }
-    let size = octal(&b[124..136]).ok_or_else(|| bad("size is not octal".into()))?;
-    Ok(Some(Header { name, size }))
-}
-
-fn padding(size: u64) -> usize {
-    ((BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64) as usize
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64(data: &[u8]) -> String {
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                s.push('=');
-            }
+impl BundleError {
+    /// A refused tar header, at `offset`.
+    fn header(offset: u64, e: HeaderError) -> Self {
+        match e {
+            HeaderError::BadChecksum { stored, computed } => BundleError::BadChecksum {
+                offset,
+                stored,
+                computed,
+            },
+            HeaderError::BadHeader(reason) => BundleError::BadHeader { offset, reason },
+            HeaderError::UnsafeName(name) => BundleError::UnsafeName { offset, name },
+            HeaderError::NotRegularFile { name, typeflag } => BundleError::NotRegularFile {
+                offset,
+                name,
+                typeflag,
+            },
         }
     }
-    s
-}
-
-/// PEM as OpenSSL writes it: `-----BEGIN CERTIFICATE-----\n`, base64 in 64-column lines,
-/// `-----END CERTIFICATE-----\n`.
-pub fn canonical_pem(ders: &[&[u8]]) -> Vec<u8> {
-    let mut out = String::new();
-    for der in ders {
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        let b = base64(der);
-        for line in b.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).unwrap_or(""));
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
-    out.into_bytes()
-}
-
-fn check_chain_canonical(pem: &[u8]) -> Result<(), BundleError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let mut ders = Vec::new();
-    for c in CertificateDer::pem_slice_iter(pem) {
-        let c = c.map_err(|e| BundleError::ChainNotCanonical {
-            reason: format!("bad PEM: {e:?}"),
-        })?;
-        ders.push(c);
-    }
-    if ders.is_empty() {
-        return Err(BundleError::ChainNotCanonical {
-            reason: "no CERTIFICATE block".into(),
-        });
-    }
-    let refs: Vec<&[u8]> = ders.iter().map(|d| d.as_ref()).collect();
-    if canonical_pem(&refs) != pem {
-        return Err(BundleError::ChainNotCanonical {
-            reason: "not exactly concatenated CERTIFICATE blocks as openssl writes them \
-                     (64-column base64, LF line ends, nothing between or after)"
-                .into(),
-        });
-    }
-    Ok(())
 }
 
 /// Reads a signed image from a stream. See the module documentation.
@@ -441,7 +304,8 @@ impl<R: Read> BundleReader<R> {
         r.manifest_bytes = r.small_member("manifest", MAX_MANIFEST_LEN)?;
         r.signature = r.small_member("manifest.sig", MAX_SIGNATURE_LEN)?;
         r.chain_pem = r.small_member("signer.pem", MAX_CHAIN_LEN)?;
-        check_chain_canonical(&r.chain_pem)?;
+        pem::check_canonical(&r.chain_pem)
+            .map_err(|reason| BundleError::ChainNotCanonical { reason })?;
         r.manifest = Manifest::parse(&r.manifest_bytes).map_err(BundleError::Manifest)?;
         let d = ring::digest::digest(&SHA256, &r.manifest_bytes);
         r.manifest_sha256.copy_from_slice(d.as_ref());
@@ -510,7 +374,9 @@ impl<R: Read> BundleReader<R> {
         let mut b = [0u8; BLOCK];
         let offset = self.pos;
         self.read_full(&mut b, what)?;
-        parse_header(&b, offset).inspect_err(|_| self.poisoned = true)
+        parse_header(&b)
+            .map_err(|e| BundleError::header(offset, e))
+            .inspect_err(|_| self.poisoned = true)
     }
 
     fn skip_padding(&mut self, size: u64, what: &str) -> Result<(), BundleError> {
@@ -844,25 +710,6 @@ impl<R: Read> Read for PayloadReader<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn octal_fields() {
-        assert_eq!(octal(b"00000001750\0"), Some(1000));
-        assert_eq!(octal(b"1750 \0"), Some(1000));
-        assert_eq!(octal(b"\0\0\0"), None);
-        assert_eq!(octal(b"0009"), None);
-        assert_eq!(octal(b"12 3"), None);
-        assert_eq!(octal(b"77777777777777777777777"), None);
-    }
-
-    #[test]
-    fn base64_matches_known() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
 
     #[test]
     fn garbage_never_panics() {

@@ -5,6 +5,7 @@
 //! - [`verify`]: signature and certificate-chain checks (ring, rustls-webpki).
 //! - [`manifest`]: the manifest's fields and their text form.
 //! - [`pack`]: building signed images and the image folder acsim serves.
+//! - [`tar`], [`pem`]: the ustar headers and the PEM of those images.
 //! - [`install`]: verify-then-write to the inactive slot, switch, mark good, the bootloader's rule.
 //! - [`updater`]: one board's A/B policy: its environment at start, the trust policy, the
 //!   early check, install, activation, mark-good (what the runtime used to decide).
@@ -19,9 +20,11 @@ pub mod download;
 pub mod install;
 pub mod manifest;
 pub mod pack;
+pub mod pem;
 pub mod sha256;
 pub mod source;
 pub mod store;
+pub mod tar;
 pub mod updater;
 pub mod verify;
 

@@ -21,10 +21,11 @@ use openssl::sign::{RsaPssSaltlen, Signer};
 use openssl::x509::X509;
 use ring::digest::{Context, SHA256};
 
-use super::bundle::{canonical_pem, BLOCK};
 use super::manifest::{
     is_valid_payload_name, Manifest, ManifestError, Payload, SignatureAlgorithm, FORMAT_VERSION,
 };
+use super::pem::canonical_pem;
+use super::tar::{self, BLOCK};
 
 /// The hardware types a controller's image folder holds by default.
 pub const DEFAULT_HARDWARE_TYPES: [&str; 7] = [
@@ -32,8 +33,7 @@ pub const DEFAULT_HARDWARE_TYPES: [&str; 7] = [
 ];
 /// The file in an image folder that names the version.
 pub const VERSION_INFO: &str = "version.info";
-/// The largest member ustar's 11 octal digits can describe.
-pub const MAX_MEMBER_SIZE: u64 = 0o77777777777;
+pub use super::tar::MAX_MEMBER_SIZE;
 
 const COPY_BUF: usize = 64 * 1024;
 
@@ -265,37 +265,11 @@ pub fn sign_manifest(
 
 /// A ustar header for a regular file (mode 0644, owner root).
 pub fn ustar_header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK], PackError> {
-    if name.is_empty() || name.len() > 100 {
-        return Err(PackError::Spec(format!(
-            "member name {name:?} must be 1 to 100 bytes"
-        )));
-    }
-    if size > MAX_MEMBER_SIZE {
-        return Err(PackError::Spec(format!(
-            "{name} is {size} bytes; ustar members stop at {MAX_MEMBER_SIZE}"
-        )));
-    }
-    let mut h = [0u8; BLOCK];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(format!("{:011o}\0", mtime.min(MAX_MEMBER_SIZE)).as_bytes());
-    h[148..156].copy_from_slice(b"        ");
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[265..269].copy_from_slice(b"root");
-    h[297..301].copy_from_slice(b"root");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    Ok(h)
+    tar::write_header(name, size, mtime).map_err(PackError::Spec)
 }
 
 fn pad(out: &mut impl Write, size: u64) -> io::Result<()> {
-    let n = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
-    out.write_all(&[0u8; BLOCK][..n as usize])
+    out.write_all(&[0u8; BLOCK][..tar::padding(size)])
 }
 
 fn member(out: &mut impl Write, name: &str, data: &[u8], mtime: u64) -> Result<(), PackError> {

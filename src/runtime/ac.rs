@@ -13,13 +13,12 @@ use super::udp::Udp;
 use super::{earliest, io_err, warnings, write_atomic, Clock, RuntimeError};
 use crate::ac::{Ac, AcAction};
 use crate::capwap::header::{preamble, Preamble};
-use crate::capwap::{CONTROL_PORT, DATA_PORT};
+use crate::capwap::{Channel, CONTROL_PORT, DATA_PORT};
 use crate::config::AcsimConfig;
 use crate::dtls::{self, DtlsContext, DtlsEvent, DtlsListener, DtlsSession, Listened};
 use crate::fetch::spool::{DownloadMode, RemoteSource};
 use crate::pcap::PcapWriter;
 use crate::time::Instant;
-use crate::wtp::Channel;
 
 /// A handshake that has not finished after this long is dropped (WaitDTLS).
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);

@@ -36,6 +36,7 @@ use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::rng::Rng;
 use crate::time::Instant;
 
+pub use crate::capwap::Channel;
 pub use config::{DownloadPolicy, Hold, RetryState};
 pub use config::{Identity, Timers, Versions, WtpConfig};
 pub use discovery::{Candidate, Target, TargetKind};
@@ -48,17 +49,6 @@ use timer::{Timer, TimerTable};
 /// Responses arrive in clear from any source address, so the table is bounded; a fleet's
 /// controller list is far shorter.
 pub const MAX_CANDIDATES: usize = 16;
-
-/// Which way a packet leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    /// Control channel, in clear (Discovery).
-    ControlClear,
-    /// Control channel, through the DTLS session.
-    ControlSecure,
-    /// Data channel (keep-alives), to the AC's data port.
-    Data,
-}
 
 /// A packet to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
