@@ -510,7 +510,7 @@ impl AcsimConfig {
     pub fn ac_config(&self) -> AcConfig {
         AcConfig {
             name: self.name.clone(),
-            vendor_id: crate::wtp::config::EXAMPLE_ENTERPRISE,
+            vendor_id: crate::capwap::vendor::EXAMPLE_ENTERPRISE,
             version: self.version.clone(),
             image_version: self.image_version.clone(),
             image_at_join: self.image_at_join,

@@ -108,7 +108,7 @@ impl Default for AcConfig {
     fn default() -> Self {
         AcConfig {
             name: "acsim".into(),
-            vendor_id: crate::wtp::config::EXAMPLE_ENTERPRISE,
+            vendor_id: crate::capwap::vendor::EXAMPLE_ENTERPRISE,
             version: "1.0.0".into(),
             image_version: None,
             image_at_join: true,

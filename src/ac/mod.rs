@@ -589,7 +589,7 @@ impl Ac {
                         element_id, data, ..
                     }) = raw.and_then(Element::parse)
                     {
-                        if element_id == crate::wtp::image::VENDOR_ELEMENT_DOWNLOAD_FAILURE {
+                        if element_id == crate::capwap::vendor::DOWNLOAD_FAILURE {
                             let name = self
                                 .sessions
                                 .get(&peer)
@@ -750,7 +750,7 @@ impl Ac {
                     .find_map(|raw| match raw.and_then(Element::parse) {
                         Ok(Element::VendorSpecific {
                             element_id, data, ..
-                        }) if element_id == crate::wtp::image::VENDOR_ELEMENT_DOWNLOAD_FAILURE => {
+                        }) if element_id == crate::capwap::vendor::DOWNLOAD_FAILURE => {
                             Some(String::from_utf8_lossy(data).into_owned())
                         }
                         _ => None,

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::{Ac, AcAction, AcConfig, AcTimers, SessionState};
 use crate::capwap::builder::build;
+use crate::capwap::keepalive::keep_alive;
 use crate::capwap::{Element, MessageType};
 use crate::image::source::FolderSource;
 use crate::time::Instant;
-use crate::wtp::messages::keep_alive;
 
 const SESSION_ID: [u8; 16] = [0x5a; 16];
 

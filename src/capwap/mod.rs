@@ -19,6 +19,7 @@ pub mod fragment;
 pub mod header;
 pub mod keepalive;
 pub mod msgtype;
+pub mod vendor;
 
 #[cfg(test)]
 mod tests;

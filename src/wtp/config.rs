@@ -70,9 +70,7 @@ pub struct Radio {
     pub radio_type: u32,
 }
 
-/// IANA Private Enterprise Number 32473, reserved for documentation and examples (RFC 5612):
-/// the default vendor identifier until a vendor sets its own. CAPWAP requires a non-zero one.
-pub const EXAMPLE_ENTERPRISE: u32 = 32473;
+pub use crate::capwap::vendor::EXAMPLE_ENTERPRISE;
 
 /// Who the WTP is: what it tells the AC in Discovery and Join.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

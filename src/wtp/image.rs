@@ -18,7 +18,7 @@ use crate::image::install::InstallError;
 use crate::time::Instant;
 
 /// Vendor Specific element id under our vendor id: an image download failure, text follows.
-pub const VENDOR_ELEMENT_DOWNLOAD_FAILURE: u16 = 1;
+pub const VENDOR_ELEMENT_DOWNLOAD_FAILURE: u16 = crate::capwap::vendor::DOWNLOAD_FAILURE;
 
 use super::download::PendingVerdict;
 pub use super::download::{DownloadState, DownloadStatus, StatusKey};
