@@ -50,6 +50,7 @@ impl Wtp {
             self.actions.push_back(super::Action::ActivateImage {
                 version: version.clone(),
             });
+            // §9.1 Figure 7; §2.3.1 Join to Configure (g) is skipped for a reset.
             self.set_state(State::Reset, now);
             self.teardown(
                 "backup image matches",
@@ -69,7 +70,8 @@ impl Wtp {
             self.download.deferred_version = Some(version);
             return false;
         }
-        // The seed's order: the state first, then the versions and the verdict.
+        // §2.3.1 Join to Image Data (f). The seed's order: the state first, then the versions
+        // and the verdict.
         self.set_state(State::ImageData, now);
         info!("{line}");
         info!("Version does not match.");
@@ -456,7 +458,7 @@ impl Wtp {
                 }
             }
             Ok(()) => {
-                // RFC 5415 Figure 6: after the download the WTP enters Reset.
+                // §2.3.1 Image Data to Reset (k); §9.1 Figure 6.
                 self.set_state(State::Reset, now);
                 self.teardown(
                     "image installed",
@@ -630,6 +632,7 @@ impl Wtp {
         self.actions.push_back(super::Action::ActivateImage {
             version: version.to_string(),
         });
+        // §2.3.1 Run to Reset (r); §9.1 Figure 9.
         self.set_state(State::Reset, now);
         self.teardown(
             "reset requested by the AC",

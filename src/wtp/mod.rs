@@ -311,6 +311,8 @@ impl Wtp {
         half + Duration::from_millis(if ms == 0 { 0 } else { self.rng.below(ms) })
     }
 
+    /// §2.3.1 Idle to Discovery (1): DiscoveryInterval set (§4.7.5), what earlier ACs said
+    /// cleared.
     fn enter_discovery(&mut self, now: Instant) {
         self.set_state(State::Discovery, now);
         self.peer = None;
@@ -368,6 +370,7 @@ impl Wtp {
                 },
                 pkt,
             );
+            // §2.3.1 Discovery to Discovery (#); §5.1.
             info!("Discovery Request sent to {} ({:?})", t.addr, t.kind);
         }
         // Wait DiscoveryInterval for answers; back off (up to MaxDiscoveryInterval) when none come.
@@ -386,6 +389,8 @@ impl Wtp {
         self.timers.set(Timer::State, now + wait);
     }
 
+    /// §2.3.1 Discovery to Sulking (!), DTLS Setup to Sulking (*), DTLS Teardown to Sulking
+    /// (u): SilentInterval (§4.7.13), the counters reset (§4.8.2, §4.8.4).
     fn enter_sulking(&mut self, now: Instant) {
         self.set_state(State::Sulking, now);
         self.discovery_count = 0;
@@ -408,6 +413,7 @@ impl Wtp {
                     control: c.control,
                     name: c.name,
                 });
+                // §2.3.1 Discovery to DTLS Setup (%): an AC chosen (§3.3); WaitDTLS (§4.7.15).
                 self.set_state(State::DtlsSetup, now);
                 self.timers
                     .set(Timer::State, now + self.cfg.timers.wait_dtls);
@@ -439,6 +445,7 @@ impl Wtp {
         self.requester.cancel();
         self.responder.reset();
         self.clear_session_timers();
+        // §2.3.1 (e), (i), (l), (n), (p), (s): to DTLS Teardown; DTLSSessionDelete (§4.7.6).
         self.set_state(State::DtlsTeardown, now);
         let mut after = after;
         if let Some(t) = self.download.transfer.take() {
@@ -461,6 +468,7 @@ impl Wtp {
         self.peer = None;
         match std::mem::replace(&mut self.after_teardown, AfterTeardown::Restart) {
             AfterTeardown::Restart => {
+                // §2.3.1 DTLS Teardown to Idle (t), then Idle to Discovery (1).
                 info!("Restarting CAPWAP State Machine.");
                 self.set_state(State::Idle, now);
                 self.enter_discovery(now);
@@ -493,6 +501,7 @@ impl Wtp {
         info!("DTLS session established with {} ({summary})", peer.control);
         self.failed_dtls_session = 0;
         self.timers.stop(Timer::State);
+        // §2.3.1 DTLS Connect to Join (d): the Join Request (§6.1).
         self.set_state(State::Join, now);
         self.rng.fill(&mut self.session_id);
         let seq = self.requester.next_seq();
@@ -626,7 +635,8 @@ impl Wtp {
         }
         self.retransmit_timer(now);
         if self.state == State::Run {
-            // §4.7.3: DataChannelDeadInterval without a Keep-Alive from the AC.
+            // §4.7.3: DataChannelDeadInterval without a Keep-Alive from the AC: §2.3.1 Run to
+            // DTLS Teardown (p).
             if self.timers.expire(Timer::DataDead, now) {
                 self.teardown("data channel dead", AfterTeardown::Restart, now);
                 return;
@@ -661,6 +671,7 @@ impl Wtp {
             State::Discovery => self.discovery_timer(now),
             // §2.3.1 Sulking to Idle (7): SilentInterval over.
             State::Sulking => {
+                // §2.3.1 Sulking to Idle (@).
                 info!("Silent interval over");
                 self.set_state(State::Idle, now);
                 self.enter_discovery(now);
@@ -939,6 +950,7 @@ impl Wtp {
                     let why = ResultCode::from_u32(code)
                         .map(|r| r.describe())
                         .unwrap_or("unknown");
+                    // §2.3.1 Join to DTLS Teardown (e).
                     warn!("AC refused join request with result code: {code} ({why})");
                     return self.teardown("join refused", AfterTeardown::Restart, now);
                 }
@@ -951,6 +963,7 @@ impl Wtp {
             }
             Some(MessageType::ConfigurationStatusResponse) if self.state == State::Configure => {
                 if !ok {
+                    // §2.3.1 Configure to DTLS Teardown (i).
                     return self.teardown("configuration refused", AfterTeardown::Restart, now);
                 }
                 if let Some((_, echo)) = timers {
@@ -959,6 +972,7 @@ impl Wtp {
                         info!("AC set EchoInterval to {echo}s");
                     }
                 }
+                // §2.3.1 Configure to Data Check (m): the Change State Event Request (§8.6).
                 self.set_state(State::DataCheck, now);
                 let seq = self.requester.next_seq();
                 messages::change_state_event_request(&mut self.builder, seq, &self.cfg.identity);
@@ -966,8 +980,10 @@ impl Wtp {
             }
             Some(MessageType::ChangeStateEventResponse) if self.state == State::DataCheck => {
                 if !ok {
+                    // §2.3.1 Data Check to DTLS Teardown (n).
                     return self.teardown("change state refused", AfterTeardown::Restart, now);
                 }
+                // §2.3.1 Data Check to Run (o): the data channel starts (§4.4.1).
                 self.set_state(State::Run, now);
                 self.send_keep_alive(now);
                 self.timers.set(
@@ -990,6 +1006,7 @@ impl Wtp {
         if self.decide_version(image.map(|(_, v)| v), now) {
             return;
         }
+        // §2.3.1 Join to Configure (g): the Configuration Status Request (§8.2).
         self.set_state(State::Configure, now);
         let seq = self.requester.next_seq();
         let ac_name = self
@@ -1059,6 +1076,7 @@ impl Wtp {
                 if let Some(version) = image_identifier(msg) {
                     return self.on_activate(&version, msg, now);
                 }
+                // §2.3.1 Run to Reset (r) / Image Data to Reset (k); §9.2.
                 info!("Reset Request from AC");
                 self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
                 self.set_state(State::Reset, now);
