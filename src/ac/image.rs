@@ -247,6 +247,7 @@ impl Ac {
         d.started = Some(now);
         let predownload = d.predownload;
         if !predownload {
+            // §2.3.1 Join to Image Data (f), AC side: the Image Data Response (§9.1.2).
             s.state = SessionState::ImageData;
         }
         s.deadline = Some(
@@ -531,6 +532,7 @@ impl Ac {
         );
         if ok {
             if let Some(s) = self.sessions.get_mut(&peer) {
+                // §2.3.1 Run to Reset (r); §9.1 Figure 9.
                 s.state = SessionState::Reset;
             }
         }

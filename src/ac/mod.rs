@@ -217,7 +217,8 @@ impl Ac {
 
     // ----- DTLS news -----------------------------------------------------------------------
 
-    /// A WTP completed the DTLS handshake: start WaitJoin.
+    /// A WTP completed the DTLS handshake: start WaitJoin (§4.7.16); §2.3.1 DTLS Connect to
+    /// Join (d), AC side.
     pub fn dtls_established(&mut self, peer: SocketAddr, now: Instant) {
         let t = &self.cfg.timers;
         self.seq_seed = self.seq_seed.wrapping_add(37);
@@ -306,6 +307,7 @@ impl Ac {
                 bytes,
             );
         }
+        // §2.3.1 Run to Reset (r): the Reset Request (§9.2).
         s.state = SessionState::Reset;
         info!("Reset Request sent to WTP {} ({peer})", display_name(s));
         true
@@ -382,6 +384,7 @@ impl Ac {
         };
         s.data_addr = Some(from);
         if s.state == SessionState::DataCheck {
+            // §2.3.1 Data Check to Run (o), AC side: the first Data Channel Keep-Alive.
             s.state = SessionState::Run;
             s.deadline = Some(now + echo_budget);
             self.stats.runs += 1;
@@ -552,6 +555,7 @@ impl Ac {
                     ],
                 );
                 if let Some(s) = self.sessions.get_mut(&peer) {
+                    // §2.3.1 Configure to Data Check (m), AC side.
                     s.state = SessionState::DataCheck;
                     s.deadline = Some(now + t.change_state_pending);
                 }
@@ -687,6 +691,7 @@ impl Ac {
         if let Some(s) = self.sessions.get_mut(&peer) {
             s.responder.record(msg.seq, pkt);
             if accepted {
+                // §2.3.1 Join to Configure (g), AC side: the Join Response (§6.2).
                 s.state = SessionState::Configure;
                 s.deadline = Some(now + self.cfg.timers.change_state_pending);
             }
