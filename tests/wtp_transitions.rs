@@ -49,7 +49,7 @@ fn discovery_to_sulking_and_back() {
 #[test]
 fn discovery_to_dtls_setup() {
     let mut d = Driver::new(config(None));
-    d.to_dtls_setup();
+    d.reach_dtls_setup();
     assert_eq!(d.w.controller().map(|c| c.0), Some(ac()));
 }
 
@@ -59,7 +59,7 @@ fn discovery_to_dtls_setup() {
 fn wait_dtls_expiry_and_dtls_setup_to_sulking() {
     let mut d = Driver::new(config(None));
     for attempt in 1..=3 {
-        d.to_dtls_setup();
+        d.reach_dtls_setup();
         let t = d.w.poll_timeout().unwrap().as_duration().as_millis() as u64;
         assert_eq!(t, d.ms() + 60_000, "WaitDTLS");
         d.at(t);
@@ -88,7 +88,7 @@ fn wait_dtls_expiry_and_dtls_setup_to_sulking() {
 fn refused_credentials_end_in_sulking() {
     let mut d = Driver::new(config(None));
     for attempt in 1..=3 {
-        d.to_dtls_setup();
+        d.reach_dtls_setup();
         let failure = DtlsFailure {
             auth: true,
             reason: "certificate verify failed".into(),
@@ -109,7 +109,7 @@ fn refused_credentials_end_in_sulking() {
 #[test]
 fn dtls_connect_to_join() {
     let mut d = Driver::new(config(None));
-    let join = d.to_join();
+    let join = d.reach_join();
     assert_eq!((join.to, join.channel), (ac(), Channel::ControlSecure));
 }
 
@@ -117,7 +117,7 @@ fn dtls_connect_to_join() {
 #[test]
 fn join_refused_to_teardown() {
     let mut d = Driver::new(config(None));
-    let join = d.to_join();
+    let join = d.reach_join();
     d.ac_answers(&join, &[Element::ResultCode(3)]);
     assert_eq!(d.state(), State::DtlsTeardown);
     assert_eq!(d.actions(), vec![Action::DtlsClose]);
@@ -169,7 +169,7 @@ fn configure_refused_to_teardown() {
 #[test]
 fn configure_to_data_check_and_refused_change_state() {
     let mut d = Driver::new(config(None));
-    let req = d.to_data_check();
+    let req = d.reach_data_check();
     d.ac_answers(
         &req,
         &[Element::ResultCode(ResultCode::FailureAcList as u32)],
@@ -181,7 +181,7 @@ fn configure_to_data_check_and_refused_change_state() {
 #[test]
 fn data_check_to_run_starts_the_data_channel() {
     let mut d = Driver::new(config(None));
-    d.to_run();
+    d.reach_run();
     let sent = d.sent();
     let ka: Vec<_> = sent.iter().filter(|s| s.channel == Channel::Data).collect();
     assert_eq!(ka.len(), 1, "{sent:?}");
@@ -193,7 +193,7 @@ fn data_check_to_run_starts_the_data_channel() {
 #[test]
 fn run_to_run_echoes_and_keep_alives() {
     let mut d = Driver::new(config(None));
-    d.to_run();
+    d.reach_run();
     d.sent();
     let start = d.ms();
     d.at(start + 30_000);
@@ -211,7 +211,7 @@ fn run_to_run_echoes_and_keep_alives() {
 #[test]
 fn run_to_teardown_on_a_dead_data_channel_or_a_peer_disconnect() {
     let mut d = Driver::new(config(None));
-    d.to_run();
+    d.reach_run();
     let start = d.ms();
     d.run_until(start + 59_000);
     assert_eq!(d.state(), State::Run);
@@ -219,7 +219,7 @@ fn run_to_teardown_on_a_dead_data_channel_or_a_peer_disconnect() {
     assert_eq!(d.state(), State::DtlsTeardown);
 
     let mut d = Driver::new(config(None));
-    d.to_run();
+    d.reach_run();
     d.w.dtls_closed(d.now);
     assert_eq!(d.state(), State::DtlsTeardown);
 }
@@ -228,7 +228,7 @@ fn run_to_teardown_on_a_dead_data_channel_or_a_peer_disconnect() {
 #[test]
 fn run_to_reset_then_reboot() {
     let mut d = Driver::new(config(None));
-    d.to_run();
+    d.reach_run();
     d.sent();
     d.ac_sends(MessageType::ResetRequest, 77, &[]);
     let resp = d.expect(MessageType::ResetResponse);
@@ -274,7 +274,7 @@ fn image_data_to_reset() {
 #[test]
 fn teardown_to_idle_and_discovery() {
     let mut d = Driver::new(config(None));
-    let join = d.to_join();
+    let join = d.reach_join();
     d.ac_answers(&join, &[Element::ResultCode(3)]);
     d.actions();
     let t = d.ms();

@@ -209,7 +209,7 @@ impl Driver {
     }
 
     /// Discovery answered and DiscoveryInterval over: the WTP is in DTLS Setup.
-    pub fn to_dtls_setup(&mut self) {
+    pub fn reach_dtls_setup(&mut self) {
         let req = self.expect(MessageType::DiscoveryRequest);
         self.discovery_response(&req, ac(), 0);
         self.at(self.ms() + 5_000); // DiscoveryInterval (§4.7.5)
@@ -218,8 +218,8 @@ impl Driver {
     }
 
     /// DTLS up: the WTP is in Join and has sent its Join Request.
-    pub fn to_join(&mut self) -> Sent {
-        self.to_dtls_setup();
+    pub fn reach_join(&mut self) -> Sent {
+        self.reach_dtls_setup();
         self.w.dtls_established("test", self.now);
         assert_eq!(self.state(), State::Join);
         self.expect(MessageType::JoinRequest)
@@ -227,7 +227,7 @@ impl Driver {
 
     /// Joined with an AC whose Join Response names `ac_version`; returns what followed.
     pub fn join(&mut self, ac_version: &str) -> Vec<Sent> {
-        let join = self.to_join();
+        let join = self.reach_join();
         self.ac_answers(
             &join,
             &[
@@ -242,7 +242,7 @@ impl Driver {
     }
 
     /// Joined on the same version and configured: the WTP is in Data Check.
-    pub fn to_data_check(&mut self) -> Sent {
+    pub fn reach_data_check(&mut self) -> Sent {
         let after = self.join("1.0");
         assert_eq!(self.state(), State::Configure);
         let req = after
@@ -255,8 +255,8 @@ impl Driver {
     }
 
     /// The WTP is in Run.
-    pub fn to_run(&mut self) {
-        let req = self.to_data_check();
+    pub fn reach_run(&mut self) {
+        let req = self.reach_data_check();
         self.ac_answers(&req, &[Element::ResultCode(0)]);
         assert_eq!(self.state(), State::Run);
     }
