@@ -4,135 +4,28 @@
 //! Image Data Request waits for the verdict on the whole image; a board whose booted slot is
 //! on trial does not download until it is marked good.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::wtp::{ac, actions, at, config, sent, Driver, Sent};
 use wtpd::capwap::builder::build;
-use wtpd::capwap::element::{image_data_type, AcDescriptor};
-use wtpd::capwap::{ControlMessage, Element, MessageType, Packet, ResultCode};
+use wtpd::capwap::element::image_data_type;
+use wtpd::capwap::{Element, MessageType, ResultCode};
 use wtpd::image::install::InstallError;
-use wtpd::image::store::MemStore;
 use wtpd::image::verify::VerifyError;
-use wtpd::time::Instant;
-use wtpd::wtp::{
-    Action, DownloadPolicy, Hold, Identity, State, Target, TargetKind, Timers, Versions, Wtp,
-    WtpConfig,
-};
-
-fn ac() -> SocketAddr {
-    "192.0.2.1:5246".parse().unwrap()
-}
-
-fn at(ms: u64) -> Instant {
-    Instant::from_duration(Duration::from_millis(ms))
-}
-
-/// A sent packet: type, seq, result code, vendor-specific text.
-#[derive(Debug)]
-struct Sent {
-    msg_type: u32,
-    seq: u8,
-    result: Option<u32>,
-    vendor_text: Option<String>,
-}
-
-fn drain(w: &mut Wtp) -> Vec<Sent> {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    while w.poll_transmit(&mut buf).is_some() {
-        let p = Packet::parse(&buf).unwrap();
-        let m = ControlMessage::parse(p.payload).unwrap();
-        let mut s = Sent {
-            msg_type: m.msg_type,
-            seq: m.seq,
-            result: None,
-            vendor_text: None,
-        };
-        for e in m.elements() {
-            match Element::parse(e.unwrap()).unwrap() {
-                Element::ResultCode(c) => s.result = Some(c),
-                Element::VendorSpecific { data, .. } => {
-                    s.vendor_text = Some(String::from_utf8_lossy(data).into_owned())
-                }
-                _ => {}
-            }
-        }
-        out.push(s);
-    }
-    out
-}
-
-fn actions(w: &mut Wtp) -> Vec<Action> {
-    std::iter::from_fn(|| w.poll_action()).collect()
-}
+use wtpd::wtp::{Action, Hold, State, Wtp};
 
 /// A WTP running 1.0 that joins an AC whose Join Response names `ac_version`. Returns it and
 /// what it sent after the Join Response.
 fn join(ac_version: &str, hold: Option<Hold>) -> (Wtp, Vec<Sent>) {
-    let mut w = Wtp::new(
-        WtpConfig {
-            identity: Identity::default(),
-            versions: Versions {
-                primary: "1.0".into(),
-                backup: Some("0.9".into()),
-            },
-            timers: Timers::default(),
-            download: DownloadPolicy {
-                required_bytes: 1024,
-                ..DownloadPolicy::default()
-            },
-            retry: Default::default(),
-            can_switch: true,
-            hold,
-            seed: 11,
-        },
-        Box::new(MemStore::new(1 << 20)),
-    );
-    w.start(at(0));
-    assert_eq!(w.poll_action(), Some(Action::FindControllers));
-    w.set_targets(
-        vec![Target {
-            addr: ac(),
-            kind: TargetKind::Static,
-        }],
-        at(0),
-    );
-    let sent = drain(&mut w);
-    let desc = AcDescriptor {
-        stations: 0,
-        station_limit: 10,
-        active_wtps: 0,
-        max_wtps: 10,
-        security: 0x02,
-        r_mac: 2,
-        dtls_policy: 2,
-        info: vec![],
-    };
-    let resp = build(
-        MessageType::DiscoveryResponse as u32,
-        sent[0].seq,
-        &[Element::AcDescriptor(desc), Element::AcName("ac-1")],
-    );
-    w.handle_control(ac(), &resp, false, at(10));
-    w.handle_timeout(at(5_000));
-    assert_eq!(w.poll_action(), Some(Action::DtlsConnect { peer: ac() }));
-    w.dtls_established("test", at(5_010));
-    let join = drain(&mut w);
-    assert_eq!(join[0].msg_type, MessageType::JoinRequest as u32);
-    let resp = build(
-        MessageType::JoinResponse as u32,
-        join[0].seq,
-        &[
-            Element::ResultCode(0),
-            Element::ImageIdentifier {
-                vendor: 32473,
-                name: ac_version,
-            },
-        ],
-    );
-    w.handle_control(ac(), &resp, true, at(5_020));
-    let after = drain(&mut w);
-    (w, after)
+    let mut d = Driver::new(config(hold));
+    let after = d.join(ac_version);
+    (d.w, after)
+}
+
+fn drain(w: &mut Wtp) -> Vec<Sent> {
+    sent(w)
 }
 
 /// Joined with a version mismatch, the Image Data Request answered: the AC's blocks follow.

@@ -65,6 +65,48 @@ pub fn config(hold: Option<Hold>) -> WtpConfig {
     }
 }
 
+/// What `w` sent, parsed.
+pub fn sent(w: &mut Wtp) -> Vec<Sent> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while let Some(t) = w.poll_transmit(&mut buf) {
+        let mut s = Sent {
+            to: t.to,
+            channel: t.channel,
+            msg_type: 0,
+            seq: 0,
+            result: None,
+            vendor_text: None,
+            image_identifier: None,
+        };
+        if t.channel != Channel::Data {
+            let p = Packet::parse(&buf).unwrap();
+            let m = ControlMessage::parse(p.payload).unwrap();
+            s.msg_type = m.msg_type;
+            s.seq = m.seq;
+            for e in m.elements() {
+                match Element::parse(e.unwrap()).unwrap() {
+                    Element::ResultCode(c) => s.result = Some(c),
+                    Element::VendorSpecific { data, .. } => {
+                        s.vendor_text = Some(String::from_utf8_lossy(data).into_owned())
+                    }
+                    Element::ImageIdentifier { name, .. } => {
+                        s.image_identifier = Some(name.to_string())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// The actions `w` asks for.
+pub fn actions(w: &mut Wtp) -> Vec<Action> {
+    std::iter::from_fn(|| w.poll_action()).collect()
+}
+
 /// A WTP, the virtual time, and everything it sent since the last look.
 pub struct Driver {
     pub w: Wtp,
@@ -129,39 +171,7 @@ impl Driver {
 
     /// What the WTP sent, parsed.
     pub fn sent(&mut self) -> Vec<Sent> {
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        while let Some(t) = self.w.poll_transmit(&mut buf) {
-            let mut s = Sent {
-                to: t.to,
-                channel: t.channel,
-                msg_type: 0,
-                seq: 0,
-                result: None,
-                vendor_text: None,
-                image_identifier: None,
-            };
-            if t.channel != Channel::Data {
-                let p = Packet::parse(&buf).unwrap();
-                let m = ControlMessage::parse(p.payload).unwrap();
-                s.msg_type = m.msg_type;
-                s.seq = m.seq;
-                for e in m.elements() {
-                    match Element::parse(e.unwrap()).unwrap() {
-                        Element::ResultCode(c) => s.result = Some(c),
-                        Element::VendorSpecific { data, .. } => {
-                            s.vendor_text = Some(String::from_utf8_lossy(data).into_owned())
-                        }
-                        Element::ImageIdentifier { name, .. } => {
-                            s.image_identifier = Some(name.to_string())
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            out.push(s);
-        }
-        out
+        sent(&mut self.w)
     }
 
     /// The one message of type `mt` among what the WTP sent.
@@ -173,7 +183,7 @@ impl Driver {
     }
 
     pub fn actions(&mut self) -> Vec<Action> {
-        std::iter::from_fn(|| self.w.poll_action()).collect()
+        actions(&mut self.w)
     }
 
     /// The AC sends a control message through the session.
