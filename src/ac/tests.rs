@@ -134,3 +134,237 @@ fn budgets_follow_the_configured_timers() {
         "no overflow panic"
     );
 }
+
+// ----- directed tests of the AC's paths (RFC 5415 §2.3.1, AC side) ----------------------
+
+/// What the AC sent: (to, message type, seq, result code, elements' image data type).
+fn sent(ac: &mut Ac) -> Vec<(SocketAddr, u32, u8, Option<u32>, Option<u8>)> {
+    use crate::capwap::{ControlMessage, Packet};
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while let Some(t) = ac.poll_transmit(&mut buf) {
+        let Ok(p) = Packet::parse(&buf) else { continue };
+        if p.header.keep_alive {
+            continue;
+        }
+        let m = ControlMessage::parse(p.payload).unwrap();
+        let mut rc = None;
+        let mut dt = None;
+        for e in m.elements() {
+            match Element::parse(e.unwrap()).unwrap() {
+                Element::ResultCode(c) => rc = Some(c),
+                Element::ImageData { data_type, .. } => dt = Some(data_type),
+                _ => {}
+            }
+        }
+        out.push((t.to, m.msg_type, m.seq, rc, dt));
+    }
+    out
+}
+
+/// An image folder with a 3000-byte `ap1g8` at version 2.0.
+fn image_folder(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wtpd-ac-tests-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ap1g8"), vec![0xab; 3000]).unwrap();
+    std::fs::write(dir.join("version.info"), "2.0\n").unwrap();
+    dir
+}
+
+fn ac_serving(dir: &std::path::Path, image_at_join: bool) -> Ac {
+    let cfg = AcConfig {
+        image_version: Some("2.0".into()),
+        image_at_join,
+        ..AcConfig::default()
+    };
+    Ac::new(cfg, Box::new(FolderSource::new(dir)))
+}
+
+fn join(ac: &mut Ac, now: Instant) -> Vec<(SocketAddr, u32, u8, Option<u32>, Option<u8>)> {
+    ac.dtls_established(peer(), now);
+    let join = build(
+        MessageType::JoinRequest as u32,
+        1,
+        &[Element::WtpName("ap-1"), Element::SessionId(&SESSION_ID)],
+    );
+    ac.handle_control(peer(), &join, true, now);
+    sent(ac)
+}
+
+/// Discovery: a Discovery Request in clear is answered in clear, without any session.
+#[test]
+fn discovery_is_answered_without_a_session() {
+    let mut ac = ac_serving(&image_folder("disc"), true);
+    let from: SocketAddr = "192.0.2.77:5246".parse().unwrap();
+    let req = build(MessageType::DiscoveryRequest as u32, 9, &[]);
+    ac.handle_control(from, &req, false, at(0));
+    let s = sent(&mut ac);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0].0, s[0].1, s[0].2),
+        (from, MessageType::DiscoveryResponse as u32, 9)
+    );
+    assert!(ac.session(from).is_none(), "no state for a Discovery");
+}
+
+/// DTLS Connect to Join (d), then Join to Configure (g): the Join Response accepts and names
+/// the served image; a request the AC does not expect in Join gets Result Code 18.
+#[test]
+fn join_is_accepted_and_out_of_state_requests_get_18() {
+    let mut ac = ac_serving(&image_folder("join"), true);
+    ac.dtls_established(peer(), at(0));
+    assert_eq!(
+        ac.session(peer()).map(|s| s.state),
+        Some(SessionState::Join)
+    );
+    let early = build(MessageType::ChangeStateEventRequest as u32, 1, &[]);
+    ac.handle_control(peer(), &early, true, at(0));
+    let s = sent(&mut ac);
+    assert_eq!(s[0].3, Some(18), "{s:?}");
+    let join = build(
+        MessageType::JoinRequest as u32,
+        2,
+        &[Element::WtpName("ap-1"), Element::SessionId(&SESSION_ID)],
+    );
+    ac.handle_control(peer(), &join, true, at(0));
+    let s = sent(&mut ac);
+    assert_eq!(
+        (s[0].1, s[0].3),
+        (MessageType::JoinResponse as u32, Some(0))
+    );
+    assert_eq!(
+        ac.session(peer()).map(|s| s.state),
+        Some(SessionState::Configure)
+    );
+}
+
+/// Join to Image Data (f), AC side: the WTP's Image Data Request is answered, then the image
+/// goes out block by block, each waiting for its answer, and the last block is marked.
+#[test]
+fn image_data_is_served_block_by_block() {
+    let mut ac = ac_serving(&image_folder("serve"), true);
+    join(&mut ac, at(0));
+    let req = build(
+        MessageType::ImageDataRequest as u32,
+        2,
+        &[
+            Element::ImageIdentifier {
+                vendor: 32473,
+                name: "ap1g8",
+            },
+            Element::InitiateDownload,
+        ],
+    );
+    ac.handle_control(peer(), &req, true, at(1));
+    let mut s = sent(&mut ac);
+    assert_eq!(
+        (s[0].1, s[0].3),
+        (MessageType::ImageDataResponse as u32, Some(0))
+    );
+    assert_eq!(
+        ac.session(peer()).map(|s| s.state),
+        Some(SessionState::ImageData)
+    );
+    let mut blocks = 0;
+    let mut last = false;
+    for _ in 0..10 {
+        let Some(b) = s
+            .iter()
+            .find(|x| x.1 == MessageType::ImageDataRequest as u32)
+            .copied()
+        else {
+            break;
+        };
+        blocks += 1;
+        last = b.4 == Some(crate::capwap::element::image_data_type::LAST);
+        let resp = build(
+            MessageType::ImageDataResponse as u32,
+            b.2,
+            &[Element::ResultCode(0)],
+        );
+        ac.handle_control(peer(), &resp, true, at(2));
+        s = sent(&mut ac);
+        if last {
+            break;
+        }
+    }
+    assert_eq!((blocks, last), (3, true), "3000 bytes in 1024-byte blocks");
+    assert!(s.is_empty(), "nothing after the last block: {s:?}");
+}
+
+/// A WTP that refuses a block (Result Code 16, §9.1.2) ends the transfer: no more blocks.
+#[test]
+fn a_refused_block_ends_the_transfer() {
+    let mut ac = ac_serving(&image_folder("refuse"), true);
+    join(&mut ac, at(0));
+    let req = build(
+        MessageType::ImageDataRequest as u32,
+        2,
+        &[
+            Element::ImageIdentifier {
+                vendor: 32473,
+                name: "ap1g8",
+            },
+            Element::InitiateDownload,
+        ],
+    );
+    ac.handle_control(peer(), &req, true, at(1));
+    let s = sent(&mut ac);
+    let b = s
+        .iter()
+        .find(|x| x.1 == MessageType::ImageDataRequest as u32)
+        .copied()
+        .expect("a first block");
+    let resp = build(
+        MessageType::ImageDataResponse as u32,
+        b.2,
+        &[Element::ResultCode(16)],
+    );
+    ac.handle_control(peer(), &resp, true, at(2));
+    assert!(
+        sent(&mut ac)
+            .iter()
+            .all(|x| x.1 != MessageType::ImageDataRequest as u32),
+        "no block after a refusal"
+    );
+}
+
+/// Run: predownload (Configuration Update Request naming the image, Figure 8) and activation
+/// (Reset Request naming it, Figure 9, Run to Reset (r)); neither outside Run.
+#[test]
+fn predownload_and_activate_only_in_run() {
+    let dir = image_folder("run");
+    let mut ac = ac_serving(&dir, false);
+    join(&mut ac, at(0));
+    assert!(!ac.predownload(peer(), at(0)), "not in Configure");
+    let status = build(MessageType::ConfigurationStatusRequest as u32, 2, &[]);
+    ac.handle_control(peer(), &status, true, at(0));
+    let change = build(MessageType::ChangeStateEventRequest as u32, 3, &[]);
+    ac.handle_control(peer(), &change, true, at(0));
+    let mut ka = Vec::new();
+    keep_alive(&mut ka, &SESSION_ID);
+    ac.handle_data(peer(), &ka, at(0));
+    assert_eq!(ac.session(peer()).map(|s| s.state), Some(SessionState::Run));
+    sent(&mut ac);
+    assert!(ac.predownload(peer(), at(1)));
+    let s = sent(&mut ac);
+    assert_eq!(s[0].1, MessageType::ConfigurationUpdateRequest as u32);
+    assert!(
+        !ac.activate(peer(), at(1)),
+        "one outstanding request (§4.5.3)"
+    );
+    let resp = build(
+        MessageType::ConfigurationUpdateResponse as u32,
+        s[0].2,
+        &[Element::ResultCode(0)],
+    );
+    ac.handle_control(peer(), &resp, true, at(2));
+    assert!(ac.activate(peer(), at(3)));
+    let s = sent(&mut ac);
+    assert_eq!(s[0].1, MessageType::ResetRequest as u32);
+    assert_eq!(
+        ac.session(peer()).map(|s| s.state),
+        Some(SessionState::Reset)
+    );
+}
