@@ -137,8 +137,11 @@ fn budgets_follow_the_configured_timers() {
 
 // ----- directed tests of the AC's paths (RFC 5415 §2.3.1, AC side) ----------------------
 
-/// What the AC sent: (to, message type, seq, result code, elements' image data type).
-fn sent(ac: &mut Ac) -> Vec<(SocketAddr, u32, u8, Option<u32>, Option<u8>)> {
+/// A message the AC sent: to, message type, seq, result code, image data type.
+type AcSent = (SocketAddr, u32, u8, Option<u32>, Option<u8>);
+
+/// What the AC sent.
+fn sent(ac: &mut Ac) -> Vec<AcSent> {
     use crate::capwap::{ControlMessage, Packet};
     let mut buf = Vec::new();
     let mut out = Vec::new();
@@ -181,7 +184,7 @@ fn ac_serving(dir: &std::path::Path, image_at_join: bool) -> Ac {
     Ac::new(cfg, Box::new(FolderSource::new(dir)))
 }
 
-fn join(ac: &mut Ac, now: Instant) -> Vec<(SocketAddr, u32, u8, Option<u32>, Option<u8>)> {
+fn join(ac: &mut Ac, now: Instant) -> Vec<AcSent> {
     ac.dtls_established(peer(), now);
     let join = build(
         MessageType::JoinRequest as u32,
