@@ -6,14 +6,16 @@
 //! Every seed must end with the WTP in Run and the AC agreeing, once the network heals. A failing
 //! seed is printed; `WTPD_SIM_SEED=N cargo test --test sim -- --nocapture` replays it alone.
 
+mod common;
+
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use common::net::{Msg, Net};
 use wtpd::ac::{Ac, AcAction, AcConfig, AcTimers, SessionState};
 use wtpd::image::source::SyntheticSource;
 use wtpd::image::store::{ImageStore, MemStore, Space, StoreError};
@@ -28,89 +30,6 @@ const AC: &str = "10.0.0.1:5246";
 const AC_DATA: &str = "10.0.0.1:5247";
 const WTP: &str = "10.0.0.2:40000";
 const WTP_DATA: &str = "10.0.0.2:40001";
-
-/// What travels between the two ends.
-#[derive(Debug, Clone)]
-enum Msg {
-    ToAc {
-        channel: Channel,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    ToWtp {
-        channel: Channel,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    /// The DTLS handshake finished (seen by both ends).
-    DtlsUp,
-    /// The WTP closed its session (close_notify reaches the AC).
-    WtpClosed,
-    /// The AC closed the session (close_notify reaches the WTP).
-    AcClosed,
-}
-
-#[derive(Debug)]
-struct Event {
-    at: Instant,
-    order: u64,
-    msg: Msg,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.order) == (o.at, o.order)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(o.at, o.order))
-    }
-}
-
-/// The seeded network.
-struct Net {
-    rng: Rng,
-    queue: BinaryHeap<Reverse<Event>>,
-    order: u64,
-    loss: f64,
-    dup: f64,
-    heal_at: Instant,
-    delivered: u64,
-    dropped: u64,
-}
-
-impl Net {
-    fn send(&mut self, now: Instant, msg: Msg) {
-        let lossy = now < self.heal_at;
-        if lossy && self.rng.chance(self.loss) {
-            self.dropped += 1;
-            return;
-        }
-        let copies = if lossy && self.rng.chance(self.dup) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            // 1..40 ms, more when lossy: enough spread to reorder back-to-back packets.
-            let spread = if lossy { 200 } else { 40 };
-            let delay = Duration::from_millis(1 + self.rng.below(spread));
-            self.order += 1;
-            self.queue.push(Reverse(Event {
-                at: now + delay,
-                order: self.order,
-                msg: msg.clone(),
-            }));
-        }
-    }
-}
 
 struct Outcome {
     reboots: u32,
@@ -212,16 +131,7 @@ fn run_net(
     end: Duration,
     image: Option<u64>,
 ) -> Outcome {
-    let mut net = Net {
-        rng: Rng::new(seed),
-        queue: BinaryHeap::new(),
-        order: 0,
-        loss,
-        dup,
-        heal_at,
-        delivered: 0,
-        dropped: 0,
-    };
+    let mut net = Net::new(seed, loss, dup, heal_at);
 
     let store = Shared(Rc::new(RefCell::new(MemStore::new(1 << 30))));
     let mut wtp = new_wtp(seed, "1.0", &store);

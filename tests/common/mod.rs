@@ -1,3 +1,4 @@
 //! Helpers shared by the integration tests (each test file includes this with `mod common;`).
 
+pub mod net;
 pub mod wtp;
