@@ -13,7 +13,7 @@ use super::timer::Timer;
 use super::{AfterTeardown, State, Wtp};
 use crate::capwap::element::image_data_type;
 use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
-use crate::image::download::{hex, Transfer};
+use crate::image::download::{hex, DownloadError, Transfer};
 use crate::image::install::InstallError;
 use crate::time::Instant;
 
@@ -211,22 +211,9 @@ impl Wtp {
 
     /// One Image Data Request from the controller: a block, the last block, or an abort.
     pub(super) fn on_image_block(&mut self, msg: &ControlMessage<'_>, now: Instant) {
-        let mut block: Option<(u8, &[u8])> = None;
-        for raw in msg.elements() {
-            match raw.and_then(Element::parse) {
-                Ok(Element::ImageData { data_type, data }) => block = Some((data_type, data)),
-                Ok(_) => {}
-                Err(_) => {
-                    let code = ResultCode::ImageDataErrorInvalidDataLength as u32;
-                    self.send_response(msg.msg_type, msg.seq, Some(code));
-                    return;
-                }
-            }
-        }
-        let Some((data_type, data)) = block else {
-            let code = ResultCode::FailureMissingMandatoryElement as u32;
-            self.send_response(msg.msg_type, msg.seq, Some(code));
-            return;
+        let (data_type, data) = match image_data_of(msg) {
+            Ok(b) => b,
+            Err(code) => return self.send_response(msg.msg_type, msg.seq, Some(code as u32)),
         };
         let predownload = self
             .download
@@ -234,6 +221,7 @@ impl Wtp {
             .as_ref()
             .is_some_and(|t| t.predownload);
         if let Some(reason) = self.download.refusal.take() {
+            // §9.1.2: the refusal found earlier answers this request.
             if data_type != image_data_type::ERROR {
                 self.send_refusal(msg.msg_type, msg.seq, &reason);
             } else {
@@ -243,6 +231,7 @@ impl Wtp {
         }
         match data_type {
             image_data_type::DATA | image_data_type::LAST => {}
+            // §4.6.26: Data Type 5, the AC aborts.
             image_data_type::ERROR => {
                 self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
                 return self.fail_download(
@@ -259,8 +248,29 @@ impl Wtp {
                 return self.fail_download(&reason, predownload, false, now);
             }
         }
-        let Some(t) = self.download.transfer.as_mut() else {
+        if !self.store_block(msg, data, predownload, now) {
             return;
+        }
+        self.download.image_deadline = Some(now + self.cfg.timers.image_data_start);
+        if data_type == image_data_type::DATA {
+            self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
+        } else {
+            self.last_block(msg, predownload, now);
+        }
+    }
+
+    /// Counts a block (its hashing follows in `idle_work`) and hands it to the store; only
+    /// then is it answered, so an acknowledged block is on disk. False when the download
+    /// ended here (the AC was answered with why).
+    fn store_block(
+        &mut self,
+        msg: &ControlMessage<'_>,
+        data: &[u8],
+        predownload: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(t) = self.download.transfer.as_mut() else {
+            return false;
         };
         if t.msgs == 0 {
             self.download.state = if predownload {
@@ -269,12 +279,11 @@ impl Wtp {
                 DownloadState::Downloading
             };
         }
-        // Count (hashing follows in idle_work), then hand the block to the store; only then
-        // answer.
         if let Err(e) = t.block(data) {
             let code = ResultCode::ImageDataErrorInvalidDataLength as u32;
             self.send_response(msg.msg_type, msg.seq, Some(code));
-            return self.fail_download(&e.to_string(), predownload, false, now);
+            self.fail_download(&e.to_string(), predownload, false, now);
+            return false;
         }
         if let Some(pct) = t.progress_step() {
             info!(".......... {pct}% ({} bytes)", t.bytes);
@@ -282,27 +291,26 @@ impl Wtp {
         if let Err(e) = self.download.store.write(data) {
             let reason = format!("cannot write the image: {e}");
             self.send_refusal(msg.msg_type, msg.seq, &reason);
-            return self.fail_download(&reason, predownload, false, now);
+            self.fail_download(&reason, predownload, false, now);
+            return false;
         }
-        self.download.image_deadline = Some(now + self.cfg.timers.image_data_start);
-        if data_type == image_data_type::DATA {
-            self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));
-            return;
-        }
-        // The last block: check what arrived before saying so.
+        true
+    }
+
+    /// The last block is stored: check size and MD5 (Image Information, §4.6.28), close the
+    /// file, and ask for the verdict on the whole image; the answer to this request waits for
+    /// it (§9.1.2).
+    fn last_block(&mut self, msg: &ControlMessage<'_>, predownload: bool, now: Instant) {
         let Some(mut t) = self.download.transfer.take() else {
             return;
         };
         info!("> {} bytes, {} msgs, {} last", t.bytes, t.msgs, t.last_len);
-        let checked = t.finish();
-        let digests = match checked {
+        let digests = match t.finish() {
             Ok(d) => d,
             Err(e) => {
                 let code = match e {
-                    crate::image::download::DownloadError::Md5Mismatch { .. } => {
-                        ResultCode::ImageDataErrorInvalidChecksum
-                    }
-                    crate::image::download::DownloadError::SizeMismatch { .. } => {
+                    DownloadError::Md5Mismatch { .. } => ResultCode::ImageDataErrorInvalidChecksum,
+                    DownloadError::SizeMismatch { .. } => {
                         ResultCode::ImageDataErrorInvalidDataLength
                     }
                 };
@@ -324,7 +332,6 @@ impl Wtp {
             digests.size,
             self.download.store.location()
         );
-        // The answer to this last request waits for the verdict on the whole image.
         self.download.verifying = Some(PendingVerdict {
             msg_type: msg.msg_type,
             seq: msg.seq,
@@ -673,4 +680,18 @@ impl Wtp {
     pub fn download_status(&self, now: Instant) -> DownloadStatus {
         self.download.status(now)
     }
+}
+
+/// The Image Data element (§4.6.26) of an AC's Image Data Request, or the Result Code that
+/// refuses the request: a malformed element, or none.
+fn image_data_of<'m>(msg: &ControlMessage<'m>) -> Result<(u8, &'m [u8]), ResultCode> {
+    let mut block = None;
+    for raw in msg.elements() {
+        match raw.and_then(Element::parse) {
+            Ok(Element::ImageData { data_type, data }) => block = Some((data_type, data)),
+            Ok(_) => {}
+            Err(_) => return Err(ResultCode::ImageDataErrorInvalidDataLength),
+        }
+    }
+    block.ok_or(ResultCode::FailureMissingMandatoryElement)
 }
