@@ -505,29 +505,7 @@ pub fn write_image<S: SlotStorage + EnvStorage, R: Read + Seek>(
         target.device.display()
     );
     let mut buf = vec![0u8; chunk.max(512)];
-    let mut written = 0u64;
-    {
-        let mut payload = bundle
-            .next_payload(&checked.verified)?
-            .ok_or_else(|| InstallError::Payloads("the rootfs payload is missing".into()))?;
-        loop {
-            let n = read_full(&mut payload, &mut buf).map_err(|error| InstallError::Io {
-                what: format!("read {}", rootfs.name),
-                error,
-            })?;
-            if n == 0 {
-                break;
-            }
-            SlotStorage::write_at(storage, &target, written, &buf[..n]).map_err(|error| {
-                InstallError::Io {
-                    what: format!("write slot {}", target.name),
-                    error,
-                }
-            })?;
-            written += n as u64;
-        }
-        payload.finish()?;
-    }
+    let written = stream_payload(storage, &mut bundle, checked, &target, &mut buf)?;
     storage.sync(&target).map_err(|error| InstallError::Io {
         what: format!("fsync slot {}", target.name),
         error,
@@ -579,6 +557,41 @@ pub fn write_image<S: SlotStorage + EnvStorage, R: Read + Seek>(
         new_time_floor: checked.new_time_floor(),
         activated: activate,
     })
+}
+
+/// Streams the verified rootfs payload of `bundle` into `target` through `buf`, its SHA-256
+/// checked again on the way (the image was read twice: a change between the two reads is
+/// caught here). Returns the bytes written.
+fn stream_payload<S: SlotStorage, R: Read>(
+    storage: &mut S,
+    bundle: &mut BundleReader<R>,
+    checked: &CheckedImage,
+    target: &Slot,
+    buf: &mut [u8],
+) -> Result<u64, InstallError> {
+    let name = &checked.rootfs.name;
+    let mut payload = bundle
+        .next_payload(&checked.verified)?
+        .ok_or_else(|| InstallError::Payloads("the rootfs payload is missing".into()))?;
+    let mut written = 0u64;
+    loop {
+        let n = read_full(&mut payload, buf).map_err(|error| InstallError::Io {
+            what: format!("read {name}"),
+            error,
+        })?;
+        if n == 0 {
+            break;
+        }
+        SlotStorage::write_at(storage, target, written, &buf[..n]).map_err(|error| {
+            InstallError::Io {
+                what: format!("write slot {}", target.name),
+                error,
+            }
+        })?;
+        written += n as u64;
+    }
+    payload.finish()?;
+    Ok(written)
 }
 
 /// The variables of a switch to `slot`, all set before the one write.
