@@ -442,7 +442,7 @@ pub fn fetch_and_install(cfg: WtpdConfig, url: &str) -> Result<i32, Box<dyn std:
         }
         load_anchors(&cfg)?;
     }
-    let report = crate::fetch::fetch_command(&cfg, &download, url)?;
+    let report = super::fetch::fetch_command(&cfg, &download, url)?;
     let Some(mut ab) = ab else {
         info!(
             "No A/B slots on this board: the image stays at {}",
