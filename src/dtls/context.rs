@@ -2,19 +2,18 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openssl::ex_data::Index;
 use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslOptions, SslVerifyMode,
     SslVersion,
 };
 
 use super::cookie::CookieKey;
+use super::shared::{shared_index, stack_text};
 use super::{Credentials, DtlsConfig, DtlsError};
-use crate::time::Instant;
 
 /// CAPWAP defaults with certificates (RFC 5415 §2.4.4: TLS_RSA_WITH_AES_128_CBC_SHA is
 /// mandatory; current controllers prefer the ECDHE GCM suites).
@@ -34,46 +33,6 @@ const DEFAULT_RETRANSMIT: Duration = Duration::from_secs(1);
 pub(crate) enum Role {
     Client,
     Server,
-}
-
-/// What a session's OpenSSL callbacks share with the session itself (kept in the `SSL`'s
-/// ex-data): a reason that OpenSSL's error queue cannot express, and the retransmission base.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    pub(crate) reason: Mutex<Option<String>>,
-    pub(crate) initial_timeout_us: std::sync::atomic::AtomicU32,
-    /// Server: the address the datagram being handled came from, and when, for the cookie
-    /// callbacks (OpenSSL knows no addresses here: the BIO is a queue).
-    pub(crate) cookie_peer: Mutex<Option<(SocketAddr, Instant)>>,
-}
-
-impl Shared {
-    pub(crate) fn set_reason(&self, r: String) {
-        let mut g = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_none() {
-            *g = Some(r);
-        }
-    }
-    pub(crate) fn set_cookie_peer(&self, peer: SocketAddr, now: Instant) {
-        *self.cookie_peer.lock().unwrap_or_else(|e| e.into_inner()) = Some((peer, now));
-    }
-    pub(crate) fn cookie_peer(&self) -> Option<(SocketAddr, Instant)> {
-        *self.cookie_peer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    pub(crate) fn reason(&self) -> Option<String> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// The ex-data slot of [`Shared`] on every `SSL` we create.
-pub(crate) fn shared_index() -> Result<Index<Ssl, Arc<Shared>>, DtlsError> {
-    static INDEX: OnceLock<Option<Index<Ssl, Arc<Shared>>>> = OnceLock::new();
-    INDEX
-        .get_or_init(|| Ssl::new_ex_index::<Arc<Shared>>().ok())
-        .ok_or_else(|| DtlsError::Config("OpenSSL: no ex-data index available".into()))
 }
 
 /// An OpenSSL context for one role, built once and shared by sessions.
@@ -128,7 +87,7 @@ impl DtlsContext {
             )));
         }
         let ossl = |what: &str, e: openssl::error::ErrorStack| {
-            DtlsError::Config(format!("{what}: {}", super::session::stack_text(&e)))
+            DtlsError::Config(format!("{what}: {}", stack_text(&e)))
         };
         let mut b =
             SslContextBuilder::new(SslMethod::dtls()).map_err(|e| ossl("SSL_CTX_new", e))?;
@@ -236,7 +195,7 @@ impl DtlsContext {
     /// Applies the per-session settings to a fresh `SSL`.
     pub(crate) fn configure(&self, ssl: &mut Ssl) -> Result<(), DtlsError> {
         let ossl = |what: &str, e: openssl::error::ErrorStack| {
-            DtlsError::Config(format!("{what}: {}", super::session::stack_text(&e)))
+            DtlsError::Config(format!("{what}: {}", stack_text(&e)))
         };
         ssl.set_mtu(self.dtls_mtu)
             .map_err(|e| ossl("SSL_set_mtu", e))?;

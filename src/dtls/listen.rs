@@ -21,10 +21,11 @@ use std::sync::Arc;
 use openssl::error::ErrorStack;
 use openssl::ssl::SslStream;
 
-use super::context::{DtlsContext, Role, Shared};
+use super::context::{DtlsContext, Role};
 use super::cookie::{client_hello_cookie, CookieKey, HelloError};
 use super::queue::DatagramQueue;
 use super::session::{new_stream, ssl_ptr};
+use super::shared::{stack_text, Shared};
 use super::{DtlsError, DtlsSession};
 use crate::time::Instant;
 
@@ -131,7 +132,7 @@ impl DtlsListener {
             r
         };
         if r <= 0 {
-            let text = super::session::stack_text(&ErrorStack::get());
+            let text = stack_text(&ErrorStack::get());
             let q = self.stream.get_mut();
             q.clear_incoming();
             while q.pop_outgoing().is_some() {}

@@ -22,6 +22,7 @@ pub mod cookie;
 mod listen;
 mod queue;
 mod session;
+mod shared;
 #[cfg(test)]
 mod tests;
 

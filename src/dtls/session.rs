@@ -12,8 +12,9 @@ use openssl::ssl::{ErrorCode, Ssl, SslRef, SslStream};
 use openssl::x509::X509VerifyResult;
 use openssl_sys as ffi;
 
-use super::context::{shared_index, DtlsContext, Shared};
+use super::context::DtlsContext;
 use super::queue::DatagramQueue;
+use super::shared::{shared_index, stack_text, Shared};
 use super::{DtlsError, DtlsEvent};
 
 /// The CAPWAP DTLS header (RFC 5415 §4.2): version 0, type 1 (DTLS payload), 3 reserved bytes.
@@ -62,26 +63,6 @@ unsafe extern "C" fn timer_cb(s: *mut ffi::SSL, previous_us: c_uint) -> c_uint {
 /// pointers (that is what foreign-types' `as_ptr` does); we avoid a dependency for this cast.
 pub(crate) fn ssl_ptr(ssl: &SslRef) -> *mut ffi::SSL {
     ssl as *const SslRef as *mut ffi::SSL
-}
-
-/// OpenSSL's error queue as one line for the operator.
-pub(crate) fn stack_text(e: &ErrorStack) -> String {
-    let parts: Vec<String> = e
-        .errors()
-        .iter()
-        .map(|err| {
-            let reason = err.reason().unwrap_or("unknown OpenSSL error");
-            match err.data() {
-                Some(d) if !d.is_empty() => format!("{reason} ({d})"),
-                _ => reason.to_string(),
-            }
-        })
-        .collect();
-    if parts.is_empty() {
-        "no OpenSSL error recorded".into()
-    } else {
-        parts.join("; ")
-    }
 }
 
 /// OpenSSL reasons that mean credentials were refused. Alerts from the peer arrive as

@@ -484,17 +484,3 @@ impl FetchSection {
         Ok(true)
     }
 }
-
-/// `wtpd fetch URL`: downloads into the download directory `download` (PRECHECK with its
-/// margin) with the options of the `[fetch]` table of `cfg`.
-pub fn fetch_command(
-    cfg: &crate::config::WtpdConfig,
-    download: &crate::config::DownloadSection,
-    url: &str,
-) -> Result<FetchReport, Box<dyn std::error::Error>> {
-    let url = FetchUrl::parse(url)?;
-    let opts = cfg.fetch.options(download.required_bytes);
-    let mut store =
-        crate::image::store::FileStore::new(&download.dir, &download.file, download.margin);
-    Ok(fetch_to_store(&url, &opts, &mut store)?)
-}

@@ -4,19 +4,22 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::Notify;
 
 use super::udp::Udp;
 use super::{earliest, io_err, warnings, write_atomic, Clock, RuntimeError};
-use crate::ac::{Ac, AcAction};
+use crate::ac::{Ac, AcAction, AcConfig};
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::{Channel, CONTROL_PORT, DATA_PORT};
 use crate::config::AcsimConfig;
 use crate::dtls::{self, DtlsContext, DtlsEvent, DtlsListener, DtlsSession, Listened};
 use crate::fetch::spool::{DownloadMode, RemoteSource};
+use crate::image::source::{FolderSource, ImageSource};
 use crate::pcap::PcapWriter;
 use crate::time::Instant;
 
@@ -63,39 +66,596 @@ impl Capture {
 
 /// Runs acsim's controller until SIGTERM or SIGINT.
 pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeError> {
-    let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
-    let ctx = match &dtls_cfg {
-        Some(c) => Some(DtlsContext::server(c)?),
-        None => {
-            warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
-            None
-        }
-    };
-    // New peers go through the cookie exchange: nothing is kept for a ClientHello until it
-    // comes back with a cookie for its source address (RFC 6347 §4.2.1).
-    let mut listener = match &ctx {
-        Some(c) => Some(DtlsListener::new(c)?),
-        None => None,
-    };
-    let ctl = Udp::bind(cfg.listen).map_err(io_err(format!("bind {}", cfg.listen)))?;
-    let listen = ctl.local_addr().map_err(io_err("local address"))?;
-    let data_addr = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
-    let data = Udp::bind(data_addr).map_err(io_err(format!("bind {data_addr}")))?;
-    let writer = match &cfg.pcap {
-        Some(p) => Some(PcapWriter::create(p).map_err(io_err(format!("create {}", p.display())))?),
-        None => None,
-    };
-    let mut capture = Capture { writer, listen };
-    info!(
-        "acsim {} listening on {listen} (data {data_addr}), DTLS {:?}, controller version {}",
-        cfg.name, cfg.dtls.mode, cfg.version
-    );
+    Controller::start(cfg, config_path).await?.run().await
+}
 
-    let clock = Clock::new();
-    let mut ac_cfg = cfg.ac_config();
-    // Download threads of a remote image source wake the loop through this.
-    let progress = std::sync::Arc::new(tokio::sync::Notify::new());
-    let source: Box<dyn crate::image::source::ImageSource> = match cfg.image_download.mode {
+/// What woke the event loop.
+enum Wake {
+    Control(std::io::Result<(usize, SocketAddr)>),
+    Data(std::io::Result<(usize, SocketAddr)>),
+    Timer,
+    Command(std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>),
+    Progress,
+    Stop,
+}
+
+/// Everything the running controller holds: the AC state machine, its sockets, the DTLS
+/// sessions and listener, the capture and the status file. Each step of the event loop is one
+/// method.
+struct Controller {
+    cfg: AcsimConfig,
+    ctx: Option<DtlsContext>,
+    listener: Option<DtlsListener>,
+    ctl: Udp,
+    data: Udp,
+    /// The control socket's address, and the data socket's (the next port).
+    listen: SocketAddr,
+    data_addr: SocketAddr,
+    capture: Capture,
+    clock: Clock,
+    ac: Ac,
+    /// Download threads of a remote image source wake the loop through this.
+    progress: Arc<Notify>,
+    peers: HashMap<SocketAddr, Peer>,
+    /// New handshakes from addresses that still have an established session: a WTP that
+    /// restarted without a close_notify (power cut, kill -9) and sends from the same port. The
+    /// old session stays until the new handshake completes (RFC 6347 §4.2.8), so a forged
+    /// ClientHello cannot tear a live WTP down.
+    restarts: HashMap<SocketAddr, Peer>,
+    sigterm: Signal,
+    sigint: Signal,
+    /// The Unix socket `acsim status|predownload|activate|reset` talk to.
+    control: Option<tokio::net::UnixListener>,
+    /// The packet being sent (the state machine copies each one here).
+    out: Vec<u8>,
+    last_status: String,
+    last_status_at: Option<Instant>,
+}
+
+impl Controller {
+    /// Builds the DTLS context and listener, binds the sockets, opens the capture, picks the
+    /// image source and builds the AC state machine.
+    async fn start(cfg: AcsimConfig, config_path: &Path) -> Result<Controller, RuntimeError> {
+        let dtls_cfg = cfg.dtls.to_dtls(config_path)?;
+        let ctx = match &dtls_cfg {
+            Some(c) => Some(DtlsContext::server(c)?),
+            None => {
+                warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
+                None
+            }
+        };
+        // New peers go through the cookie exchange: nothing is kept for a ClientHello until it
+        // comes back with a cookie for its source address (RFC 6347 §4.2.1).
+        let listener = match &ctx {
+            Some(c) => Some(DtlsListener::new(c)?),
+            None => None,
+        };
+        let ctl = Udp::bind(cfg.listen).map_err(io_err(format!("bind {}", cfg.listen)))?;
+        let listen = ctl.local_addr().map_err(io_err("local address"))?;
+        let data_addr = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
+        let data = Udp::bind(data_addr).map_err(io_err(format!("bind {data_addr}")))?;
+        let writer = match &cfg.pcap {
+            Some(p) => {
+                Some(PcapWriter::create(p).map_err(io_err(format!("create {}", p.display())))?)
+            }
+            None => None,
+        };
+        let capture = Capture { writer, listen };
+        info!(
+            "acsim {} listening on {listen} (data {data_addr}), DTLS {:?}, controller version {}",
+            cfg.name, cfg.dtls.mode, cfg.version
+        );
+
+        let clock = Clock::new();
+        let mut ac_cfg = cfg.ac_config();
+        let progress = Arc::new(Notify::new());
+        let source = image_source(&cfg, &mut ac_cfg, &progress).await?;
+        let ac = Ac::new(ac_cfg, source);
+        let sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+        let sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+        let control = match &cfg.control_socket {
+            Some(p) => {
+                let _ = std::fs::remove_file(p);
+                Some(
+                    tokio::net::UnixListener::bind(p)
+                        .map_err(io_err(format!("bind {}", p.display())))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Controller {
+            cfg,
+            ctx,
+            listener,
+            ctl,
+            data,
+            listen,
+            data_addr,
+            capture,
+            clock,
+            ac,
+            progress,
+            peers: HashMap::new(),
+            restarts: HashMap::new(),
+            sigterm,
+            sigint,
+            control,
+            out: Vec::with_capacity(2048),
+            last_status: String::new(),
+            last_status_at: None,
+        })
+    }
+
+    /// The event loop: carry out what was decided, write the status, drop handshakes that
+    /// took too long, sleep until a datagram, a command, the next deadline or a signal.
+    async fn run(mut self) -> Result<i32, RuntimeError> {
+        // One timer for the loop, moved when the deadline moves (cheaper than a new one per
+        // turn).
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut buf = vec![0u8; 65536];
+        let mut dbuf = vec![0u8; 2048];
+        loop {
+            self.carry_out_turn().await;
+            self.write_status();
+            let now = self.clock.now();
+            self.expire_handshakes(now);
+            let deadline = self.deadline(now);
+            if timer.is_elapsed() || timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let control = self.control.as_ref();
+            let wake = tokio::select! {
+                r = self.ctl.recv_from(&mut buf) => Wake::Control(r),
+                r = self.data.recv_from(&mut dbuf) => Wake::Data(r),
+                _ = &mut timer => Wake::Timer,
+                conn = async {
+                    match control {
+                        Some(l) => l.accept().await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::Command(conn),
+                _ = self.progress.notified() => Wake::Progress,
+                _ = self.sigterm.recv() => Wake::Stop,
+                _ = self.sigint.recv() => Wake::Stop,
+            };
+            match wake {
+                Wake::Control(Ok((n, from))) => self.on_datagram(&buf[..n], from).await,
+                Wake::Control(Err(e)) => {
+                    limited_warn!("control socket error", None, "control socket: {e}")
+                }
+                Wake::Data(Ok((n, from))) => {
+                    self.capture.record(from, self.data_addr, &dbuf[..n], true);
+                    self.ac.handle_data(from, &dbuf[..n], self.clock.now());
+                }
+                Wake::Data(Err(e)) => limited_warn!("data socket error", None, "data socket: {e}"),
+                Wake::Timer => {
+                    for p in self
+                        .peers
+                        .values_mut()
+                        .chain(self.restarts.values_mut())
+                        .filter(|p| !p.up)
+                    {
+                        p.session.handle_timeout();
+                    }
+                    self.ac.handle_timeout(self.clock.now());
+                }
+                Wake::Command(conn) => self.on_control_socket(conn).await,
+                Wake::Progress => self.ac.source_progress(self.clock.now()),
+                Wake::Stop => break,
+            }
+        }
+        self.close().await;
+        Ok(0)
+    }
+
+    /// Carries out everything the state machine and the DTLS sessions have decided, until
+    /// neither has more.
+    async fn carry_out_turn(&mut self) {
+        loop {
+            let mut busy = self.carry_out_actions().await;
+            busy |= self.send_packets().await;
+            let (driven, gone) = self.drive_sessions().await;
+            busy |= driven;
+            busy |= self.drive_restarts().await;
+            self.drop_sessions(gone).await;
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    /// Carries out the state machine's actions. True when there was any.
+    async fn carry_out_actions(&mut self) -> bool {
+        let mut any = false;
+        while let Some(a) = self.ac.poll_action() {
+            any = true;
+            match a {
+                AcAction::DtlsClose { peer } => {
+                    if let Some(mut p) = self.peers.remove(&peer) {
+                        p.session.close();
+                        flush(&self.ctl, peer, &mut p.session).await;
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Sends what the state machine queued, each on its channel. True when there was anything.
+    async fn send_packets(&mut self) -> bool {
+        let mut any = false;
+        while let Some(t) = self.ac.poll_transmit(&mut self.out) {
+            any = true;
+            match t.channel {
+                Channel::Data => {
+                    self.capture.record(self.data_addr, t.to, &self.out, true);
+                    send(&self.data, &self.out, t.to).await;
+                }
+                Channel::ControlClear => {
+                    self.capture.record(self.listen, t.to, &self.out, false);
+                    send(&self.ctl, &self.out, t.to).await;
+                }
+                Channel::ControlSecure => {
+                    self.capture.record(self.listen, t.to, &self.out, false);
+                    match self.peers.get_mut(&t.to) {
+                        Some(p) if p.up => {
+                            if let Err(e) = p.session.send(&self.out) {
+                                limited_warn!(
+                                    "DTLS send failed",
+                                    Some(t.to),
+                                    "DTLS send to {} failed: {e}",
+                                    t.to
+                                );
+                            }
+                        }
+                        _ if self.ctx.is_none() => send(&self.ctl, &self.out, t.to).await,
+                        _ => limited_warn!(
+                            "no DTLS session: message dropped",
+                            Some(t.to),
+                            "no DTLS session with {}: message dropped",
+                            t.to
+                        ),
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Sends what each session has to send, reports the sessions that came up to the state
+    /// machine and hands it what they decrypted. Returns whether there was anything, and the
+    /// sessions that ended (dropped by [`Self::drop_sessions`], after the restarts are
+    /// driven).
+    async fn drive_sessions(&mut self) -> (bool, Vec<(SocketAddr, String)>) {
+        let mut busy = false;
+        let mut gone = Vec::new();
+        for (addr, p) in self.peers.iter_mut() {
+            flush(&self.ctl, *addr, &mut p.session).await;
+            while let Some(ev) = p.session.poll_event() {
+                busy = true;
+                match ev {
+                    DtlsEvent::Connected(summary) => {
+                        p.up = true;
+                        info!("DTLS session established with {addr} ({summary})");
+                        self.ac.dtls_established(*addr, self.clock.now());
+                    }
+                    DtlsEvent::Closed => gone.push((*addr, "DTLS close_notify".to_string())),
+                    DtlsEvent::Failed(e) => gone.push((*addr, e.to_string())),
+                }
+            }
+            while let Some(pkt) = p.session.recv() {
+                busy = true;
+                self.capture.record(*addr, self.listen, &pkt, false);
+                self.ac.handle_control(*addr, &pkt, true, self.clock.now());
+                p.session.recycle(pkt);
+            }
+        }
+        (busy, gone)
+    }
+
+    /// Drives the new handshakes of addresses that have a session: one that completes
+    /// replaces the old session, one whose old session ended takes its place. True when there
+    /// was anything.
+    async fn drive_restarts(&mut self) -> bool {
+        let mut busy = false;
+        let mut replaced = Vec::new();
+        for (addr, p) in self.restarts.iter_mut() {
+            flush(&self.ctl, *addr, &mut p.session).await;
+            while let Some(ev) = p.session.poll_event() {
+                busy = true;
+                match ev {
+                    DtlsEvent::Connected(summary) => replaced.push((*addr, Ok(summary))),
+                    DtlsEvent::Closed => {
+                        replaced.push((*addr, Err("DTLS close_notify".to_string())))
+                    }
+                    DtlsEvent::Failed(e) => replaced.push((*addr, Err(e.to_string()))),
+                }
+            }
+        }
+        for (addr, outcome) in replaced {
+            self.end_restart(addr, outcome);
+        }
+        busy |= self.adopt_orphans();
+        busy
+    }
+
+    /// A new handshake from an address with a session ended: when it completed, its session
+    /// replaces the old one.
+    fn end_restart(&mut self, addr: SocketAddr, outcome: Result<String, String>) {
+        let Some(mut p) = self.restarts.remove(&addr) else {
+            return;
+        };
+        match outcome {
+            Ok(summary) => {
+                p.up = true;
+                if let Some(old) = self.peers.insert(addr, p) {
+                    if old.up {
+                        self.ac.dtls_closed(
+                            addr,
+                            "a new DTLS session from the same address replaces it",
+                        );
+                    }
+                }
+                info!(
+                    "DTLS session established with {addr} ({summary}), replacing the earlier one"
+                );
+                self.ac.dtls_established(addr, self.clock.now());
+            }
+            Err(reason) => limited_warn!(
+                "New DTLS handshake failed",
+                Some(addr),
+                "New DTLS handshake with {addr} (which has a session) failed: {reason}"
+            ),
+        }
+    }
+
+    /// The old session ended first: the new handshake simply takes its place. True when one
+    /// did.
+    fn adopt_orphans(&mut self) -> bool {
+        let mut any = false;
+        let orphans: Vec<SocketAddr> = self
+            .restarts
+            .keys()
+            .filter(|a| !self.peers.contains_key(a))
+            .copied()
+            .collect();
+        for addr in orphans {
+            if let Some(p) = self.restarts.remove(&addr) {
+                self.peers.insert(addr, p);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Drops the sessions that closed or failed: the state machine hears of the ones that
+    /// were up, the log of the handshakes that failed.
+    async fn drop_sessions(&mut self, gone: Vec<(SocketAddr, String)>) {
+        for (addr, reason) in gone {
+            if let Some(mut p) = self.peers.remove(&addr) {
+                flush(&self.ctl, addr, &mut p.session).await;
+                if p.up {
+                    self.ac.dtls_closed(addr, &reason);
+                } else {
+                    limited_warn!(
+                        "DTLS handshake failed",
+                        Some(addr),
+                        "DTLS handshake with {addr} failed: {reason}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The status file: rendered at most once a second (not once per datagram of an image
+    /// transfer), written when it changed.
+    fn write_status(&mut self) {
+        let due = self
+            .last_status_at
+            .is_none_or(|t| self.clock.now().saturating_since(t) >= Duration::from_secs(1));
+        if !due {
+            return;
+        }
+        warnings::flush();
+        self.last_status_at = Some(self.clock.now());
+        let status = status_table(&self.ac, self.clock.now());
+        if status != self.last_status {
+            if let Some(p) = &self.cfg.status_file {
+                if let Err(e) = write_atomic(p, status.as_bytes()) {
+                    warn!("cannot write {}: {e}", p.display());
+                }
+            }
+            self.last_status = status;
+        }
+    }
+
+    /// Drops the handshakes that did not finish in [`HANDSHAKE_LIMIT`], and gives the memory
+    /// they held back.
+    fn expire_handshakes(&mut self, now: Instant) {
+        let (restarts_before, peers_before) = (self.restarts.len(), self.peers.len());
+        self.restarts.retain(|addr, p| {
+            let keep = now.saturating_since(p.started) < HANDSHAKE_LIMIT;
+            if !keep {
+                limited_warn!(
+                    "New DTLS handshake did not finish",
+                    Some(*addr),
+                    "New DTLS handshake with {addr} did not finish in {}s: dropped",
+                    HANDSHAKE_LIMIT.as_secs()
+                );
+            }
+            keep
+        });
+        self.peers.retain(|addr, p| {
+            let keep = p.up || now.saturating_since(p.started) < HANDSHAKE_LIMIT;
+            if !keep {
+                limited_warn!(
+                    "DTLS handshake did not finish",
+                    Some(*addr),
+                    "DTLS handshake with {addr} did not finish in {}s: dropped",
+                    HANDSHAKE_LIMIT.as_secs()
+                );
+            }
+            keep
+        });
+        if self.restarts.len() < restarts_before || self.peers.len() < peers_before {
+            shrink(&mut self.restarts);
+            shrink(&mut self.peers);
+            release_freed_memory();
+        }
+    }
+
+    /// When the loop must wake at the latest: the state machine's next timer, the next
+    /// handshake retransmission, and in any case within 5 s.
+    fn deadline(&self, now: Instant) -> tokio::time::Instant {
+        let dtls_deadline = self
+            .peers
+            .values()
+            .chain(self.restarts.values())
+            .filter(|p| !p.up)
+            .filter_map(|p| p.session.timeout())
+            .min()
+            .map(|d| now + d);
+        earliest(
+            &self.clock,
+            &[
+                self.ac.poll_timeout(),
+                dtls_deadline,
+                Some(now + Duration::from_secs(5)),
+            ],
+        )
+    }
+
+    /// A datagram on the control port: DTLS goes to its session (or, from a peer without
+    /// one, through the cookie exchange); clear CAPWAP goes to the state machine.
+    async fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        match preamble(bytes) {
+            Ok(Preamble::Dtls) => self.on_dtls_datagram(bytes, from).await,
+            _ => {
+                self.capture.record(from, self.listen, bytes, false);
+                let secure = self.ctx.is_none();
+                if secure && self.ac.session(from).is_none() && is_join_start(bytes) {
+                    self.ac.dtls_established(from, self.clock.now());
+                }
+                self.ac
+                    .handle_control(from, bytes, secure, self.clock.now());
+            }
+        }
+    }
+
+    /// A DTLS datagram: a ClientHello that starts over goes to the listener, anything else to
+    /// the session (or the new handshake) of its address.
+    async fn on_dtls_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        if self.ctx.is_none() || self.listener.is_none() {
+            log::debug!("DTLS datagram from {from} while DTLS is off");
+            return;
+        }
+        let now = self.clock.now();
+        // None: a stranger; Some(false): handshaking; Some(true): up.
+        let known = self.peers.get(&from).map(|p| p.up);
+        // A ClientHello from a stranger, or from an address whose session is up (a WTP that
+        // restarted on the same port), starts over through the cookie exchange. One from an
+        // address in the middle of a handshake is a retransmission for that handshake.
+        if dtls::is_client_hello(bytes)
+            && known != Some(false)
+            && !self.restarts.contains_key(&from)
+        {
+            self.on_client_hello(bytes, from, known, now).await;
+            return;
+        }
+        if let Some(p) = self.restarts.get_mut(&from) {
+            p.session.handle_datagram(bytes);
+            // Its handshake records are epoch 0; protected records go to both sessions, and
+            // each drops what it cannot authenticate (RFC 6347 §4.1.2.7).
+            if dtls::record_epoch(bytes) == Some(0) {
+                return;
+            }
+        }
+        match self.peers.get_mut(&from) {
+            Some(p) => p.session.handle_datagram(bytes),
+            None => log::debug!("DTLS datagram from {from} without a session dropped"),
+        }
+    }
+
+    /// A ClientHello that starts a handshake: the listener answers it with a
+    /// HelloVerifyRequest, or, when its cookie is good, makes the session, which is kept
+    /// as a restart of an address whose session is up, or as a new peer while the table has
+    /// room.
+    async fn on_client_hello(
+        &mut self,
+        bytes: &[u8],
+        from: SocketAddr,
+        known: Option<bool>,
+        now: Instant,
+    ) {
+        let (Some(ctx), Some(listener)) = (&self.ctx, &mut self.listener) else {
+            return;
+        };
+        match listener.handle(ctx, bytes, from, now) {
+            Listened::Reply(hvr) => send(&self.ctl, &hvr, from).await,
+            Listened::Dropped(why) => {
+                log::debug!("DTLS datagram from {from} dropped: {why}")
+            }
+            Listened::Accepted(session) => {
+                let p = Peer {
+                    session,
+                    up: false,
+                    started: now,
+                };
+                if known == Some(true) {
+                    limited!(
+                        log::Level::Info,
+                        "New DTLS handshake while the session is up",
+                        Some(from),
+                        "New DTLS handshake from {from} while its session is up (the WTP restarted?): the old session stays until the new one completes"
+                    );
+                    self.restarts.insert(from, p);
+                } else if self.peers.len() >= 2 * self.ac.config().max_wtps as usize {
+                    limited_warn!(
+                        "too many DTLS sessions",
+                        Some(from),
+                        "too many DTLS sessions: {from} refused"
+                    );
+                } else {
+                    self.peers.insert(from, p);
+                }
+            }
+        }
+    }
+
+    /// A connection on the control socket: one command, one answer.
+    async fn on_control_socket(
+        &mut self,
+        conn: std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>,
+    ) {
+        if let Ok((stream, _)) = conn {
+            serve_control(stream, &mut self.ac, &self.clock).await;
+        }
+    }
+
+    /// SIGTERM or SIGINT: every session gets its close_notify.
+    async fn close(&mut self) {
+        info!(
+            "acsim stopping: closing {} DTLS session(s)",
+            self.peers.len()
+        );
+        for (addr, p) in self.peers.iter_mut() {
+            p.session.close();
+            flush(&self.ctl, *addr, &mut p.session).await;
+        }
+        warnings::finish();
+    }
+}
+
+/// The source of the images acsim serves: its own folder, or a remote server it downloads
+/// from as APs ask (whose download threads wake the loop through `progress`). Sets the
+/// version named to the APs in `ac_cfg`.
+async fn image_source(
+    cfg: &AcsimConfig,
+    ac_cfg: &mut AcConfig,
+    progress: &Arc<Notify>,
+) -> Result<Box<dyn ImageSource>, RuntimeError> {
+    Ok(match cfg.image_download.mode {
         DownloadMode::Local => {
             ac_cfg.image_version = cfg.served_version().map_err(|e| RuntimeError::Io {
                 what: "image folder".into(),
@@ -108,11 +668,9 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
                         dir.display(),
                         ac_cfg.image_version.as_deref().unwrap_or("-")
                     );
-                    Box::new(crate::image::source::FolderSource::new(dir))
+                    Box::new(FolderSource::new(dir))
                 }
-                None => Box::new(crate::image::source::FolderSource::new(
-                    "/nonexistent-image-folder",
-                )),
+                None => Box::new(FolderSource::new("/nonexistent-image-folder")),
             }
         }
         _ => {
@@ -153,358 +711,10 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
             let notify = progress.clone();
             Box::new(RemoteSource::new(
                 profile,
-                std::sync::Arc::new(move || notify.notify_one()),
+                Arc::new(move || notify.notify_one()),
             ))
         }
-    };
-    let mut ac = Ac::new(ac_cfg, source);
-    let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
-    // New handshakes from addresses that still have an established session: a WTP that
-    // restarted without a close_notify (power cut, kill -9) and sends from the same port. The
-    // old session stays until the new handshake completes (RFC 6347 §4.2.8), so a forged
-    // ClientHello cannot tear a live WTP down.
-    let mut restarts: HashMap<SocketAddr, Peer> = HashMap::new();
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
-    // One timer for the loop, moved when the deadline moves (cheaper than a new one per turn).
-    let timer = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(timer);
-    let mut buf = vec![0u8; 65536];
-    let mut dbuf = vec![0u8; 2048];
-    let mut out = Vec::with_capacity(2048);
-    let mut last_status = String::new();
-    let mut last_status_at: Option<Instant> = None;
-    let control = match &cfg.control_socket {
-        Some(p) => {
-            let _ = std::fs::remove_file(p);
-            Some(
-                tokio::net::UnixListener::bind(p)
-                    .map_err(io_err(format!("bind {}", p.display())))?,
-            )
-        }
-        None => None,
-    };
-
-    loop {
-        loop {
-            let mut busy = false;
-            while let Some(a) = ac.poll_action() {
-                busy = true;
-                match a {
-                    AcAction::DtlsClose { peer } => {
-                        if let Some(mut p) = peers.remove(&peer) {
-                            p.session.close();
-                            flush(&ctl, peer, &mut p.session).await;
-                        }
-                    }
-                }
-            }
-            while let Some(t) = ac.poll_transmit(&mut out) {
-                busy = true;
-                match t.channel {
-                    Channel::Data => {
-                        capture.record(data_addr, t.to, &out, true);
-                        send(&data, &out, t.to).await;
-                    }
-                    Channel::ControlClear => {
-                        capture.record(listen, t.to, &out, false);
-                        send(&ctl, &out, t.to).await;
-                    }
-                    Channel::ControlSecure => {
-                        capture.record(listen, t.to, &out, false);
-                        match peers.get_mut(&t.to) {
-                            Some(p) if p.up => {
-                                if let Err(e) = p.session.send(&out) {
-                                    limited_warn!(
-                                        "DTLS send failed",
-                                        Some(t.to),
-                                        "DTLS send to {} failed: {e}",
-                                        t.to
-                                    );
-                                }
-                            }
-                            _ if ctx.is_none() => send(&ctl, &out, t.to).await,
-                            _ => limited_warn!(
-                                "no DTLS session: message dropped",
-                                Some(t.to),
-                                "no DTLS session with {}: message dropped",
-                                t.to
-                            ),
-                        }
-                    }
-                }
-            }
-            let mut gone = Vec::new();
-            for (addr, p) in peers.iter_mut() {
-                flush(&ctl, *addr, &mut p.session).await;
-                while let Some(ev) = p.session.poll_event() {
-                    busy = true;
-                    match ev {
-                        DtlsEvent::Connected(summary) => {
-                            p.up = true;
-                            info!("DTLS session established with {addr} ({summary})");
-                            ac.dtls_established(*addr, clock.now());
-                        }
-                        DtlsEvent::Closed => gone.push((*addr, "DTLS close_notify".to_string())),
-                        DtlsEvent::Failed(e) => gone.push((*addr, e.to_string())),
-                    }
-                }
-                while let Some(pkt) = p.session.recv() {
-                    busy = true;
-                    capture.record(*addr, listen, &pkt, false);
-                    ac.handle_control(*addr, &pkt, true, clock.now());
-                    p.session.recycle(pkt);
-                }
-            }
-            let mut replaced = Vec::new();
-            for (addr, p) in restarts.iter_mut() {
-                flush(&ctl, *addr, &mut p.session).await;
-                while let Some(ev) = p.session.poll_event() {
-                    busy = true;
-                    match ev {
-                        DtlsEvent::Connected(summary) => replaced.push((*addr, Ok(summary))),
-                        DtlsEvent::Closed => {
-                            replaced.push((*addr, Err("DTLS close_notify".to_string())))
-                        }
-                        DtlsEvent::Failed(e) => replaced.push((*addr, Err(e.to_string()))),
-                    }
-                }
-            }
-            for (addr, outcome) in replaced {
-                let Some(mut p) = restarts.remove(&addr) else {
-                    continue;
-                };
-                match outcome {
-                    Ok(summary) => {
-                        p.up = true;
-                        if let Some(old) = peers.insert(addr, p) {
-                            if old.up {
-                                ac.dtls_closed(
-                                    addr,
-                                    "a new DTLS session from the same address replaces it",
-                                );
-                            }
-                        }
-                        info!("DTLS session established with {addr} ({summary}), replacing the earlier one");
-                        ac.dtls_established(addr, clock.now());
-                    }
-                    Err(reason) => limited_warn!(
-                        "New DTLS handshake failed",
-                        Some(addr),
-                        "New DTLS handshake with {addr} (which has a session) failed: {reason}"
-                    ),
-                }
-            }
-            // The old session ended first: the new handshake simply takes its place.
-            let orphans: Vec<SocketAddr> = restarts
-                .keys()
-                .filter(|a| !peers.contains_key(a))
-                .copied()
-                .collect();
-            for addr in orphans {
-                if let Some(p) = restarts.remove(&addr) {
-                    peers.insert(addr, p);
-                    busy = true;
-                }
-            }
-            for (addr, reason) in gone {
-                if let Some(mut p) = peers.remove(&addr) {
-                    flush(&ctl, addr, &mut p.session).await;
-                    if p.up {
-                        ac.dtls_closed(addr, &reason);
-                    } else {
-                        limited_warn!(
-                            "DTLS handshake failed",
-                            Some(addr),
-                            "DTLS handshake with {addr} failed: {reason}"
-                        );
-                    }
-                }
-            }
-            if !busy {
-                break;
-            }
-        }
-        let due = last_status_at
-            .is_none_or(|t| clock.now().saturating_since(t) >= Duration::from_secs(1));
-        // Rendered at most once a second (not once per datagram of an image transfer), written
-        // when it changed.
-        let status = if due {
-            warnings::flush();
-            last_status_at = Some(clock.now());
-            status_table(&ac, clock.now())
-        } else {
-            String::new()
-        };
-        if due && status != last_status {
-            if let Some(p) = &cfg.status_file {
-                if let Err(e) = write_atomic(p, status.as_bytes()) {
-                    warn!("cannot write {}: {e}", p.display());
-                }
-            }
-            last_status = status;
-        }
-
-        let now = clock.now();
-        let (restarts_before, peers_before) = (restarts.len(), peers.len());
-        restarts.retain(|addr, p| {
-            let keep = now.saturating_since(p.started) < HANDSHAKE_LIMIT;
-            if !keep {
-                limited_warn!(
-                    "New DTLS handshake did not finish",
-                    Some(*addr),
-                    "New DTLS handshake with {addr} did not finish in {}s: dropped",
-                    HANDSHAKE_LIMIT.as_secs()
-                );
-            }
-            keep
-        });
-        peers.retain(|addr, p| {
-            let keep = p.up || now.saturating_since(p.started) < HANDSHAKE_LIMIT;
-            if !keep {
-                limited_warn!(
-                    "DTLS handshake did not finish",
-                    Some(*addr),
-                    "DTLS handshake with {addr} did not finish in {}s: dropped",
-                    HANDSHAKE_LIMIT.as_secs()
-                );
-            }
-            keep
-        });
-        if restarts.len() < restarts_before || peers.len() < peers_before {
-            shrink(&mut restarts);
-            shrink(&mut peers);
-            release_freed_memory();
-        }
-        let dtls_deadline = peers
-            .values()
-            .chain(restarts.values())
-            .filter(|p| !p.up)
-            .filter_map(|p| p.session.timeout())
-            .min()
-            .map(|d| now + d);
-        let deadline = earliest(
-            &clock,
-            &[
-                ac.poll_timeout(),
-                dtls_deadline,
-                Some(now + Duration::from_secs(5)),
-            ],
-        );
-        if timer.is_elapsed() || timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            r = ctl.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    let bytes = &buf[..n];
-                    match preamble(bytes) {
-                        Ok(Preamble::Dtls) => match (&ctx, &mut listener) {
-                            (Some(ctx), Some(listener)) => {
-                                let now = clock.now();
-                                // None: a stranger; Some(false): handshaking; Some(true): up.
-                                let known = peers.get(&from).map(|p| p.up);
-                                // A ClientHello from a stranger, or from an address whose
-                                // session is up (a WTP that restarted on the same port), starts
-                                // over through the cookie exchange. One from an address in the
-                                // middle of a handshake is a retransmission for that handshake.
-                                if dtls::is_client_hello(bytes)
-                                    && known != Some(false)
-                                    && !restarts.contains_key(&from)
-                                {
-                                    match listener.handle(ctx, bytes, from, now) {
-                                        Listened::Reply(hvr) => send(&ctl, &hvr, from).await,
-                                        Listened::Dropped(why) => {
-                                            log::debug!("DTLS datagram from {from} dropped: {why}")
-                                        }
-                                        Listened::Accepted(session) => {
-                                            let p = Peer { session, up: false, started: now };
-                                            if known == Some(true) {
-                                                limited!(
-                                                    log::Level::Info,
-                                                    "New DTLS handshake while the session is up",
-                                                    Some(from),
-                                                    "New DTLS handshake from {from} while its session is up (the WTP restarted?): the old session stays until the new one completes"
-                                                );
-                                                restarts.insert(from, p);
-                                            } else if peers.len() >= 2 * ac.config().max_wtps as usize {
-                                                limited_warn!(
-                                                    "too many DTLS sessions",
-                                                    Some(from),
-                                                    "too many DTLS sessions: {from} refused"
-                                                );
-                                            } else {
-                                                peers.insert(from, p);
-                                            }
-                                        }
-                                    }
-                                    continue;
-                                }
-                                if let Some(p) = restarts.get_mut(&from) {
-                                    p.session.handle_datagram(bytes);
-                                    // Its handshake records are epoch 0; protected records go
-                                    // to both sessions, and each drops what it cannot
-                                    // authenticate (RFC 6347 §4.1.2.7).
-                                    if dtls::record_epoch(bytes) == Some(0) {
-                                        continue;
-                                    }
-                                }
-                                match peers.get_mut(&from) {
-                                    Some(p) => p.session.handle_datagram(bytes),
-                                    None => log::debug!(
-                                        "DTLS datagram from {from} without a session dropped"
-                                    ),
-                                }
-                            }
-                            _ => log::debug!("DTLS datagram from {from} while DTLS is off"),
-                        },
-                        _ => {
-                            capture.record(from, listen, bytes, false);
-                            let secure = ctx.is_none();
-                            if secure && ac.session(from).is_none() && is_join_start(bytes) {
-                                ac.dtls_established(from, clock.now());
-                            }
-                            ac.handle_control(from, bytes, secure, clock.now());
-                        }
-                    }
-                }
-                Err(e) => limited_warn!("control socket error", None, "control socket: {e}"),
-            },
-            r = data.recv_from(&mut dbuf) => match r {
-                Ok((n, from)) => {
-                    capture.record(from, data_addr, &dbuf[..n], true);
-                    ac.handle_data(from, &dbuf[..n], clock.now());
-                }
-                Err(e) => limited_warn!("data socket error", None, "data socket: {e}"),
-            },
-            _ = &mut timer => {
-                for p in peers.values_mut().chain(restarts.values_mut()).filter(|p| !p.up) {
-                    p.session.handle_timeout();
-                }
-                ac.handle_timeout(clock.now());
-            },
-            conn = async {
-                match &control {
-                    Some(l) => l.accept().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let Ok((stream, _)) = conn {
-                    serve_control(stream, &mut ac, &clock).await;
-                }
-            },
-            _ = progress.notified() => ac.source_progress(clock.now()),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-        }
-    }
-    info!("acsim stopping: closing {} DTLS session(s)", peers.len());
-    for (addr, p) in peers.iter_mut() {
-        p.session.close();
-        flush(&ctl, *addr, &mut p.session).await;
-    }
-    warnings::finish();
-    Ok(0)
+    })
 }
 
 /// Gives a map's spare capacity back once most of its entries are gone: a burst of handshakes

@@ -4,6 +4,7 @@
 #[macro_use]
 mod warnings;
 pub mod ac;
+mod fetch;
 mod udp;
 pub mod wtp;
 

@@ -152,7 +152,7 @@ pub fn fetch_and_install(cfg: WtpdConfig, url: &str) -> Result<i32, Box<dyn std:
         }
         u.anchors()?;
     }
-    let report = crate::fetch::fetch_command(&cfg, &download, url)?;
+    let report = super::fetch::fetch_command(&cfg, &download, url)?;
     let Some(mut updater) = updater else {
         info!(
             "No A/B slots on this board: the image stays at {}",
