@@ -33,8 +33,13 @@ const SHRINK_FACTOR: usize = 4;
 struct Peer {
     session: DtlsSession,
     up: bool,
+    /// When its handshake started; also what tells two sessions of one address apart.
     started: Instant,
 }
+
+/// A session that ended this turn: its address, its `started` (so that a new session that
+/// replaced it in the same turn is not dropped in its place), and why.
+type Ended = (SocketAddr, Instant, String);
 
 /// Copies of the decrypted control traffic, as UDP frames on the standard ports.
 struct Capture {
@@ -327,7 +332,7 @@ impl Controller {
     /// machine and hands it what they decrypted. Returns whether there was anything, and the
     /// sessions that ended (dropped by [`Self::drop_sessions`], after the restarts are
     /// driven).
-    async fn drive_sessions(&mut self) -> (bool, Vec<(SocketAddr, String)>) {
+    async fn drive_sessions(&mut self) -> (bool, Vec<Ended>) {
         let mut busy = false;
         let mut gone = Vec::new();
         for (addr, p) in self.peers.iter_mut() {
@@ -340,8 +345,10 @@ impl Controller {
                         info!("DTLS session established with {addr} ({summary})");
                         self.ac.dtls_established(*addr, self.clock.now());
                     }
-                    DtlsEvent::Closed => gone.push((*addr, "DTLS close_notify".to_string())),
-                    DtlsEvent::Failed(e) => gone.push((*addr, e.to_string())),
+                    DtlsEvent::Closed => {
+                        gone.push((*addr, p.started, "DTLS close_notify".to_string()))
+                    }
+                    DtlsEvent::Failed(e) => gone.push((*addr, p.started, e.to_string())),
                 }
             }
             while let Some(pkt) = p.session.recv() {
@@ -431,8 +438,13 @@ impl Controller {
 
     /// Drops the sessions that closed or failed: the state machine hears of the ones that
     /// were up, the log of the handshakes that failed.
-    async fn drop_sessions(&mut self, gone: Vec<(SocketAddr, String)>) {
-        for (addr, reason) in gone {
+    async fn drop_sessions(&mut self, gone: Vec<Ended>) {
+        for (addr, started, reason) in gone {
+            // A new session from the same address may have replaced the one that ended
+            // (end_restart, in this same turn): that one stays.
+            if self.peers.get(&addr).is_some_and(|p| p.started != started) {
+                continue;
+            }
             if let Some(mut p) = self.peers.remove(&addr) {
                 flush(&self.ctl, addr, &mut p.session).await;
                 if p.up {
