@@ -46,6 +46,11 @@ fn downloading() -> Wtp {
     w
 }
 
+/// The AC sends Image Data block `seq` at `ms`.
+fn send_block(w: &mut Wtp, seq: u8, data_type: u8, data: &[u8], ms: u64) {
+    w.handle_control(ac(), &block(seq, data_type, data), true, at(ms));
+}
+
 fn block(seq: u8, data_type: u8, data: &[u8]) -> Vec<u8> {
     build(
         MessageType::ImageDataRequest as u32,
@@ -66,20 +71,10 @@ fn no_event(sent: &[Sent]) {
 #[test]
 fn the_last_block_is_answered_with_the_verdict_on_the_whole_image() {
     let mut w = downloading();
-    w.handle_control(
-        ac(),
-        &block(1, image_data_type::DATA, &[7; 1024]),
-        true,
-        at(5_200),
-    );
+    send_block(&mut w, 1, image_data_type::DATA, &[7; 1024], 5_200);
     let s = drain(&mut w);
     assert_eq!((s.len(), s[0].result), (1, Some(0)));
-    w.handle_control(
-        ac(),
-        &block(2, image_data_type::LAST, &[7; 100]),
-        true,
-        at(5_300),
-    );
+    send_block(&mut w, 2, image_data_type::LAST, &[7; 100], 5_300);
     assert!(drain(&mut w).is_empty(), "no answer before the verdict");
     let a = actions(&mut w);
     assert!(
@@ -87,12 +82,7 @@ fn the_last_block_is_answered_with_the_verdict_on_the_whole_image() {
         "{a:?}"
     );
     // The AC repeats its last request while the image is checked: still no answer.
-    w.handle_control(
-        ac(),
-        &block(2, image_data_type::LAST, &[7; 100]),
-        true,
-        at(8_300),
-    );
+    send_block(&mut w, 2, image_data_type::LAST, &[7; 100], 8_300);
     assert!(drain(&mut w).is_empty());
     assert!(
         actions(&mut w).is_empty(),
@@ -120,12 +110,7 @@ fn the_last_block_is_answered_with_the_verdict_on_the_whole_image() {
     assert_eq!(w.state(), State::DtlsTeardown);
     assert_eq!(actions(&mut w), vec![Action::DtlsClose]);
     // A repeat after the verdict gets the cached answer.
-    w.handle_control(
-        ac(),
-        &block(2, image_data_type::LAST, &[7; 100]),
-        true,
-        at(8_500),
-    );
+    send_block(&mut w, 2, image_data_type::LAST, &[7; 100], 8_500);
     assert!(
         drain(&mut w).is_empty(),
         "after teardown nothing is answered"
@@ -135,12 +120,7 @@ fn the_last_block_is_answered_with_the_verdict_on_the_whole_image() {
 #[test]
 fn a_verified_image_is_installed_and_an_install_failure_sends_no_event_in_image_data() {
     let mut w = downloading();
-    w.handle_control(
-        ac(),
-        &block(1, image_data_type::LAST, &[7; 100]),
-        true,
-        at(5_200),
-    );
+    send_block(&mut w, 1, image_data_type::LAST, &[7; 100], 5_200);
     assert!(drain(&mut w).is_empty());
     assert!(matches!(&actions(&mut w)[..], [Action::VerifyImage { .. }]));
     w.image_verified(Ok(()), at(5_300));
@@ -169,12 +149,7 @@ fn a_verified_image_is_installed_and_an_install_failure_sends_no_event_in_image_
 #[test]
 fn a_download_refused_early_answers_the_acs_next_request() {
     let mut w = downloading();
-    w.handle_control(
-        ac(),
-        &block(1, image_data_type::DATA, &[7; 1024]),
-        true,
-        at(5_200),
-    );
+    send_block(&mut w, 1, image_data_type::DATA, &[7; 1024], 5_200);
     assert_eq!(drain(&mut w).len(), 1);
     // The driver found the head of the image refused (e.g. another hardware type).
     w.abort_download(
@@ -186,12 +161,7 @@ fn a_download_refused_early_answers_the_acs_next_request() {
         "nothing unasked is sent in Image Data"
     );
     assert_eq!(w.state(), State::ImageData);
-    w.handle_control(
-        ac(),
-        &block(2, image_data_type::DATA, &[7; 1024]),
-        true,
-        at(5_300),
-    );
+    send_block(&mut w, 2, image_data_type::DATA, &[7; 1024], 5_300);
     let s = drain(&mut w);
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(

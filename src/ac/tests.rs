@@ -195,6 +195,22 @@ fn join(ac: &mut Ac, now: Instant) -> Vec<AcSent> {
     sent(ac)
 }
 
+/// The WTP asks for `ap1g8` (Image Data Request with Initiate Download, §9.1.1).
+fn request_image(ac: &mut Ac, now: Instant) {
+    let req = build(
+        MessageType::ImageDataRequest as u32,
+        2,
+        &[
+            Element::ImageIdentifier {
+                vendor: 32473,
+                name: "ap1g8",
+            },
+            Element::InitiateDownload,
+        ],
+    );
+    ac.handle_control(peer(), &req, true, now);
+}
+
 /// Discovery: a Discovery Request in clear is answered in clear, without any session.
 #[test]
 fn discovery_is_answered_without_a_session() {
@@ -248,18 +264,7 @@ fn join_is_accepted_and_out_of_state_requests_get_18() {
 fn image_data_is_served_block_by_block() {
     let mut ac = ac_serving(&image_folder("serve"), true);
     join(&mut ac, at(0));
-    let req = build(
-        MessageType::ImageDataRequest as u32,
-        2,
-        &[
-            Element::ImageIdentifier {
-                vendor: 32473,
-                name: "ap1g8",
-            },
-            Element::InitiateDownload,
-        ],
-    );
-    ac.handle_control(peer(), &req, true, at(1));
+    request_image(&mut ac, at(1));
     let mut s = sent(&mut ac);
     assert_eq!(
         (s[0].1, s[0].3),
@@ -301,18 +306,7 @@ fn image_data_is_served_block_by_block() {
 fn a_refused_block_ends_the_transfer() {
     let mut ac = ac_serving(&image_folder("refuse"), true);
     join(&mut ac, at(0));
-    let req = build(
-        MessageType::ImageDataRequest as u32,
-        2,
-        &[
-            Element::ImageIdentifier {
-                vendor: 32473,
-                name: "ap1g8",
-            },
-            Element::InitiateDownload,
-        ],
-    );
-    ac.handle_control(peer(), &req, true, at(1));
+    request_image(&mut ac, at(1));
     let s = sent(&mut ac);
     let b = s
         .iter()
