@@ -174,6 +174,22 @@ fn lab(name: &str) -> Lab {
     }
 }
 
+/// Installs the lab's image on `d`.
+fn install_lab(
+    l: &Lab,
+    d: &mut MemDisk,
+    activate: bool,
+) -> Result<wtpd::image::install::InstallReport, wtpd::image::install::InstallError> {
+    install(
+        &l.board,
+        &l.env_cfg,
+        d,
+        std::io::Cursor::new(&l.image[..]),
+        &l.policy,
+        activate,
+    )
+}
+
 fn fresh_disk(l: &Lab, cut_at: Option<usize>, seed: u64) -> MemDisk {
     let mut d = MemDisk {
         files: HashMap::new(),
@@ -281,15 +297,7 @@ fn power_cut_at_every_write_of_an_install_never_bricks() {
         }
         // The agent restarts on what booted and finishes: install again, switch, boot, mark good.
         if name == "a" {
-            install(
-                &l.board,
-                &l.env_cfg,
-                &mut d,
-                std::io::Cursor::new(&l.image[..]),
-                &l.policy,
-                true,
-            )
-            .unwrap();
+            install_lab(&l, &mut d, true).unwrap();
             assert_eq!(
                 boot(&l, &mut d),
                 Boot::Slot {
@@ -322,15 +330,7 @@ fn power_cut_at_every_write_of_an_install_never_bricks() {
 fn a_slot_that_never_becomes_good_is_abandoned_after_the_boot_limit() {
     let l = lab("rollback");
     let mut d = fresh_disk(&l, None, 2);
-    install(
-        &l.board,
-        &l.env_cfg,
-        &mut d,
-        std::io::Cursor::new(&l.image[..]),
-        &l.policy,
-        true,
-    )
-    .unwrap();
+    install_lab(&l, &mut d, true).unwrap();
     for _ in 0..3 {
         assert_eq!(
             boot(&l, &mut d),
@@ -364,15 +364,7 @@ fn a_slot_that_never_becomes_good_is_abandoned_after_the_boot_limit() {
     );
     assert_boots_a_verified_slot(&l, &mut d, 0);
     // The same version is not installed again: the board would loop.
-    let e = install(
-        &l.board,
-        &l.env_cfg,
-        &mut d,
-        std::io::Cursor::new(&l.image[..]),
-        &l.policy,
-        true,
-    )
-    .unwrap_err();
+    let e = install_lab(&l, &mut d, true).unwrap_err();
     assert!(
         e.to_string()
             .contains("failed to boot on this board before"),
@@ -645,15 +637,7 @@ fn refused_images_leave_slots_and_environment_untouched() {
 fn predownload_stages_then_activates_with_one_write() {
     let l = lab("stage");
     let mut d = fresh_disk(&l, None, 4);
-    let r = install(
-        &l.board,
-        &l.env_cfg,
-        &mut d,
-        std::io::Cursor::new(&l.image[..]),
-        &l.policy,
-        false,
-    )
-    .unwrap();
+    let r = install_lab(&l, &mut d, false).unwrap();
     assert!(!r.activated);
     let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
     let ab = AbState::read(&l.board, &env).unwrap();
