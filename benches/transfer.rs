@@ -1,4 +1,6 @@
-//! Speed and memory of an image transfer (issue 3): `cargo bench --bench transfer`.
+//! Speed and memory of an image transfer (issue 3): `cargo build --release --bins && cargo bench
+//! --bench transfer` (acsim is a binary of the harness package, which `cargo bench` here does not
+//! build; `wtpd_harness::bins` refuses a missing or stale one).
 //!
 //! For each image size (64 MiB and 512 MiB by default; `WTPD_BENCH_SIZES=64,512` in MiB) and
 //! placement of the two ends (below):
