@@ -1,4 +1,6 @@
-//! Speed and memory of an image transfer (issue 3): `cargo bench --bench transfer`.
+//! Speed and memory of an image transfer (issue 3): `cargo build --release --bins && cargo bench
+//! --bench transfer` (acsim is a binary of the harness package, which `cargo bench` here does not
+//! build; `wtpd_harness::bins` refuses a missing or stale one).
 //!
 //! For each image size (64 MiB and 512 MiB by default; `WTPD_BENCH_SIZES=64,512` in MiB) and
 //! placement of the two ends (below):
@@ -76,7 +78,7 @@ fn main() {
     // Other builds of the programs (the board profile, an older commit) can be measured too.
     let acsim = std::env::var_os("WTPD_BENCH_ACSIM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_acsim")));
+        .unwrap_or_else(|| PathBuf::from(wtpd_harness::bins::acsim()));
     let wtpd = std::env::var_os("WTPD_BENCH_WTPD")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wtpd")));
@@ -621,7 +623,7 @@ fn transfer_in(
     placement: Placement,
 ) -> Result<Transfer, String> {
     let (ac_cpu, wtp_cpu) = placement.cpus();
-    use wtpd::demo::{self, DemoDtls, Scenario};
+    use wtpd_harness::demo::{self, DemoDtls, Scenario};
     let port = demo::free_port_pair().map_err(|e| format!("UDP ports: {e}"))?;
     demo::write_lab(dir, DemoDtls::Certificate, port).map_err(|e| e.to_string())?;
     // The simulated board's slots (64 MiB) must hold the payload: the install after the

@@ -56,7 +56,7 @@ const MIPS: Arch = Arch {
 };
 
 fn acsim() -> &'static str {
-    env!("CARGO_BIN_EXE_acsim")
+    wtpd_harness::bins::acsim()
 }
 
 /// The cargo target directory this test was built in (.../target/debug/acsim -> .../target).
@@ -118,9 +118,9 @@ fn factory_env() -> Vec<(&'static str, &'static str)> {
         ("bootcount", "0"),
         ("bootlimit", "3"),
         ("slot_a_state", "good"),
-        ("slot_a_version", wtpd::demo::AP_VERSION),
+        ("slot_a_version", wtpd_harness::demo::AP_VERSION),
         ("slot_b_state", "good"),
-        ("slot_b_version", wtpd::demo::AP_BACKUP_VERSION),
+        ("slot_b_version", wtpd_harness::demo::AP_BACKUP_VERSION),
         ("upgrade_available", "0"),
     ]
 }
@@ -234,10 +234,10 @@ fn check_switch(dir: &Path, board: &Board, cfg: &EnvConfig, a: &Arch) {
         ("boot_slot", "b"),
         ("upgrade_available", "0"),
         ("bootcount", "0"),
-        ("slot_b_version", wtpd::demo::CONTROLLER_VERSION),
+        ("slot_b_version", wtpd_harness::demo::CONTROLLER_VERSION),
         ("slot_b_state", "good"),
         ("slot_a_state", "good"),
-        ("slot_a_version", wtpd::demo::AP_VERSION),
+        ("slot_a_version", wtpd_harness::demo::AP_VERSION),
     ];
     for (k, v) in want {
         assert_eq!(
@@ -313,7 +313,7 @@ fn the_switch_check_accepts_the_agents_write() {
             ("boot_slot", "b"),
             ("upgrade_available", "1"),
             ("bootcount", "0"),
-            ("slot_b_version", wtpd::demo::CONTROLLER_VERSION),
+            ("slot_b_version", wtpd_harness::demo::CONTROLLER_VERSION),
             ("slot_b_state", "new"),
         ] {
             env.set(k, v).unwrap();

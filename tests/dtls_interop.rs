@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use wtpd::dtls::{
     Credentials, DtlsConfig, DtlsContext, DtlsEvent, DtlsListener, DtlsSession, Listened,
 };
-use wtpd::pki::{self, LabPki};
+use wtpd_harness::pki::{self, LabPki};
 
 const PREAMBLE: [u8; 4] = [1, 0, 0, 0];
 const DEADLINE: Duration = Duration::from_secs(8);

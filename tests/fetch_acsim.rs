@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use fetch_common::*;
-use wtpd::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
 use wtpd::fetch::spool::DownloadMode;
+use wtpd_harness::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
 
 fn demo_upgrade(source: &str) {
     let dir = lab(&format!("demo-{source}"));
@@ -87,7 +87,8 @@ fn failing_fetch(mode: DownloadMode, name: &str, path: &str, stop: bool, error: 
     let port = free_port_pair().unwrap();
     write_lab(&dir, DemoDtls::Certificate, port).unwrap();
     prepare_scenario(&dir, Scenario::Upgrade, 200_000).unwrap();
-    let (mut server, table) = wtpd::fetch::lab::serve_lab_images(&dir, mode).expect("image server");
+    let (mut server, table) =
+        wtpd_harness::lab::serve_lab_images(&dir, mode).expect("image server");
     let table = table.replace("path = \"/images\"", &format!("path = \"{path}\""));
     let ac_toml = dir.join("acsim.toml");
     std::fs::write(
@@ -283,7 +284,7 @@ fn announce_md5_sends_image_information() {
     write_lab(&dir, DemoDtls::Psk, port).unwrap();
     prepare_scenario(&dir, Scenario::Upgrade, 500_000).unwrap();
     let (server, table) =
-        wtpd::fetch::lab::serve_lab_images(&dir, DownloadMode::Tftp).expect("image server");
+        wtpd_harness::lab::serve_lab_images(&dir, DownloadMode::Tftp).expect("image server");
     let ac_toml = dir.join("acsim.toml");
     std::fs::write(
         &ac_toml,

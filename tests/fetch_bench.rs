@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fetch_common::*;
-use wtpd::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
 use wtpd::fetch::spool::DownloadMode;
+use wtpd_harness::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -71,8 +71,12 @@ fn through_acsim(dir: &std::path::Path, block: u64) -> f64 {
     let _ = std::fs::remove_dir_all(dir.join("state"));
     let _ = std::fs::remove_dir_all(dir.join("tmp"));
     // The board back on the old version: the previous round installed the new one.
-    wtpd::demo::write_board_storage(dir, wtpd::demo::AP_VERSION, wtpd::demo::AP_BACKUP_VERSION)
-        .unwrap();
+    wtpd_harness::demo::write_board_storage(
+        dir,
+        wtpd_harness::demo::AP_VERSION,
+        wtpd_harness::demo::AP_BACKUP_VERSION,
+    )
+    .unwrap();
     let ac_toml = dir.join("acsim.toml");
     let text = read(&ac_toml);
     let body = text.split_once('\n').map(|(_, b)| b).unwrap_or("");
@@ -116,7 +120,7 @@ fn bench_image_through_acsim_from_tftpd_hpa_beside_atftp() {
     let port = free_port_pair().unwrap();
     write_lab(&dir, DemoDtls::Certificate, port).unwrap();
     prepare_scenario(&dir, Scenario::Upgrade, size).unwrap();
-    let (server, table) = wtpd::fetch::lab::serve_lab_images(&dir, DownloadMode::Tftp).unwrap();
+    let (server, table) = wtpd_harness::lab::serve_lab_images(&dir, DownloadMode::Tftp).unwrap();
     let ac_toml = dir.join("acsim.toml");
     // No capture (it would write every block twice); the first line is block_size.
     let text = read(&ac_toml).replace("pcap = \"capwap.pcap\"\n", "");

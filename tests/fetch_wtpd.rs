@@ -11,16 +11,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fetch_common::*;
-use wtpd::fetch::lab::{self, LabServer};
 use wtpd::fetch::{fetch_to_store, FetchErrorKind, FetchOptions, FetchUrl};
 use wtpd::image::store::FileStore;
+use wtpd_harness::lab::{self, LabServer};
 
 const IMAGE_SIZE: u64 = 2 * 1024 * 1024 + 601;
 
 /// A wtpd.toml whose download directory is DIR/tmp, for a board without A/B slots.
 fn wtpd_config(dir: &Path) -> PathBuf {
-    let port = wtpd::demo::free_port_pair().unwrap();
-    wtpd::demo::write_lab(dir, wtpd::demo::DemoDtls::Certificate, port).unwrap();
+    let port = wtpd_harness::demo::free_port_pair().unwrap();
+    wtpd_harness::demo::write_lab(dir, wtpd_harness::demo::DemoDtls::Certificate, port).unwrap();
     let p = dir.join("wtpd.toml");
     // A board without A/B slots: `wtpd fetch` then leaves the image in the download directory
     // (these tests are about the fetch; the install after it is tested by the demo).

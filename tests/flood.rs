@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wtpd::demo::{free_port_pair, write_lab, DemoDtls};
+use wtpd_harness::demo::{free_port_pair, write_lab, DemoDtls};
 
 struct Killer(Child);
 impl Drop for Killer {
@@ -53,7 +53,7 @@ fn lab_with_acsim(name: &str) -> (PathBuf, SocketAddr, Killer) {
     let port = free_port_pair().unwrap();
     let addr = write_lab(&dir, DemoDtls::Certificate, port).unwrap();
     let ac = start(
-        env!("CARGO_BIN_EXE_acsim"),
+        wtpd_harness::bins::acsim(),
         &["run", "--config", "acsim.toml"],
         &dir,
     );

@@ -19,7 +19,7 @@ use wtpd::image::pack::{
     DEFAULT_HARDWARE_TYPES,
 };
 use wtpd::image::verify::{TrustPolicy, VerifyError, VERIFY_SUCCESS};
-use wtpd::pki::{self, CertSpec, Eku, Issued, KeyKind, LabPki};
+use wtpd_harness::pki::{self, CertSpec, Eku, Issued, KeyKind, LabPki};
 
 // ---------------------------------------------------------------- helpers
 

@@ -8,13 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wtpd::board::Board;
-use wtpd::demo::{
-    boot_sim_board, free_port_pair, prepare_scenario, write_board_storage, write_lab, DemoDtls,
-    Scenario,
-};
 use wtpd::image::bootenv;
 use wtpd::image::install::{hash_slot, AbState, Disk};
 use wtpd::rng::Rng;
+use wtpd_harness::demo::{
+    boot_sim_board, free_port_pair, prepare_scenario, write_board_storage, write_lab, DemoDtls,
+    Scenario,
+};
 
 const ROUNDS: u32 = 100;
 
@@ -74,7 +74,7 @@ fn check_boot(dir: &Path, board: &Board, payload: ([u8; 32], u64), round: u32) -
 
 #[test]
 fn kill_9_at_random_moments_of_an_upgrade_never_bricks() {
-    let acsim = env!("CARGO_BIN_EXE_acsim");
+    let acsim = wtpd_harness::bins::acsim();
     let wtpd = env!("CARGO_BIN_EXE_wtpd");
     let dir: PathBuf = std::env::temp_dir().join(format!("wtpd-kill9-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

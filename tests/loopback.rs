@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wtpd::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
+use wtpd_harness::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
 
 fn acsim() -> &'static str {
-    env!("CARGO_BIN_EXE_acsim")
+    wtpd_harness::bins::acsim()
 }
 fn wtpd() -> &'static str {
     env!("CARGO_BIN_EXE_wtpd")
@@ -306,7 +306,7 @@ fn controller_certificate_from_a_foreign_ca_is_refused() {
     let (dir, _ac) = lab_with_acsim("foreign-ca", DemoDtls::Certificate, |dir| {
         // The AP trusts a CA that did not sign the controller's certificate.
         let foreign = dir.join("foreign");
-        wtpd::pki::generate_lab_pki(&foreign).unwrap();
+        wtpd_harness::pki::generate_lab_pki(&foreign).unwrap();
         edit(
             &dir.join("wtpd.toml"),
             "ca = \"pki/ca.pem\"",
@@ -465,7 +465,7 @@ fn a_wtp_restarted_on_the_same_port_replaces_its_stale_session() {
             "echo_interval = 30\n",
         );
     });
-    let port = wtpd::fetch::lab::free_port(true).unwrap();
+    let port = wtpd_harness::lab::free_port(true).unwrap();
     edit(
         &dir.join("wtpd.toml"),
         "bind = \"127.0.0.1:0\"",
@@ -597,8 +597,8 @@ fn upgrade_downloads_verifies_installs_and_rejoins_with_the_new_version() {
             "{line} missing from fw_printenv:\n{env}"
         );
     }
-    let served = wtpd::demo::sha256_file(&dir.join("images/ap1g8")).unwrap();
-    let got = wtpd::demo::sha256_file(&dir.join("tmp/part.tar")).unwrap();
+    let served = wtpd_harness::demo::sha256_file(&dir.join("images/ap1g8")).unwrap();
+    let got = wtpd_harness::demo::sha256_file(&dir.join("tmp/part.tar")).unwrap();
     assert_eq!(got, served);
     assert!(read(&dir.join("acsim.log")).contains("AP Image Download Success"));
     let json = Command::new(wtpd())
@@ -902,7 +902,7 @@ fn an_image_for_another_hardware_type_is_refused_early_and_retried() {
 fn acsim_image_folder_builds_signed_images_that_verify() {
     let dir = lab("image-folder");
     std::fs::create_dir_all(&dir).unwrap();
-    let pki = wtpd::pki::generate_lab_pki(&dir.join("pki")).unwrap();
+    let pki = wtpd_harness::pki::generate_lab_pki(&dir.join("pki")).unwrap();
     std::fs::write(dir.join("rootfs.img"), vec![7u8; 100_000]).unwrap();
     let out = Command::new(acsim())
         .args([
@@ -1039,7 +1039,7 @@ fn an_unusable_environment_stops_upgrades_but_not_the_agent() {
 fn an_image_whose_manifest_is_not_the_announced_version_is_refused() {
     let (dir, _ac) = lab_with_acsim("not-announced", DemoDtls::Certificate, |dir| {
         prepare_scenario(dir, Scenario::Upgrade, 1 << 20).unwrap();
-        wtpd::demo::write_image_folder(
+        wtpd_harness::demo::write_image_folder(
             &dir.join("images"),
             &dir.join("pki"),
             "17.9.4.28",

@@ -13,11 +13,12 @@ use wtpd::image::bootenv::{
     read_with, write_with, ByteOrder, Env, EnvConfig, EnvLocation, EnvStorage,
 };
 use wtpd::image::install::{
-    activate, boot_step, hash_slot, install, install_chunked, mark_good, AbState, Boot, SlotStorage,
+    activate, hash_slot, install, install_chunked, mark_good, AbState, SlotStorage,
 };
 use wtpd::image::pack::{pack_image, PackSpec};
 use wtpd::image::verify::TrustPolicy;
 use wtpd::rng::Rng;
+use wtpd_harness::bootloader::{boot_step, Boot};
 
 const SLOT_SIZE: u64 = 512 * 1024;
 
@@ -103,7 +104,7 @@ struct Lab {
 fn lab(name: &str) -> Lab {
     let dir = std::env::temp_dir().join(format!("wtpd-powercut-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let pki = wtpd::pki::generate_lab_pki(&dir.join("pki")).unwrap();
+    let pki = wtpd_harness::pki::generate_lab_pki(&dir.join("pki")).unwrap();
     let mut rng = Rng::new(7);
     let mut rootfs = vec![0u8; 300 * 1024 + 11];
     rng.fill(&mut rootfs);

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wtpd::demo::{free_port_pair, write_lab, DemoDtls, AP_VERSION, CONTROLLER_VERSION};
+use wtpd_harness::demo::{free_port_pair, write_lab, DemoDtls, AP_VERSION, CONTROLLER_VERSION};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -32,7 +32,7 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const INSTALL_TOML: &str = "";
 
 fn acsim() -> &'static str {
-    env!("CARGO_BIN_EXE_acsim")
+    wtpd_harness::bins::acsim()
 }
 
 fn target_dir() -> PathBuf {

@@ -11,7 +11,6 @@
 
 #[cfg(feature = "https")]
 pub mod https;
-pub mod lab;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 pub mod spool;

@@ -23,7 +23,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use log::{info, warn};
+use log::info;
 
 use super::bootenv::{
     read_with, write_with, Env, EnvConfig, EnvError, EnvLocation, EnvStorage, FileStorage,
@@ -651,48 +651,6 @@ pub fn mark_good<S: EnvStorage>(
     set(&mut env, &format!("slot_{}_state", ab.boot_slot), "good")?;
     write_with(storage, env_cfg, &env)?;
     Ok(Some(ab.boot_slot))
-}
-
-/// What the bootloader decided (the rules of board/uboot/boot.cmd).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Boot {
-    /// Boot this slot; `trial` when it is a new slot being tried.
-    Slot { name: String, trial: bool },
-    /// The new slot used up its attempts: booting the other one instead.
-    RolledBack { failed: String, to: String },
-}
-
-/// The bootloader's step, as board/uboot/boot.cmd does it, for the simulated board and tests:
-/// on a trial boot, count the attempt; past the limit, fall back to the other slot.
-pub fn boot_step(board: &Board, env: &mut Env) -> Result<Boot, InstallError> {
-    let ab = AbState::read(board, env)?;
-    if !ab.upgrade_available {
-        return Ok(Boot::Slot {
-            name: ab.boot_slot,
-            trial: false,
-        });
-    }
-    let count = ab.bootcount + 1;
-    if count > ab.bootlimit.max(1) {
-        let other = ab.other().ok_or(InstallError::NoSlots)?.to_string();
-        set(env, "boot_slot", &other)?;
-        set(env, &format!("slot_{}_state", ab.boot_slot), "invalid")?;
-        set(env, "upgrade_available", "0")?;
-        set(env, "bootcount", "0")?;
-        warn!(
-            "Slot {} did not become good in {} boots: rolling back to {other}",
-            ab.boot_slot, ab.bootlimit
-        );
-        return Ok(Boot::RolledBack {
-            failed: ab.boot_slot,
-            to: other,
-        });
-    }
-    set(env, "bootcount", &count.to_string())?;
-    Ok(Boot::Slot {
-        name: ab.boot_slot,
-        trial: true,
-    })
 }
 
 /// SHA-256 of the first `len` bytes of a slot.

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn acsim() -> &'static str {
-    env!("CARGO_BIN_EXE_acsim")
+    wtpd_harness::bins::acsim()
 }
 pub fn wtpd() -> &'static str {
     env!("CARGO_BIN_EXE_wtpd")
@@ -79,7 +79,7 @@ pub fn run(bin: &str, args: &[&str], dir: &Path) -> Output {
 }
 
 pub fn sha256(p: &Path) -> [u8; 32] {
-    wtpd::demo::sha256_file(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    wtpd_harness::demo::sha256_file(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Writes a file of `size` pseudo-random bytes.

@@ -569,9 +569,9 @@ pub fn nginx(root: &Path, work: &Path) -> Result<LabServer, String> {
 /// `[image_download]` table that points acsim at it.
 pub fn serve_lab_images(
     lab: &Path,
-    mode: crate::fetch::spool::DownloadMode,
+    mode: wtpd::fetch::spool::DownloadMode,
 ) -> Result<(LabServer, String), String> {
-    use crate::fetch::spool::DownloadMode;
+    use wtpd::fetch::spool::DownloadMode;
     let images = lab.join("images");
     std::fs::create_dir_all(&images).map_err(|e| format!("{}: {e}", images.display()))?;
     let work = lab.join("server");

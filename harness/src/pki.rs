@@ -4,6 +4,9 @@
 //! Everything is made with the `openssl` crate; files are PEM, keys are written mode 0600.
 //! [`generate_lab_pki`] makes the whole set; [`CertSpec`] and [`issue`] make single
 //! certificates (expired, foreign, odd names) for negative tests.
+//!
+//! wtpd's own unit tests (the DTLS ones, which also run for armv7) compile this file in by
+//! path, so it uses std and openssl only, nothing of either crate.
 
 use std::fs;
 use std::io::Write;

@@ -44,7 +44,7 @@ pub struct DemoOptions {
     pub image_size: u64,
     /// Where acsim takes the image from: its folder, or a real TFTP, SFTP or HTTPS server
     /// that the demo starts on loopback (`--source`).
-    pub source: crate::fetch::spool::DownloadMode,
+    pub source: wtpd::fetch::spool::DownloadMode,
 }
 
 impl Default for DemoOptions {
@@ -55,7 +55,7 @@ impl Default for DemoOptions {
             hold_secs: 5,
             scenario: Scenario::Upgrade,
             image_size: 8 * 1024 * 1024 + 601,
-            source: crate::fetch::spool::DownloadMode::Local,
+            source: wtpd::fetch::spool::DownloadMode::Local,
         }
     }
 }
@@ -166,13 +166,13 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
 }
 
 /// The simulated board's file (board/sim.toml).
-pub const SIM_BOARD: &str = include_str!("../board/sim.toml");
+pub const SIM_BOARD: &str = include_str!("../../board/sim.toml");
 
 /// Creates the lab board's slots and U-Boot environment (for the simulated board, two redundant
 /// copies in `env.bin`) with slot a booted at `running` and slot b holding `backup`.
 pub fn write_board_storage(dir: &Path, running: &str, backup: &str) -> Result<(), DemoError> {
-    use crate::image::bootenv;
-    let board = crate::board::Board::load(&dir.join("board.toml"))
+    use wtpd::image::bootenv;
+    let board = wtpd::board::Board::load(&dir.join("board.toml"))
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     for s in &board.slots {
         if let Some(parent) = s.device.parent() {
@@ -234,8 +234,9 @@ pub fn write_board_storage(dir: &Path, running: &str, backup: &str) -> Result<()
 
 /// The simulated board's bootloader: the rules of board/uboot/boot.cmd applied to env.bin.
 pub fn boot_sim_board(dir: &Path) -> Result<String, DemoError> {
-    use crate::image::{bootenv, install};
-    let board = crate::board::Board::load(&dir.join("board.toml"))
+    use crate::bootloader::{self, Boot};
+    use wtpd::image::bootenv;
+    let board = wtpd::board::Board::load(&dir.join("board.toml"))
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     let cfg = board
         .env_config()
@@ -244,16 +245,17 @@ pub fn boot_sim_board(dir: &Path) -> Result<String, DemoError> {
     let (mut env, _) =
         bootenv::read(&cfg).map_err(|e| DemoError::Setup(format!("environment: {e}")))?;
     let before = env.clone();
-    let boot = install::boot_step(&board, &mut env).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let boot =
+        bootloader::boot_step(&board, &mut env).map_err(|e| DemoError::Setup(e.to_string()))?;
     if env != before {
         bootenv::write(&cfg, &env).map_err(|e| DemoError::Setup(format!("environment: {e}")))?;
     }
     Ok(match boot {
-        install::Boot::Slot { name, trial: true } => {
+        Boot::Slot { name, trial: true } => {
             format!("bootloader: booting slot {name} (trial)")
         }
-        install::Boot::Slot { name, trial: false } => format!("bootloader: booting slot {name}"),
-        install::Boot::RolledBack { failed, to } => {
+        Boot::Slot { name, trial: false } => format!("bootloader: booting slot {name}"),
+        Boot::RolledBack { failed, to } => {
             format!("bootloader: slot {failed} never became good: rolled back to {to}")
         }
     })
@@ -384,9 +386,9 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
     prepare_scenario(&dir, opts.scenario, opts.image_size)?;
     // The image server, when the image comes from one; it stops when the demo ends.
     let _server = match opts.source {
-        crate::fetch::spool::DownloadMode::Local => None,
+        wtpd::fetch::spool::DownloadMode::Local => None,
         mode => {
-            let (server, table) = crate::fetch::lab::serve_lab_images(&dir, mode)
+            let (server, table) = crate::lab::serve_lab_images(&dir, mode)
                 .map_err(|e| DemoError::Setup(format!("image server: {e}")))?;
             let p = dir.join("acsim.toml");
             let text = std::fs::read_to_string(&p).map_err(io("read acsim.toml"))?;
@@ -588,7 +590,7 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
         notes.push(format!("acsim exit status {ac_code:?}, expected 0"));
     }
     let ok = notes.is_empty();
-    let ap_status = crate::status::WtpStatus::load(&dir.join("state"))
+    let ap_status = wtpd::status::WtpStatus::load(&dir.join("state"))
         .map(|s| s.table())
         .unwrap_or_default();
     print!(
@@ -608,10 +610,10 @@ fn reboot_into_new_slot(
     tails: &mut [Tail],
     extra: &mut String,
 ) -> Result<Proc, DemoError> {
-    if code != Some(crate::runtime::wtp::EXIT_REBOOT) {
+    if code != Some(wtpd::runtime::wtp::EXIT_REBOOT) {
         notes.push(format!(
             "wtpd exit status {code:?} at the reset, expected {}",
-            crate::runtime::wtp::EXIT_REBOOT
+            wtpd::runtime::wtp::EXIT_REBOOT
         ));
     }
     let line = boot_sim_board(dir)?;
@@ -658,7 +660,7 @@ fn state_change_after(log: &Path, mark: &str) -> Option<String> {
 
 /// Compares the AP's download with the served image.
 fn compare_download(dir: &Path, notes: &mut Vec<String>) -> String {
-    let image_type = crate::board::Board::load(&dir.join("board.toml"))
+    let image_type = wtpd::board::Board::load(&dir.join("board.toml"))
         .map(|b| b.image_type)
         .unwrap_or_else(|_| LAB_IMAGE_TYPE.to_string());
     let got = sha256_file(&dir.join("tmp").join("part.tar"));
@@ -666,7 +668,7 @@ fn compare_download(dir: &Path, notes: &mut Vec<String>) -> String {
     match (got, want) {
         (Ok(g), Ok(w)) if g == w => format!(
             "Download check : tmp/part.tar SHA-256 {} equals images/{image_type}\n",
-            crate::image::download::hex(&g)
+            wtpd::image::download::hex(&g)
         ),
         (Ok(_), Ok(_)) => {
             notes.push("tmp/part.tar differs from the served image".into());
@@ -802,7 +804,7 @@ impl FromStr for Scenario {
 }
 
 /// The AP hardware types of the seed's image folder (the packer's default list).
-pub use crate::image::pack::DEFAULT_HARDWARE_TYPES as HARDWARE_TYPES;
+pub use wtpd::image::pack::DEFAULT_HARDWARE_TYPES as HARDWARE_TYPES;
 /// The lab board's hardware type.
 pub const LAB_IMAGE_TYPE: &str = "ap1g8";
 /// The versions of the seed: the controller's, the AP's, and the AP's backup.
@@ -819,12 +821,12 @@ pub fn write_image_folder(
     size: u64,
     omit: Option<&str>,
 ) -> Result<(), DemoError> {
-    use crate::image::pack::{pack_folder, FolderSpec, PackSpec};
     use std::io::Write;
+    use wtpd::image::pack::{pack_folder, FolderSpec, PackSpec};
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     let rootfs = dir.with_file_name("rootfs.img");
     {
-        let mut rng = crate::rng::Rng::new(size ^ 0xa5a5);
+        let mut rng = wtpd::rng::Rng::new(size ^ 0xa5a5);
         let mut buf = vec![0u8; 64 * 1024];
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(&rootfs).map_err(io(format!("create {}", rootfs.display())))?,
@@ -914,12 +916,12 @@ pub fn prepare_scenario(dir: &Path, scenario: Scenario, image_size: u64) -> Resu
 
 /// Sends one command to the lab acsim's control socket.
 pub fn control(dir: &Path, line: &str) -> Result<String, DemoError> {
-    crate::runtime::ac::control_request(&dir.join("acsim.sock"), line).map_err(io("control socket"))
+    wtpd::runtime::ac::control_request(&dir.join("acsim.sock"), line).map_err(io("control socket"))
 }
 
 /// SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    crate::image::pack::hash_file(path)
+    wtpd::image::pack::hash_file(path)
         .map(|(_, sha)| sha)
         .map_err(|e| std::io::Error::other(e.to_string()))
 }

@@ -82,7 +82,7 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     }
     let mut config: Option<PathBuf> = None;
     let mut ap: Option<String> = None;
-    let mut demo = wtpd::demo::DemoOptions::default();
+    let mut demo = wtpd_harness::demo::DemoOptions::default();
     while let Some(arg) = parser.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(parser.value()?.into()),
@@ -138,7 +138,7 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             print!("{answer}");
             Ok(if answer.contains(": sent") { 0 } else { 1 })
         }
-        "demo" => Ok(wtpd::demo::run(demo)?),
+        "demo" => Ok(wtpd_harness::demo::run(demo)?),
         other => Err(format!("unknown command '{other}' (see --help)").into()),
     }
 }

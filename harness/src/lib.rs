@@ -1,0 +1,14 @@
+//! The lab around wtpd, kept out of the agent: nothing here is compiled into a `wtpd` build
+//! (the board binary included). `acsim` (this package's binary), wtpd's integration tests and
+//! the bench use it, as rustls keeps `rustls-test/` and RAUC its `test/` apart.
+//!
+//! [`pki`] makes a lab PKI (DTLS and image-signing chains), [`demo`] writes and runs the lab of
+//! `acsim demo`, [`lab`] starts real image servers (tftpd-hpa, sshd, nginx) on loopback,
+//! [`bootloader`] is the simulated board's U-Boot, and [`bins`] finds the workspace's binaries
+//! for the tests.
+
+pub mod bins;
+pub mod bootloader;
+pub mod demo;
+pub mod lab;
+pub mod pki;
