@@ -114,8 +114,8 @@ fn test_all_checks_fmt_and_clippy_first_and_always_ends_with_its_summary() {
     assert_eq!(
         stubs.calls(),
         [
-            "cargo fmt --check",
-            "cargo clippy --all-targets -- -D warnings",
+            "cargo fmt --all --check",
+            "cargo clippy --workspace --all-targets -- -D warnings",
             "cargo test --all-targets",
         ]
     );
@@ -229,7 +229,7 @@ exit 0"#,
         );
     }
     let cargo: Vec<&String> = calls.iter().filter(|c| c.starts_with("cargo ")).collect();
-    assert_eq!(cargo[0], "cargo fmt --check", "{cargo:?}");
+    assert_eq!(cargo[0], "cargo fmt --all --check", "{cargo:?}");
     assert!(
         last_line(&out).starts_with("summary: ") && last_line(&out).ends_with(" 0 failed"),
         "{}",
