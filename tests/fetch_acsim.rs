@@ -5,6 +5,7 @@
 //! `Failed to download file ...: No such file or directory`, `AP Image Download Failed`, the
 //! controller's error Result Code at the AP and its retry; a stopped server gives `Timed out`.
 
+mod common;
 mod fetch_common;
 
 use std::path::Path;

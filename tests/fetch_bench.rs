@@ -11,6 +11,7 @@
 //! the AP through acsim with 1024-byte Image Data blocks (atftp's block size) and with 1377
 //! (the block size of the seed's controller: 70,512,640 bytes in 51,208 messages).
 
+mod common;
 mod fetch_common;
 
 use std::process::Command;

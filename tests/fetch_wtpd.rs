@@ -5,6 +5,7 @@
 //! Then the client details: TFTP block-number roll-over, a windowsize the server does not
 //! offer, TLS and SSH trust refusals. A missing server binary fails the test.
 
+mod common;
 mod fetch_common;
 
 use std::path::{Path, PathBuf};

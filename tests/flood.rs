@@ -3,48 +3,15 @@
 //! grow its memory or keep a real AP out, and thousands of failing handshakes must not give
 //! thousands of log lines.
 
+mod common;
+
+use common::process::{read, start, wait_for, Killer};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use wtpd_harness::demo::{free_port_pair, write_lab, DemoDtls};
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(bin: &str, args: &[&str], dir: &Path) -> Killer {
-    Killer(
-        Command::new(bin)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn wait_for(p: &Path, needle: &str, limit: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if read(p).contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 /// A certificate lab with acsim running; returns (dir, acsim's address, acsim).
 fn lab_with_acsim(name: &str) -> (PathBuf, SocketAddr, Killer) {

@@ -3,8 +3,10 @@
 //! environment is valid and boots a slot whose contents verify, and the agent, started again,
 //! finishes the upgrade (or it was finished) and rejoins on the new version.
 
+mod common;
+
+use common::process::{read, start};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wtpd::board::Board;
@@ -17,31 +19,6 @@ use wtpd_harness::demo::{
 };
 
 const ROUNDS: u32 = 100;
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(bin: &str, args: &[&str], dir: &Path) -> Killer {
-    Killer(
-        Command::new(bin)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
 
 /// The booted slot's contents verify: slot b holds the signed payload whenever the environment
 /// boots it; slot a, never written, still holds what it held.

@@ -3,9 +3,12 @@
 //! the logs the operator would read.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::process::{read, start, wait_for, wait_for_retries, wait_for_state, Killer};
 use wtpd_harness::demo::{free_port_pair, prepare_scenario, write_lab, DemoDtls, Scenario};
 
 fn acsim() -> &'static str {
@@ -19,43 +22,6 @@ fn lab(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wtpd-loopback-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-/// Kills the process when the test ends, whatever happens.
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(bin: &str, args: &[&str], dir: &Path) -> Killer {
-    Killer(
-        Command::new(bin)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn wait_for(p: &Path, needle: &str, limit: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if read(p).contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 fn edit(p: &Path, from: &str, to: &str) {
@@ -409,7 +375,7 @@ fn vanished_controller_ends_in_teardown_and_rediscovery() {
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
     assert!(
-        wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+        wait_for_state(&dir, "Run", Duration::from_secs(20)),
         "{}",
         read(&log)
     );
@@ -474,7 +440,7 @@ fn a_wtp_restarted_on_the_same_port_replaces_its_stale_session() {
     let log = dir.join("wtpd.log");
     let mut first = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     assert!(
-        wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+        wait_for_state(&dir, "Run", Duration::from_secs(20)),
         "{}",
         read(&log)
     );
@@ -770,7 +736,7 @@ fn acsim_status_after_a_predownload_shows_the_new_backup_and_adds_up() {
     let wtp = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let (wlog, alog) = (dir.join("wtpd.log"), dir.join("acsim.log"));
     assert!(
-        wait_for(&wlog, "CAPWAP State: Run", Duration::from_secs(60)),
+        wait_for_state(&dir, "Run", Duration::from_secs(60)),
         "{}",
         read(&wlog)
     );
@@ -866,7 +832,7 @@ fn an_image_for_another_hardware_type_is_refused_early_and_retried() {
     let _wtp = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let wlog = dir.join("wtpd.log");
     assert!(
-        wait_for(&wlog, "Image download retry 1 in", Duration::from_secs(60)),
+        wait_for_retries(&dir, 1, Duration::from_secs(60)),
         "{}",
         read(&wlog)
     );
@@ -1008,7 +974,7 @@ fn an_unusable_environment_stops_upgrades_but_not_the_agent() {
         let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
         let log = dir.join("wtpd.log");
         assert!(
-            wait_for(&log, "CAPWAP State: Run", Duration::from_secs(20)),
+            wait_for_state(&dir, "Run", Duration::from_secs(20)),
             "{name}: {}",
             read(&log)
         );
@@ -1053,7 +1019,7 @@ fn an_image_whose_manifest_is_not_the_announced_version_is_refused() {
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
     assert!(
-        wait_for(&log, "Image download retry 1 in", Duration::from_secs(60)),
+        wait_for_retries(&dir, 1, Duration::from_secs(60)),
         "{}",
         read(&log)
     );
@@ -1095,7 +1061,7 @@ fn a_bad_body_is_refused_in_the_answer_to_the_last_block() {
     let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
     let log = dir.join("wtpd.log");
     assert!(
-        wait_for(&log, "Image download retry 1 in", Duration::from_secs(60)),
+        wait_for_retries(&dir, 1, Duration::from_secs(60)),
         "{}",
         read(&log)
     );

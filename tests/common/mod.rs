@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests (each test file includes this with `mod common;`).
 
 pub mod net;
+pub mod process;
 pub mod wtp;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn acsim() -> &'static str {
@@ -47,27 +47,8 @@ pub fn wait_count(p: &Path, needle: &str, n: usize, limit: Duration) -> bool {
     false
 }
 
-/// Kills the process when the test ends, whatever happens.
-pub struct Killer(pub Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn start(bin: &str, args: &[&str], dir: &Path) -> Killer {
-    Killer(
-        Command::new(bin)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    )
-}
+#[allow(unused_imports)] // not every fetch test starts a server of its own
+pub use crate::common::process::{start, Killer};
 
 pub fn run(bin: &str, args: &[&str], dir: &Path) -> Output {
     Command::new(bin)
