@@ -2,8 +2,8 @@
 //! from its controller (every message type, any sequence number or the one it waits for, a
 //! choice of elements), interleaved with time, DTLS events and the verdicts of the image
 //! actions. Structure-aware (`arbitrary`): random bytes would almost never get past the
-//! Discovery Response. A case may start already joined (the Join Request sent) to reach the
-//! later states sooner.
+//! Discovery Response. A case may start already joined (the Join Request sent) or in Run, to
+//! reach the later states sooner.
 //!
 //! Property (RFC 5415 §2.3.1, §4.5): every packet the WTP sends is valid where it is sent:
 //! - a clear control packet is a Discovery Request, in Discovery;
@@ -24,6 +24,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
@@ -90,9 +91,19 @@ enum Step {
     Shutdown,
 }
 
+/// Where a case starts: the steps then take over.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Idle,
+    /// The Join Request is out.
+    Joined,
+    /// Joined, configured, in Run (the AC answered each request with success).
+    Running,
+}
+
 #[derive(Arbitrary, Debug)]
 struct Case {
-    joined: bool,
+    start: Start,
     hold: Option<bool>,
     can_switch: bool,
     steps: Vec<Step>,
@@ -141,6 +152,9 @@ struct Harness {
     verify_pending: bool,
     install_pending: bool,
     stopped: bool,
+    /// States seen after a call (printed with WTPD_FUZZ_STATES=1, to see how deep a corpus
+    /// goes: `cargo fuzz run wtp CORPUS -- -runs=0`).
+    seen: HashSet<State>,
 }
 
 impl Harness {
@@ -181,6 +195,7 @@ impl Harness {
             verify_pending: false,
             install_pending: false,
             stopped: false,
+            seen: HashSet::new(),
         }
     }
 
@@ -194,6 +209,7 @@ impl Harness {
     /// Not generic: the actions it carries out call `step` again with closures of their own.
     fn check(&mut self, before: State) {
         let after = self.w.state();
+        self.seen.insert(after);
         let in_state = |p: &dyn Fn(State) -> bool| p(before) || p(after);
         let mut buf = Vec::new();
         while let Some(t) = self.w.poll_transmit(&mut buf) {
@@ -365,7 +381,7 @@ impl Harness {
 fuzz_target!(|case: Case| {
     let mut h = Harness::new(&case);
     h.step(|w, now| w.start(now));
-    if case.joined {
+    if case.start != Start::Idle {
         // Discovery Response, the discovery interval, DTLS up: the Join Request is out.
         let resp = build(
             MessageType::DiscoveryResponse as u32,
@@ -390,6 +406,17 @@ fuzz_target!(|case: Case| {
         if h.dtls_pending {
             h.dtls_pending = false;
             h.step(|w, now| w.dtls_established("fuzz", now));
+        }
+    }
+    if case.start == Start::Running {
+        // Join Response, Configuration Status Response, Change State Event Response.
+        for t in [
+            MessageType::JoinResponse,
+            MessageType::ConfigurationStatusResponse,
+            MessageType::ChangeStateEventResponse,
+        ] {
+            let resp = build(t as u32, h.wtp_seq, &[Element::ResultCode(0)]);
+            h.step(|w, now| w.handle_control(ac(), &resp, true, now));
         }
     }
     for s in case.steps.iter().take(64) {
@@ -444,5 +471,11 @@ fuzz_target!(|case: Case| {
             Step::Shutdown => h.step(|w, now| w.shutdown(now)),
             _ => {}
         }
+    }
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    if *TRACE.get_or_init(|| std::env::var_os("WTPD_FUZZ_STATES").is_some()) {
+        let mut seen: Vec<_> = h.seen.iter().map(|s| s.name()).collect();
+        seen.sort();
+        eprintln!("states: {}", seen.join(", "));
     }
 });
