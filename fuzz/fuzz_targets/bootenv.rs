@@ -4,7 +4,7 @@
 //! are two).
 //!
 //! Properties: (1) a copy that decodes re-encodes (same size, order and flag) to bytes that
-//! decode to the same variables and flag; (2) read_with over in-memory storage returns the
+//! decode to the same variables and flag (but see the one-byte exception below); (2) read_with over in-memory storage returns the
 //! copy current_copy() names; (3) write_with then read_with returns what was written, with
 //! the other copy left as it was.
 
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
 use wtpd::image::bootenv::{
-    current_copy, decode, encode, read_with, write_with, ByteOrder, EnvConfig, EnvLocation,
-    EnvStorage,
+    current_copy, decode, encode, read_with, write_with, ByteOrder, EnvConfig, EnvError,
+    EnvLocation, EnvStorage,
 };
 
 /// Environment copies in memory, by path.
@@ -59,9 +59,20 @@ fuzz_target!(|data: &[u8]| {
     for c in &copies {
         let d = decode(c, order, redundant).ok();
         if let Some((env, flag)) = &d {
-            let bytes = encode(env, size, order, *flag).expect("a decoded env fits its copy");
-            let (env2, flag2) = decode(&bytes, order, redundant).expect("encode output decodes");
-            assert_eq!((&env2, flag2), (env, *flag));
+            match encode(env, size, order, *flag) {
+                Ok(bytes) => {
+                    let (env2, flag2) =
+                        decode(&bytes, order, redundant).expect("encode output decodes");
+                    assert_eq!((&env2, flag2), (env, *flag));
+                }
+                // decode() accepts a data area filled to its last byte with entries and no
+                // empty entry after them; encode() always writes that empty entry, so it needs
+                // exactly one byte more. Left as it is (docs/fuzzing.md); anything else is a bug.
+                Err(EnvError::TooLarge { needed, available }) => {
+                    assert_eq!(needed, available + 1, "decoded env does not fit its copy")
+                }
+                Err(e) => panic!("encode of a decoded env: {e}"),
+            }
         }
         decoded.push(d);
     }
