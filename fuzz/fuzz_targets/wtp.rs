@@ -31,6 +31,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use wtpd::capwap::builder::build;
 use wtpd::capwap::element::AcDescriptor;
+use wtpd::capwap::fragment::{Reassembler, ReassemblyLimits};
 use wtpd::capwap::{ControlMessage, Element, MessageType, Packet, ResultCode};
 use wtpd::image::store::MemStore;
 use wtpd::time::Instant;
@@ -146,8 +147,11 @@ struct Harness {
     /// Sequence number of the WTP's last request, of the AC's last request.
     wtp_seq: u8,
     ac_seq: u8,
-    /// (type, seq) of every request delivered to the WTP through the session.
+    /// (type, seq) of every request delivered to the WTP (a superset of those it may answer).
     asked: HashSet<(u32, u8)>,
+    /// Reassembles what the WTP is sent, as its own reassembler does, so that a request made
+    /// of garbage or fragments is in `asked` too.
+    mirror: Reassembler,
     dtls_pending: bool,
     verify_pending: bool,
     install_pending: bool,
@@ -191,6 +195,7 @@ impl Harness {
             wtp_seq: 0,
             ac_seq: 100,
             asked: HashSet::new(),
+            mirror: Reassembler::new(ReassemblyLimits::default()),
             dtls_pending: false,
             verify_pending: false,
             install_pending: false,
@@ -305,6 +310,22 @@ impl Harness {
         }
     }
 
+    /// Notes a request among the bytes sent to the WTP's control port.
+    fn deliver(&mut self, from: SocketAddr, bytes: &[u8], secure: bool) {
+        if let Ok(p) = Packet::parse(bytes) {
+            let payload = match self.mirror.push(&p, self.now) {
+                Ok(Some(payload)) => payload,
+                _ => Vec::new(),
+            };
+            if let Ok(m) = ControlMessage::parse(&payload) {
+                if m.msg_type % 2 == 1 {
+                    self.asked.insert((m.msg_type, m.seq));
+                }
+            }
+        }
+        self.step(|w, now| w.handle_control(from, bytes, secure, now));
+    }
+
     fn control(&mut self, msg_type: u8, seq: Seq, els: &[El], insecure: bool, stranger: bool) {
         // Types 1..=26 (RFC 5415), sometimes an unknown one.
         let msg_type = u32::from(msg_type % 28) + 1;
@@ -370,11 +391,8 @@ impl Harness {
         };
         if msg_type % 2 == 1 {
             self.ac_seq = seq;
-            if !insecure && !stranger {
-                self.asked.insert((msg_type, seq));
-            }
         }
-        self.step(|w, now| w.handle_control(from, &bytes, !insecure, now));
+        self.deliver(from, &bytes, !insecure);
     }
 }
 
@@ -431,7 +449,7 @@ fuzz_target!(|case: Case| {
                 insecure,
                 stranger,
             } => h.control(*msg_type, *seq, elements, *insecure, *stranger),
-            Step::Garbage(b) => h.step(|w, now| w.handle_control(ac(), b, true, now)),
+            Step::Garbage(b) => h.deliver(ac(), b, true),
             Step::Wait(n) => {
                 h.now = h.now + Duration::from_millis(1 << (n % 20));
                 h.step(|w, now| w.handle_timeout(now));
