@@ -197,3 +197,61 @@ fn configuration_status_is_retransmitted_then_the_session_is_torn_down() {
     // 3 + 6 + 12 + 24 + 48 + 96 seconds of doubling, from 5.02 s.
     assert_eq!(t, 5_020 + 189_000);
 }
+
+#[test]
+fn discovery_response_without_ac_name_is_refused() {
+    // Regression (fuzz target `wtp`): a Discovery Response with an AC Descriptor but no AC Name
+    // was taken, and the Configuration Status Request after the join then carried an empty AC
+    // Name, which RFC 5415 §4.6.4 does not allow (and which the AC's parser refuses).
+    let mut w = Wtp::new(
+        WtpConfig {
+            identity: Identity::default(),
+            versions: Versions {
+                primary: "1.0".into(),
+                backup: None,
+            },
+            timers: Timers::default(),
+            download: Default::default(),
+            retry: Default::default(),
+            can_switch: false,
+            hold: None,
+            seed: 9,
+        },
+        Box::new(MemStore::new(1 << 20)),
+    );
+    w.start(at(0));
+    assert_eq!(w.poll_action(), Some(Action::FindControllers));
+    w.set_targets(
+        vec![Target {
+            addr: ac(),
+            kind: TargetKind::Static,
+        }],
+        at(0),
+    );
+    let sent = drain(&mut w);
+    let desc = AcDescriptor {
+        stations: 0,
+        station_limit: 10,
+        active_wtps: 0,
+        max_wtps: 10,
+        security: 0x02,
+        r_mac: 2,
+        dtls_policy: 2,
+        info: vec![],
+    };
+    let resp = build(
+        MessageType::DiscoveryResponse as u32,
+        sent[0].1,
+        &[Element::AcDescriptor(desc)],
+    );
+    w.handle_control(ac(), &resp, false, at(10));
+    assert_eq!(
+        w.stats().malformed.values().sum::<u64>(),
+        1,
+        "{:?}",
+        w.stats().malformed
+    );
+    w.handle_timeout(at(5_000));
+    assert_ne!(w.state(), State::DtlsSetup, "no controller was chosen");
+    assert_eq!(w.poll_action(), None);
+}
