@@ -73,9 +73,18 @@ impl Drop for Stubs {
 }
 
 /// A cargo that fails the subcommand named in $STUB_FAIL and reports 3 passing tests for
-/// every `cargo test`.
+/// every `cargo test`. Its cargo-fuzz lists two targets and fails the run of the one named in
+/// $STUB_FUZZ_FAIL; with $STUB_NO_FUZZ set, cargo-fuzz is missing until `cargo install`.
 const CARGO: &str = r#"[ "$1" = "${STUB_FAIL:-}" ] && exit 1
 [ "$1" = test ] && echo "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+[ "$1 $2" = "install cargo-fuzz" ] && touch "$(dirname "$0")/fuzz-installed"
+if [ "$1 $2" = "+nightly fuzz" ]; then
+    case "$3" in
+        --version) [ -z "${STUB_NO_FUZZ:-}" ] || [ -e "$(dirname "$0")/fuzz-installed" ] || exit 101 ;;
+        list) printf 'bundle\npacket\n' ;;
+        run) [ "$4" = "${STUB_FUZZ_FAIL:-}" ] && exit 1 ;;
+    esac
+fi
 exit 0"#;
 
 /// A dpkg-query that says every package is installed except those in $STUB_MISSING.
@@ -109,7 +118,7 @@ fn test_all_checks_fmt_and_clippy_first_and_always_ends_with_its_summary() {
     let stubs = Stubs::new("test-all");
     stubs.add("cargo", CARGO);
 
-    let ok = stubs.run("scripts/test-all", &["--host"], &[]);
+    let ok = stubs.run("scripts/test-all", &["--host", "--no-fuzz"], &[]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert_eq!(
         stubs.calls(),
@@ -121,6 +130,42 @@ fn test_all_checks_fmt_and_clippy_first_and_always_ends_with_its_summary() {
     );
     // fmt and clippy count as a check each.
     assert_eq!(last_line(&ok), "summary: 5 passed, 0 failed");
+
+    // Then a short run of each fuzz target, one check each, with its committed seeds.
+    let _ = std::fs::remove_file(stubs.dir.join("calls.log"));
+    let ok = stubs.run("scripts/test-all", &["--host"], &[]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let calls = stubs.calls();
+    let runs: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("cargo +nightly fuzz run "))
+        .collect();
+    assert_eq!(runs.len(), 2, "{calls:?}");
+    for (run, t) in runs.iter().zip(["bundle", "packet"]) {
+        assert!(
+            run.starts_with(&format!("cargo +nightly fuzz run {t} ")),
+            "{run}"
+        );
+        assert!(
+            run.contains(&format!(" fuzz/corpus-seeds/{t} -- ")),
+            "{run}"
+        );
+        assert!(run.ends_with(" -max_total_time=3"), "{run}");
+    }
+    assert_eq!(last_line(&ok), "summary: 7 passed, 0 failed");
+
+    // A target that crashes (or does not build) fails the suite.
+    let out = stubs.run(
+        "scripts/test-all",
+        &["--host"],
+        &[("STUB_FUZZ_FAIL", "packet")],
+    );
+    assert!(
+        !out.status.success(),
+        "a fuzz target failed but test-all passed"
+    );
+    assert_eq!(last_line(&out), "summary: 6 passed, 1 failed");
+    assert!(text(&out.stderr).contains("fuzz target packet failed"));
 
     for (fail, summary, calls) in [
         ("fmt", "summary: 0 passed, 1 failed", 1),
@@ -195,6 +240,7 @@ fn ci_run_adds_clippy_and_rustfmt_and_the_host_compiler_then_runs_test_all() {
             r#"case "$1 $2" in
 "target list") echo armv7-unknown-linux-gnueabihf ;;
 "component list") echo cargo-x86_64-unknown-linux-gnu ;;
+"toolchain list") [ -n "${STUB_NO_NIGHTLY:-}" ] || echo nightly-x86_64-unknown-linux-gnu ;;
 esac
 exit 0"#,
         )
@@ -228,11 +274,66 @@ exit 0"#,
             "{p} not checked: {calls:?}"
         );
     }
-    let cargo: Vec<&String> = calls.iter().filter(|c| c.starts_with("cargo ")).collect();
+    // .ci/run only asks whether cargo-fuzz is there; test-all then starts with fmt.
+    let cargo: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("cargo ") && *c != "cargo +nightly fuzz --version")
+        .collect();
     assert_eq!(cargo[0], "cargo fmt --all --check", "{cargo:?}");
     assert!(
         last_line(&out).starts_with("summary: ") && last_line(&out).ends_with(" 0 failed"),
         "{}",
         text(&out.stdout)
+    );
+}
+
+#[test]
+fn ci_run_installs_cargo_fuzz_and_stops_clearly_without_nightly() {
+    let stubs = Stubs::new("ci-fuzz");
+    stubs
+        .add("dpkg-query", DPKG_QUERY)
+        .add("dpkg", "echo amd64")
+        .add(
+            "rustup",
+            r#"case "$1 $2" in
+"target list") echo armv7-unknown-linux-gnueabihf ;;
+"component list") printf 'clippy-x\nrustfmt-x\n' ;;
+"toolchain list") [ -n "${STUB_NO_NIGHTLY:-}" ] || echo nightly-x86_64-unknown-linux-gnu ;;
+esac
+exit 0"#,
+        )
+        .add("rustc", "echo rustc 1.0")
+        .add("qemu-arm", "echo qemu-arm 8")
+        .add("tshark", "echo TShark 4")
+        .add("arm-linux-gnueabihf-gcc", "exit 0")
+        .add("cargo", CARGO)
+        .add("apt-get", "exit 1")
+        .add("sudo", "exit 1");
+
+    let out = stubs.run(".ci/run", &[], &[("STUB_NO_FUZZ", "1")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let calls = stubs.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "cargo install cargo-fuzz --locked"),
+        "{calls:?}"
+    );
+    assert!(calls
+        .iter()
+        .any(|c| c.starts_with("cargo +nightly fuzz run ")));
+
+    let _ = std::fs::remove_file(stubs.dir.join("calls.log"));
+    let out = stubs.run(".ci/run", &[], &[("STUB_NO_NIGHTLY", "1")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("the nightly toolchain is missing"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !stubs.calls().iter().any(|c| c.starts_with("cargo ")),
+        "nothing is built or run: {:?}",
+        stubs.calls()
     );
 }

@@ -6,6 +6,7 @@ mod common;
 use std::net::SocketAddr;
 
 use wtpd::capwap::builder::build;
+use wtpd::capwap::element::AcDescriptor;
 use wtpd::capwap::{ControlMessage, Element, MessageType, Packet, ResultCode};
 use wtpd::wtp::{Action, State, Wtp};
 
@@ -164,4 +165,38 @@ fn a_flood_of_discovery_responses_is_bounded() {
         }
         a => panic!("{a:?}"),
     }
+}
+
+#[test]
+fn discovery_response_without_ac_name_is_refused() {
+    // Regression (fuzz target `wtp`): a Discovery Response with an AC Descriptor but no AC Name
+    // was taken, and the Configuration Status Request after the join then carried an empty AC
+    // Name, which RFC 5415 §4.6.4 does not allow (and which the AC's parser refuses).
+    let mut d = Driver::new(config(None));
+    let req = d.expect(MessageType::DiscoveryRequest);
+    let desc = AcDescriptor {
+        stations: 0,
+        station_limit: 10,
+        active_wtps: 0,
+        max_wtps: 10,
+        security: 0x02,
+        r_mac: 2,
+        dtls_policy: 2,
+        info: vec![],
+    };
+    let resp = build(
+        MessageType::DiscoveryResponse as u32,
+        req.seq,
+        &[Element::AcDescriptor(desc)],
+    );
+    d.w.handle_control(ac(), &resp, false, at(10));
+    assert_eq!(
+        d.w.stats().malformed.values().sum::<u64>(),
+        1,
+        "{:?}",
+        d.w.stats().malformed
+    );
+    d.at(5_000);
+    assert_ne!(d.state(), State::DtlsSetup, "no controller was chosen");
+    assert_eq!(d.w.poll_action(), None);
 }

@@ -263,7 +263,9 @@ pub fn fragment(
     h.fragment_id = 0;
     h.fragment_offset = 0;
     let hlen = h.encoded_len();
-    if hlen + payload.len() <= mtu {
+    // An empty payload is one packet whatever the MTU: there is nothing to cut, and counting
+    // zero fragments below would underflow (found by fuzz/fuzz_targets/fragment.rs).
+    if payload.is_empty() || hlen + payload.len() <= mtu {
         let mut p = Vec::with_capacity(hlen + payload.len());
         h.emit(&mut p);
         p.extend_from_slice(payload);
@@ -633,5 +635,18 @@ mod tests {
             .filter_map(|b| push(&mut r, b, at(0)).unwrap())
             .next();
         assert_eq!(got, Some(max));
+    }
+
+    #[test]
+    fn empty_payload_below_the_header_mtu_is_one_packet() {
+        // Regression (fuzz target `fragment`): an MTU smaller than the header with nothing to
+        // send panicked on `count - 1` with count 0.
+        for mtu in [0, 1, 7] {
+            let out = frags(&[], mtu, 5);
+            assert_eq!(out.len(), 1, "mtu {mtu}");
+            let p = Packet::parse(&out[0]).unwrap();
+            assert!(!p.header.fragment);
+            assert!(p.payload.is_empty());
+        }
     }
 }

@@ -253,28 +253,29 @@ pub fn fetch(url: &FetchUrl, opts: &FetchOptions, sink: &mut dyn Sink) -> Result
         .and_then(|_| tls.flush())
         .map_err(|e| err(io_kind(e, "sending the request")))?;
     let mut r = BufReader::with_capacity(64 * 1024, tls);
-    let head = read_head(&mut r).map_err(err)?;
+    read_response(&mut r, sink).map_err(err)
+}
+
+/// Reads an HTTP/1.1 response to the GET: the head (status 200 or a refusal), then the body
+/// into `sink` by Content-Length, chunked coding, or to the end of the stream. Everything in it
+/// comes from the server; public for the fuzz target (fuzz/fuzz_targets/http.rs).
+pub fn read_response(r: &mut impl BufRead, sink: &mut dyn Sink) -> Result<u64, FetchErrorKind> {
+    let head = read_head(r)?;
     match head.status {
         200 => {}
-        404 | 410 => return Err(err(FetchErrorKind::NotFound)),
+        404 | 410 => return Err(FetchErrorKind::NotFound),
         300..=399 => {
-            return Err(err(FetchErrorKind::Refused(format!(
+            return Err(FetchErrorKind::Refused(format!(
                 "HTTP {} {} to {} (redirects are not followed)",
                 head.status,
                 head.reason,
                 head.location.as_deref().unwrap_or("?")
-            ))))
+            )))
         }
-        s => {
-            return Err(err(FetchErrorKind::Refused(format!(
-                "HTTP {s} {}",
-                head.reason
-            ))))
-        }
+        s => return Err(FetchErrorKind::Refused(format!("HTTP {s} {}", head.reason))),
     }
-    sink.begin(if head.chunked { None } else { head.length })
-        .map_err(err)?;
-    read_body(&mut r, &head, sink).map_err(err)
+    sink.begin(if head.chunked { None } else { head.length })?;
+    read_body(r, &head, sink)
 }
 
 #[cfg(test)]

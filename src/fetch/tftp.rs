@@ -25,16 +25,18 @@ const ERR_NOT_FOUND: u16 = 1;
 const ERR_UNKNOWN_TID: u16 = 5;
 const ERR_OPTIONS: u16 = 8;
 
-/// What a received datagram says.
+/// What a received datagram says. Public, with [`parse`] and [`agree`], for the fuzz target
+/// (fuzz/fuzz_targets/tftp.rs): these are the server-controlled inputs of a download.
 #[derive(Debug, PartialEq, Eq)]
-enum Packet<'a> {
+pub enum Packet<'a> {
     Data { block: u16, data: &'a [u8] },
     Error { code: u16, message: String },
     Oack(Vec<(String, String)>),
     Other(u16),
 }
 
-fn parse(buf: &[u8]) -> Option<Packet<'_>> {
+/// Reads one datagram from the server; `None` when it is too short or a malformed OACK.
+pub fn parse(buf: &[u8]) -> Option<Packet<'_>> {
     if buf.len() < 2 {
         return None;
     }
@@ -116,15 +118,15 @@ fn error_packet(code: u16, msg: &str) -> Vec<u8> {
 
 /// What the server agreed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Agreed {
-    blksize: usize,
-    windowsize: u16,
-    tsize: Option<u64>,
+pub struct Agreed {
+    pub blksize: usize,
+    pub windowsize: u16,
+    pub tsize: Option<u64>,
 }
 
 /// Reads the OACK: only options we asked for, within what we asked (RFC 2347: the server may
 /// only lower blksize; a windowsize above ours is refused).
-fn agree(opts: &[(String, String)], asked_blk: u16, asked_win: u16) -> Result<Agreed, String> {
+pub fn agree(opts: &[(String, String)], asked_blk: u16, asked_win: u16) -> Result<Agreed, String> {
     let mut a = Agreed {
         blksize: 512,
         windowsize: 1,

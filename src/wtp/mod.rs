@@ -885,6 +885,15 @@ impl Wtp {
             };
             return self.malformed(from, "Discovery Response", &e);
         }
+        // AC Name is mandatory too (RFC 5415 §5.2), and the WTP repeats it in its Configuration
+        // Status Request, where an empty one is malformed (§4.6.4: found by the wtp fuzz target).
+        if cand.name.is_empty() {
+            let e = ParseError::BadValue {
+                what: "Discovery Response without AC Name",
+                value: 1,
+            };
+            return self.malformed(from, "Discovery Response", &e);
+        }
         if let Some((_, sa)) = best_control {
             cand.control = sa;
         }
