@@ -128,6 +128,24 @@ struct Peer {
     name: String,
 }
 
+/// What the WTP keeps for Discovery (§5.1) and the choice of a controller (§3.3). The
+/// targets and the AC Name with Priority list outlive a round; the rest is per round.
+#[derive(Debug, Default)]
+struct Discovery {
+    /// The controllers to ask, gathered by the driver.
+    targets: Vec<Target>,
+    /// Entered Discovery and asked the driver for the targets.
+    waiting_for_targets: bool,
+    /// The sequence number of this round's Discovery Requests.
+    seq: u8,
+    /// DiscoveryCount (§4.8.2): rounds since the last choice or sulk.
+    count: u32,
+    /// The controllers that answered this round, at most [`MAX_CANDIDATES`].
+    candidates: heapless::Vec<Candidate, MAX_CANDIDATES>,
+    /// AC Name with Priority (§4.6.5) from the last Join Response.
+    preferred: Vec<(u8, String)>,
+}
+
 /// The WTP side of CAPWAP.
 pub struct Wtp {
     cfg: WtpConfig,
@@ -141,13 +159,8 @@ pub struct Wtp {
     reassembler: Reassembler,
     scratch: Vec<u8>,
 
-    targets: Vec<Target>,
-    waiting_for_targets: bool,
-    discovery_seq: u8,
-    discovery_count: u32,
-    /// The controllers that answered this Discovery round, at most [`MAX_CANDIDATES`].
-    candidates: heapless::Vec<Candidate, MAX_CANDIDATES>,
-    preferred: Vec<(u8, String)>,
+    /// What Discovery keeps (§5.1, §3.3): targets, rounds, who answered, who is preferred.
+    discovery: Discovery,
 
     peer: Option<Peer>,
     session_id: [u8; 16],
@@ -180,12 +193,7 @@ impl Wtp {
             responder: Responder::new(),
             reassembler: Reassembler::new(ReassemblyLimits::default()),
             scratch: Vec::new(),
-            targets: Vec::new(),
-            waiting_for_targets: false,
-            discovery_seq: 0,
-            discovery_count: 0,
-            candidates: heapless::Vec::new(),
-            preferred: Vec::new(),
+            discovery: Discovery::default(),
             peer: None,
             session_id: [0; 16],
             local_ip: None,
@@ -316,41 +324,46 @@ impl Wtp {
     fn enter_discovery(&mut self, now: Instant) {
         self.set_state(State::Discovery, now);
         self.peer = None;
-        self.candidates.clear();
+        self.discovery.candidates.clear();
         self.responder.reset();
-        self.waiting_for_targets = true;
+        self.discovery.waiting_for_targets = true;
         self.timers.stop(Timer::State);
         self.actions.push_back(Action::FindControllers);
     }
 
     /// The controllers to send Discovery Requests to, gathered by the driver.
     pub fn set_targets(&mut self, targets: Vec<Target>, now: Instant) {
-        self.targets = targets;
-        if self.state == State::Discovery && self.waiting_for_targets {
-            self.waiting_for_targets = false;
+        self.discovery.targets = targets;
+        if self.state == State::Discovery && self.discovery.waiting_for_targets {
+            self.discovery.waiting_for_targets = false;
             self.discovery_round(now);
         }
     }
 
     fn discovery_round(&mut self, now: Instant) {
-        if self.discovery_count >= self.cfg.timers.max_discoveries {
+        if self.discovery.count >= self.cfg.timers.max_discoveries {
             info!(
                 "No controller answered {} Discovery rounds; sulking for {}s",
-                self.discovery_count,
+                self.discovery.count,
                 self.cfg.timers.silent_interval.as_secs()
             );
             self.enter_sulking(now);
             return;
         }
-        self.discovery_count += 1;
-        self.discovery_seq = self.rng.below(256) as u8;
-        let unicast = self.targets.iter().any(|t| t.kind != TargetKind::Broadcast);
+        self.discovery.count += 1;
+        self.discovery.seq = self.rng.below(256) as u8;
+        let unicast = self
+            .discovery
+            .targets
+            .iter()
+            .any(|t| t.kind != TargetKind::Broadcast);
         let targets: Vec<Target> = self
+            .discovery
             .targets
             .iter()
             .copied()
             // Limited broadcast is the last resort: only once unicast has had a round.
-            .filter(|t| t.kind != TargetKind::Broadcast || !unicast || self.discovery_count > 1)
+            .filter(|t| t.kind != TargetKind::Broadcast || !unicast || self.discovery.count > 1)
             .collect();
         if targets.is_empty() {
             warn!("No controller address known (static, DNS, DHCP or broadcast); waiting");
@@ -358,7 +371,7 @@ impl Wtp {
         for t in &targets {
             let pkt = messages::discovery_request(
                 &mut self.builder,
-                self.discovery_seq,
+                self.discovery.seq,
                 t.kind,
                 &self.cfg.identity,
                 &self.cfg.versions,
@@ -375,12 +388,12 @@ impl Wtp {
         }
         // Wait DiscoveryInterval for answers; back off (up to MaxDiscoveryInterval) when none come.
         let t = self.cfg.timers.clone();
-        let wait = if self.discovery_count == 1 {
+        let wait = if self.discovery.count == 1 {
             t.discovery_interval
         } else {
             let grown = t
                 .discovery_interval
-                .saturating_mul(1 << (self.discovery_count - 1).min(6));
+                .saturating_mul(1 << (self.discovery.count - 1).min(6));
             let capped = grown
                 .min(t.max_discovery_interval)
                 .max(t.discovery_interval);
@@ -393,7 +406,7 @@ impl Wtp {
     /// (u): SilentInterval (§4.7.13), the counters reset (§4.8.2, §4.8.4).
     fn enter_sulking(&mut self, now: Instant) {
         self.set_state(State::Sulking, now);
-        self.discovery_count = 0;
+        self.discovery.count = 0;
         self.failed_dtls_session = 0;
         self.failed_dtls_auth = 0;
         self.timers
@@ -401,14 +414,15 @@ impl Wtp {
     }
 
     fn discovery_timer(&mut self, now: Instant) {
-        let chosen = discovery::select(&self.candidates, &self.preferred).cloned();
+        let chosen =
+            discovery::select(&self.discovery.candidates, &self.discovery.preferred).cloned();
         match chosen {
             Some(c) => {
                 info!(
                     "Selected AC {} at {} ({:?}, {} of {} WTPs)",
                     c.name, c.control, c.kind, c.active_wtps, c.max_wtps
                 );
-                self.discovery_count = 0;
+                self.discovery.count = 0;
                 self.peer = Some(Peer {
                     control: c.control,
                     name: c.name,
@@ -827,11 +841,12 @@ impl Wtp {
     }
 
     fn on_discovery_response(&mut self, from: SocketAddr, msg: &ControlMessage<'_>) {
-        if self.state != State::Discovery || msg.seq != self.discovery_seq {
+        if self.state != State::Discovery || msg.seq != self.discovery.seq {
             debug!("Discovery Response from {from} outside a Discovery round ignored");
             return;
         }
         let kind_order = self
+            .discovery
             .targets
             .iter()
             .enumerate()
@@ -901,8 +916,8 @@ impl Wtp {
             "Discovery Response from {from}: AC {} ({} of {} WTPs)",
             cand.name, cand.active_wtps, cand.max_wtps
         );
-        self.candidates.retain(|c| c.from != from);
-        if self.candidates.push(cand).is_err() {
+        self.discovery.candidates.retain(|c| c.from != from);
+        if self.discovery.candidates.push(cand).is_err() {
             // A bounded table: Discovery Responses come in clear, from any source address,
             // so a flood of them must not grow the WTP's memory.
             debug!("Discovery Response from {from} ignored: {MAX_CANDIDATES} controllers already answered");
@@ -966,7 +981,7 @@ impl Wtp {
                 info!("AC accepted join request with result code: {code}");
                 self.stats.joins += 1;
                 if !preferred.is_empty() {
-                    self.preferred = preferred;
+                    self.discovery.preferred = preferred;
                 }
                 self.after_join(image, now);
             }
