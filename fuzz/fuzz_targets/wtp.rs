@@ -472,7 +472,9 @@ fuzz_target!(|case: Case| {
                 let r = if *ok {
                     Ok(())
                 } else {
-                    Err("bad signature".to_string())
+                    Err(wtpd::image::install::InstallError::Refused(
+                        "bad signature".into(),
+                    ))
                 };
                 h.step(|w, now| w.image_verified(r, now));
             }
@@ -481,7 +483,9 @@ fuzz_target!(|case: Case| {
                 let r = if *ok {
                     Ok(())
                 } else {
-                    Err("write failed".to_string())
+                    Err(wtpd::image::install::InstallError::Refused(
+                        "write failed".into(),
+                    ))
                 };
                 h.step(|w, now| w.install_done(r, now));
             }
