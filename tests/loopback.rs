@@ -497,6 +497,19 @@ fn run_scenario(scenario: &str) -> (PathBuf, String) {
     (dir, stdout)
 }
 
+/// Starts the lab's agent and waits until it counted its first failed download; returns the
+/// running agent and its log.
+fn first_failed_download(dir: &Path) -> (Killer, String) {
+    let w = start(wtpd(), &["--config", "wtpd.toml"], dir);
+    let log = dir.join("wtpd.log");
+    assert!(
+        wait_for_retries(dir, 1, Duration::from_secs(60)),
+        "{}",
+        read(&log)
+    );
+    (w, read(&log))
+}
+
 fn assert_in_order(log: &str, lines: &[&str]) {
     let mut at = 0;
     for l in lines {
@@ -829,14 +842,7 @@ fn an_image_for_another_hardware_type_is_refused_early_and_retried() {
         // The controller serves ap3g3's signed image under ap1g8, the lab board's type.
         std::fs::copy(dir.join("images/ap3g3"), dir.join("images/ap1g8")).unwrap();
     });
-    let _wtp = start(wtpd(), &["--config", "wtpd.toml"], &dir);
-    let wlog = dir.join("wtpd.log");
-    assert!(
-        wait_for_retries(&dir, 1, Duration::from_secs(60)),
-        "{}",
-        read(&wlog)
-    );
-    let log = read(&wlog);
+    let (_wtp, log) = first_failed_download(&dir);
     assert_in_order(
         &log,
         &[
@@ -1016,14 +1022,7 @@ fn an_image_whose_manifest_is_not_the_announced_version_is_refused() {
         std::fs::write(dir.join("images/version.info"), "17.9.4.27\n").unwrap();
     });
     let before = board_digest(&dir);
-    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
-    let log = dir.join("wtpd.log");
-    assert!(
-        wait_for_retries(&dir, 1, Duration::from_secs(60)),
-        "{}",
-        read(&log)
-    );
-    let text = read(&log);
+    let (_w, text) = first_failed_download(&dir);
     assert!(
         text.contains(
             "the signed manifest says version 17.9.4.28, the controller announced 17.9.4.27"
@@ -1058,14 +1057,7 @@ fn a_bad_body_is_refused_in_the_answer_to_the_last_block() {
         std::fs::write(&p, image).unwrap();
     });
     let before = board_digest(&dir);
-    let _w = start(wtpd(), &["--config", "wtpd.toml"], &dir);
-    let log = dir.join("wtpd.log");
-    assert!(
-        wait_for_retries(&dir, 1, Duration::from_secs(60)),
-        "{}",
-        read(&log)
-    );
-    let text = read(&log);
+    let (_w, text) = first_failed_download(&dir);
     assert_in_order(
         &text,
         &[
