@@ -83,7 +83,6 @@ impl Updater {
         if board.slots.is_empty() {
             return Ok(None);
         }
-        let mut disk = Disk::new();
         let mut u = Updater {
             board,
             env_cfg,
@@ -94,7 +93,7 @@ impl Updater {
             checked: None,
             head_checked: false,
         };
-        let env = match bootenv::read_with(&mut disk, &u.env_cfg) {
+        let env = match bootenv::read_with(&mut u.disk, &u.env_cfg) {
             Ok((env, read)) => {
                 if let Some(e) = read.other_invalid() {
                     warn!(
@@ -117,7 +116,6 @@ impl Updater {
                 );
                 error!("{why}");
                 u.refused = Some(why);
-                u.disk = disk;
                 let running = Running {
                     primary: None,
                     backup: None,
@@ -125,7 +123,6 @@ impl Updater {
                 return Ok(Some((u, running)));
             }
         };
-        u.disk = disk;
         let ab = AbState::read(&u.board, &env).map_err(|e| e.to_string())?;
         let running = Running {
             primary: ab.primary(),
