@@ -122,7 +122,7 @@ fn prepare(
 
 /// Checks the head of the download under way once it is on disk, and aborts a download this
 /// board would refuse (the policy is [`Updater::early_check`]).
-fn early_check(u: &mut Updater, wtp: &mut Wtp, now: crate::time::Instant) {
+fn early_check(u: &mut Updater, wtp: &mut Wtp) {
     let bytes = wtp.download_bytes();
     let current = wtp.config().versions.primary.clone();
     let announced = wtp.download_version().map(str::to_string);
@@ -134,7 +134,7 @@ fn early_check(u: &mut Updater, wtp: &mut Wtp, now: crate::time::Instant) {
     match check {
         HeadCheck::Accepted(what) => info!("Image manifest checked at byte {bytes}: {what}"),
         HeadCheck::Refused(refusal) => {
-            wtp.abort_download(&format!("image refused at byte {bytes}: {refusal}"), now)
+            wtp.abort_download(&format!("image refused at byte {bytes}: {refusal}"))
         }
         HeadCheck::Unchecked(e) => log::debug!("image head not checked at byte {bytes}: {e}"),
     }
@@ -292,7 +292,7 @@ impl Agent {
         loop {
             // An image this board would refuse stops as soon as its manifest is on disk.
             if let Some(u) = self.updater.as_mut() {
-                early_check(u, &mut self.wtp, self.clock.now());
+                early_check(u, &mut self.wtp);
             }
             if let Some(code) = self.carry_out_turn().await? {
                 return Ok(code);

@@ -387,26 +387,18 @@ impl Wtp {
 
     /// Answers an AC's Image Data Request with Image Data Error (Other Error) and why.
     fn send_refusal(&mut self, request_type: u32, seq: u8, reason: &str) {
-        let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
-            return;
-        };
-        let pkt = super::messages::response_with_reason(
-            &mut self.builder,
-            request_type,
-            seq,
-            ResultCode::ImageDataErrorOther as u32,
-            self.cfg.identity.vendor_id,
-            VENDOR_ELEMENT_DOWNLOAD_FAILURE,
-            reason,
-        );
-        self.responder.record(seq, pkt);
-        self.out.push(
-            super::Transmit {
-                to: peer,
-                channel: super::Channel::ControlSecure,
-            },
-            pkt,
-        );
+        let vendor = self.cfg.identity.vendor_id;
+        self.send_built_response(seq, |b| {
+            super::messages::response_with_reason(
+                b,
+                request_type,
+                seq,
+                ResultCode::ImageDataErrorOther as u32,
+                vendor,
+                VENDOR_ELEMENT_DOWNLOAD_FAILURE,
+                reason,
+            )
+        });
     }
 
     /// Bytes received of the transfer under way, if one is.
@@ -417,11 +409,7 @@ impl Wtp {
     /// The version of the download under way or last started (the one the controller
     /// announced for it).
     pub fn download_version(&self) -> Option<&str> {
-        self.download
-            .transfer
-            .as_ref()
-            .map(|t| t.version.as_str())
-            .or(self.download.version.as_deref())
+        self.download.version.as_deref()
     }
 
     /// Where the download is being written.
@@ -433,7 +421,7 @@ impl Wtp {
     /// head of the image refused by this board): the AC's next Image Data Request is answered
     /// with the refusal (RFC 5415 §9.1.2), and the download ends as any failed one (the partial
     /// file removed, retry with backoff). If no request comes, ImageDataStartTimer ends it.
-    pub fn abort_download(&mut self, reason: &str, _now: Instant) {
+    pub fn abort_download(&mut self, reason: &str) {
         if self.download.transfer.is_some() && self.download.refusal.is_none() {
             warn!("Image download refused: {reason}; the AC's next request is answered so");
             self.download.refusal = Some(reason.to_string());

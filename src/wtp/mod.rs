@@ -593,10 +593,20 @@ impl Wtp {
     }
 
     fn send_response(&mut self, request_type: u32, seq: u8, result: Option<u32>) {
+        self.send_built_response(seq, |b| messages::response(b, request_type, seq, result));
+    }
+
+    /// Sends the response `build` makes to the AC's request `seq`, and keeps it as the cached
+    /// answer to a repeat of that request (§4.5.3).
+    fn send_built_response(
+        &mut self,
+        seq: u8,
+        build: impl for<'b> FnOnce(&'b mut PacketBuilder) -> &'b [u8],
+    ) {
         let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
             return;
         };
-        let pkt = messages::response(&mut self.builder, request_type, seq, result);
+        let pkt = build(&mut self.builder);
         self.responder.record(seq, pkt);
         self.out.push(
             Transmit {
