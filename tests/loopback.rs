@@ -67,17 +67,7 @@ fn status_rows(status: &str) -> Vec<Vec<(String, String)>> {
         .lines()
         .find(|l| l.starts_with("AP Name"))
         .unwrap_or_else(|| panic!("no header in\n{status}"));
-    let titles = [
-        "AP Name",
-        "Address",
-        "State",
-        "Primary",
-        "Backup",
-        "Image Status",
-        "Version",
-        "ETA/Percent",
-        "Echoes",
-    ];
+    let titles = wtpd::ac::status::COLUMNS;
     let starts: Vec<usize> = titles
         .iter()
         .map(|t| {

@@ -473,24 +473,12 @@ fuzz_target!(|case: Case| {
             Step::DtlsClosed => h.step(|w, now| w.dtls_closed(now)),
             Step::Verdict(ok) if h.verify_pending => {
                 h.verify_pending = false;
-                let r = if *ok {
-                    Ok(())
-                } else {
-                    Err(wtpd::image::install::InstallError::Refused(
-                        "bad signature".into(),
-                    ))
-                };
+                let r = outcome(*ok, "bad signature");
                 h.step(|w, now| w.image_verified(r, now));
             }
             Step::Installed(ok) if h.install_pending => {
                 h.install_pending = false;
-                let r = if *ok {
-                    Ok(())
-                } else {
-                    Err(wtpd::image::install::InstallError::Refused(
-                        "write failed".into(),
-                    ))
-                };
+                let r = outcome(*ok, "write failed");
                 h.step(|w, now| w.install_done(r, now));
             }
             Step::ReleaseHold => h.step(|w, now| w.release_hold(now)),
@@ -505,3 +493,12 @@ fuzz_target!(|case: Case| {
         eprintln!("states: {}", seen.join(", "));
     }
 });
+
+/// The driver's answer to a verify or install action: done, or refused for `why`.
+fn outcome(ok: bool, why: &str) -> Result<(), wtpd::image::install::InstallError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(wtpd::image::install::InstallError::Refused(why.into()))
+    }
+}

@@ -11,6 +11,20 @@ use std::fmt::Write as _;
 use super::{Ac, AcDownload, WtpSession};
 use crate::time::Instant;
 
+/// The column titles of the AP table, in order (readers of the table find its columns by
+/// them: it is fixed-width).
+pub const COLUMNS: [&str; 9] = [
+    "AP Name",
+    "Address",
+    "State",
+    "Primary",
+    "Backup",
+    "Image Status",
+    "Version",
+    "ETA/Percent",
+    "Echoes",
+];
+
 /// What one AP's image transfer amounts to, as a counter and as the Image Status column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageStatus {
@@ -130,15 +144,15 @@ fn render(rows: &[(&WtpSession, bool)], now: Instant) -> String {
     let _ = writeln!(
         s,
         "{:<18} {:<21} {:<10} {:<12} {:<12} {:<15} {:<12} {:<14} {:>6}",
-        "AP Name",
-        "Address",
-        "State",
-        "Primary",
-        "Backup",
-        "Image Status",
-        "Version",
-        "ETA/Percent",
-        "Echoes"
+        COLUMNS[0],
+        COLUMNS[1],
+        COLUMNS[2],
+        COLUMNS[3],
+        COLUMNS[4],
+        COLUMNS[5],
+        COLUMNS[6],
+        COLUMNS[7],
+        COLUMNS[8]
     );
     let _ = writeln!(s, "{}", "-".repeat(128));
     for ((w, connected), kind) in rows.iter().zip(&kinds) {
