@@ -16,6 +16,7 @@
 pub mod mtd;
 pub mod sim;
 pub mod ubi;
+pub mod writer;
 
 use std::fmt;
 use std::io;
