@@ -185,6 +185,15 @@ impl Disk {
         Self::default()
     }
 
+    /// The simulated flash under a `sim` slot, opened if it was not (the power-cut tests arm
+    /// cuts on it); `None` for a slot of another kind.
+    pub fn simulated(&mut self, slot: &Slot) -> io::Result<Option<&mut SimFlash>> {
+        match self.dev(slot)? {
+            SlotDev::SimMtd(s) => Ok(Some(s.flash())),
+            _ => Ok(None),
+        }
+    }
+
     fn dev(&mut self, slot: &Slot) -> io::Result<&mut SlotDev> {
         if !self.open.contains_key(&slot.device) {
             let d = SlotDev::open(slot)?;
