@@ -161,7 +161,7 @@ fn mtd_finish<F: Flash>(s: &mut FlashSlot<F>, slot: &Slot) -> io::Result<()> {
     let sum = s.finish()?;
     let info = s.flash().info();
     info!(
-        "Slot {}: {} bytes in {} erase blocks of {} KiB on {} flash, {} bad blocks skipped",
+        "Slot {}: {} bytes in {} erase blocks of {} KiB on {} flash; bad blocks skipped: {}",
         slot.name,
         sum.bytes,
         sum.blocks,
