@@ -5,19 +5,21 @@
 //! redundant (two copies). The CRC is zlib's CRC-32 of the whole data area (padding included,
 //! flag excluded), in the CPU's byte order. The data is `name=value\0...\0`, padded with 0xFF.
 //!
-//! - Reading ([`read`]): the copy whose CRC is valid; of two valid copies, the one with the
-//!   higher flag, where 0 beats 255 (the counter wrapped); equal flags: copy 0.
-//! - Writing ([`write()`]): the *other* copy, the non-current one, with the current flag + 1. A
-//!   write cut by a power loss leaves that copy invalid and the current one untouched, so the
-//!   next read still returns the old environment. With one copy, a torn write leaves no valid
-//!   environment at all ([`EnvError::BadCrc`]): boards should use two.
+//! - Reading ([`read`]): the copy whose CRC is valid; of two valid copies, the one the flags
+//!   name ([`FlagScheme`]: a counter on files, block devices, NAND and UBI; active/obsolete on
+//!   NOR, as libubootenv does).
+//! - Writing ([`write()`]): the *other* copy, the non-current one (on flash: its sectors erased
+//!   and programmed; on UBI: one volume update), then, on NOR, the old copy's flag programmed to
+//!   0. A write cut by a power loss leaves the new copy invalid or the old one still current, so
+//!   the next read returns the old or the new environment. With one copy, a torn write leaves no
+//!   valid environment at all ([`EnvError::BadCrc`]): boards should use two.
 //!
 //! [`encode`] and [`decode`] are the pure halves; [`read_with`] and [`write_with`] run over any
-//! [`EnvStorage`], so tests can cut power after the k-th write.
+//! [`EnvStorage`]: [`DeviceStorage`] on the board, over simulated flash ([`SimOpener`]) or in
+//! memory in the tests, which cut power after or during any write.
 //!
-//! Not supported: libubootenv's boolean flags for NAND (MTD) and writing raw MTD/UBI devices
-//! (they need erasing; [`FileStorage`] refuses them), negative offsets in `fw_env.config`, and
-//! libubootenv's YAML config.
+//! Not supported: MEMLOCK/MEMUNLOCK, UBI volumes named by their MTD device, negative offsets in
+//! `fw_env.config`, and libubootenv's YAML config.
 
 mod codec;
 mod config;
