@@ -135,11 +135,13 @@ fn lab(name: &str) -> Lab {
                 path: "/mem/env".into(),
                 offset: 0,
                 size: 0x2000,
+                ..Default::default()
             },
             EnvLocation {
                 path: "/mem/env".into(),
                 offset: 0x2000,
                 size: 0x2000,
+                ..Default::default()
             },
         ],
         ByteOrder::Little,
