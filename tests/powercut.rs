@@ -135,11 +135,13 @@ fn lab(name: &str) -> Lab {
                 path: "/mem/env".into(),
                 offset: 0,
                 size: 0x2000,
+                ..Default::default()
             },
             EnvLocation {
                 path: "/mem/env".into(),
                 offset: 0x2000,
                 size: 0x2000,
+                ..Default::default()
             },
         ],
         ByteOrder::Little,
@@ -717,6 +719,9 @@ impl EnvStorage for FlashDisk {
         }
         EnvStorage::write_at(&mut self.disk, loc, data)
     }
+    fn medium(&mut self, loc: &EnvLocation) -> io::Result<wtpd::image::bootenv::Medium> {
+        self.disk.medium(loc)
+    }
 }
 
 /// A board whose two slots are simulated MTD partitions, with the lab's image and trust.
@@ -756,11 +761,13 @@ fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
                 path: env_path.clone(),
                 offset: 0,
                 size: 0x2000,
+                ..Default::default()
             },
             EnvLocation {
                 path: env_path,
                 offset: 0x2000,
                 size: 0x2000,
+                ..Default::default()
             },
         ],
         ByteOrder::Little,

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use log::info;
 
 use super::bootenv::{
-    read_with, write_with, Env, EnvConfig, EnvError, EnvLocation, EnvStorage, FileStorage,
+    read_with, write_with, DeviceStorage, Env, EnvConfig, EnvError, EnvLocation, EnvStorage, Medium,
 };
 use super::bundle::{BundleError, BundleReader};
 use super::download::hex;
@@ -177,7 +177,7 @@ fn mtd_finish<F: Flash>(s: &mut FlashSlot<F>, slot: &Slot) -> io::Result<()> {
 #[derive(Default)]
 pub struct Disk {
     open: HashMap<PathBuf, SlotDev>,
-    env: FileStorage,
+    env: DeviceStorage,
 }
 
 impl Disk {
@@ -289,6 +289,12 @@ impl EnvStorage for Disk {
     }
     fn write_at(&mut self, loc: &EnvLocation, data: &[u8]) -> io::Result<()> {
         self.env.write_at(loc, data)
+    }
+    fn medium(&mut self, loc: &EnvLocation) -> io::Result<Medium> {
+        self.env.medium(loc)
+    }
+    fn mark_obsolete(&mut self, loc: &EnvLocation) -> io::Result<()> {
+        self.env.mark_obsolete(loc)
     }
 }
 
