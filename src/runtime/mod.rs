@@ -5,6 +5,7 @@
 mod warnings;
 pub mod ac;
 mod fetch;
+pub mod hooks;
 mod udp;
 pub mod wtp;
 
