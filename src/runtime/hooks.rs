@@ -196,6 +196,10 @@ pub async fn run(
         .try_clone()
         .map_err(|e| format!("{what}: pipe: {e}"))?;
     let mut cmd = tokio::process::Command::new(script);
+    for v in super::notify::ENV_VARS {
+        // systemd's notifications are the agent's, not the script's.
+        cmd.env_remove(v);
+    }
     cmd.arg(stage.arg())
         .env("WTPD_STAGE", stage.arg())
         .envs(env.vars.iter().map(|(k, v)| (*k, v.as_str())))

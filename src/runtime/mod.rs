@@ -6,6 +6,7 @@ mod warnings;
 pub mod ac;
 mod fetch;
 pub mod hooks;
+pub mod notify;
 mod udp;
 pub mod wtp;
 

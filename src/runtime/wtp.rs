@@ -183,6 +183,7 @@ enum Wake {
     Data(std::io::Result<(usize, SocketAddr)>),
     Timer,
     Hook(HookResult),
+    Watchdog,
     Stop,
 }
 
@@ -207,6 +208,9 @@ struct Agent {
     /// board.
     hooks: Hooks,
     facts: BoardFacts,
+    /// systemd's notification socket (`$NOTIFY_SOCKET`), and the watchdog's ping interval.
+    notifier: Option<super::notify::Notifier>,
+    watchdog: Option<Duration>,
 }
 
 impl Agent {
@@ -300,7 +304,16 @@ impl Agent {
             Box::new(store),
         );
         let hooks = Hooks::new(cfg.hooks.upgrade.clone(), cfg.hooks.timeout);
+        let notifier = super::notify::Notifier::from_env().unwrap_or_else(|e| {
+            warn!("{e}: no notifications to the init system");
+            None
+        });
+        let watchdog = notifier
+            .as_ref()
+            .and_then(|_| super::notify::watchdog_interval());
         Ok(Agent {
+            notifier,
+            watchdog,
             hooks,
             facts,
             cfg,
@@ -330,6 +343,23 @@ impl Agent {
         tokio::pin!(timer);
         let mut buf = vec![0u8; 65536];
         let mut dbuf = vec![0u8; 2048];
+        // Configuration, board, environment and state are read, the sockets bound: ready.
+        self.notify(&format!(
+            "READY=1\nSTATUS=WTP {} running {}",
+            self.cfg.wtp.name,
+            self.wtp.config().versions.primary
+        ));
+        // WATCHDOG=1 from this loop: a loop that hangs stops the pings, and systemd restarts
+        // the agent.
+        let mut watchdog = self.watchdog.map(|every| {
+            info!(
+                "systemd watchdog: WATCHDOG=1 every {}s",
+                every.as_secs_f64()
+            );
+            let mut i = tokio::time::interval(every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         self.wtp.start(self.clock.now());
         loop {
             // An image this board would refuse stops as soon as its manifest is on disk.
@@ -349,6 +379,7 @@ impl Agent {
                 r = self.data.recv_from(&mut dbuf) => Wake::Data(r),
                 _ = &mut timer => Wake::Timer,
                 r = self.hooks.next_done() => Wake::Hook(r),
+                _ = tick(&mut watchdog) => Wake::Watchdog,
                 _ = sigterm.recv() => Wake::Stop,
                 _ = sigint.recv() => Wake::Stop,
             };
@@ -376,7 +407,11 @@ impl Agent {
                         self.wtp.precheck_done(r.outcome, now);
                     }
                 }
-                Wake::Stop => self.wtp.shutdown(now),
+                Wake::Watchdog => self.notify("WATCHDOG=1"),
+                Wake::Stop => {
+                    self.notify("STOPPING=1");
+                    self.wtp.shutdown(now)
+                }
             }
         }
     }
@@ -491,6 +526,15 @@ impl Agent {
             }
         }
         Ok(None)
+    }
+
+    /// Tells the init system (sd_notify), if one listens.
+    fn notify(&self, state: &str) {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.notify(state) {
+                limited_warn!("sd_notify failed", None, "sd_notify {state:?}: {e}");
+            }
+        }
     }
 
     /// Runs the upgrade hook for a call of the WTP core ([`Action::Hook`]).
@@ -674,6 +718,16 @@ impl Agent {
             &mut self.last_status,
             &mut self.status_key,
         );
+    }
+}
+
+/// The next watchdog tick; never without a watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
