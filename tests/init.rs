@@ -157,3 +157,195 @@ fn the_agent_notifies_ready_then_pings_the_watchdog() {
     assert!(started.elapsed() < Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn executable(p: &Path, body: &str) {
+    std::fs::write(p, body).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The procd init script, sourced by sh (dash: no bash extensions) against stub `config_*`
+/// and `procd_*` functions that record their calls: enabled, it writes wtpd.toml with the real
+/// `wtpd uci` and asks procd for one respawned instance under the exit-75 supervisor, restarted
+/// when /etc/config/wtpd changes; disabled, it asks procd for nothing.
+#[test]
+fn the_procd_init_script_starts_the_supervised_agent_from_uci() {
+    let script = repo().join("board/openwrt/etc/init.d/wtpd");
+    let text = read(&script);
+    assert!(text.starts_with("#!/bin/sh /etc/rc.common\n"));
+    assert!(text.lines().any(|l| l == "USE_PROCD=1"));
+    assert!(Command::new("sh")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap()
+        .success());
+    let dir = tmp("procd");
+    let harness = format!(
+        r#"calls="{dir}/calls"
+rec() {{ echo "$*" >> "$calls"; }}
+config_load() {{ rec config_load "$@"; }}
+config_get_bool() {{ rec config_get_bool "$@"; eval "$1=\${{STUB_ENABLED:-0}}"; }}
+config_get() {{ rec config_get "$@"; eval "$1=\"\$4\""; }}
+procd_open_instance() {{ rec procd_open_instance "$@"; }}
+procd_set_param() {{ rec procd_set_param "$@"; }}
+procd_close_instance() {{ rec procd_close_instance "$@"; }}
+procd_add_reload_trigger() {{ rec procd_add_reload_trigger "$@"; }}
+. "{script}"
+PROG="{wtpd}"
+UCI_CONFIG="{uci}"
+CONF="{dir}/var/etc/wtpd.toml"
+start_service
+rec "start_service returned $?"
+service_triggers
+"#,
+        dir = dir.display(),
+        script = script.display(),
+        wtpd = wtpd(),
+        uci = repo().join("board/openwrt/etc/config/wtpd").display(),
+    );
+    let run = |enabled: &str| {
+        let _ = std::fs::remove_file(dir.join("calls"));
+        let out = Command::new("sh")
+            .args(["-c", &harness])
+            .env("STUB_ENABLED", enabled)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        read(&dir.join("calls"))
+    };
+    let calls = run("1");
+    let conf = dir.join("var/etc/wtpd.toml");
+    let want = format!(
+        "config_load wtpd\n\
+         config_get_bool enabled main enabled 0\n\
+         config_get respawn_threshold main respawn_threshold 3600\n\
+         config_get respawn_timeout main respawn_timeout 5\n\
+         config_get respawn_retry main respawn_retry 0\n\
+         procd_open_instance\n\
+         procd_set_param command /usr/libexec/wtpd/supervise {} --config {}\n\
+         procd_set_param respawn 3600 5 0\n\
+         procd_set_param file {}\n\
+         procd_set_param stdout 1\n\
+         procd_set_param stderr 1\n\
+         procd_set_param term_timeout 45\n\
+         procd_close_instance\n\
+         start_service returned 0\n\
+         procd_add_reload_trigger wtpd\n",
+        wtpd(),
+        conf.display(),
+        repo().join("board/openwrt/etc/config/wtpd").display()
+    );
+    assert_eq!(calls, want);
+    // The file it wrote is the agent's configuration.
+    let c = wtpd::config::WtpdConfig::load(&conf).unwrap();
+    assert_eq!(c.wtp.name, "ap-lobby");
+    assert!(!dir.join("var/etc/wtpd.toml.tmp").exists());
+
+    let calls = run("0");
+    assert_eq!(
+        calls,
+        "config_load wtpd\nconfig_get_bool enabled main enabled 0\nstart_service returned 0\nprocd_add_reload_trigger wtpd\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The supervisor procd runs: exit 75 reboots the board (through `reboot`, here a stub),
+/// another status goes back to procd unchanged, and procd's SIGTERM reaches the agent.
+#[test]
+fn the_supervisor_reboots_on_75_and_passes_sigterm_on() {
+    let supervise = repo().join("board/openwrt/usr/libexec/wtpd/supervise");
+    assert!(Command::new("sh")
+        .arg("-n")
+        .arg(&supervise)
+        .status()
+        .unwrap()
+        .success());
+    let dir = tmp("supervise");
+    let agent = dir.join("agent");
+    let log = dir.join("log");
+    executable(
+        &agent,
+        &format!(
+            "#!/bin/sh\ntrap 'echo agent got TERM >> {log}; exit 0' TERM\necho \"agent $*\" >> {log}\n\
+             [ -n \"$STUB_LOOP\" ] && while :; do sleep 0.05; done\nexit \"$STUB_STATUS\"\n",
+            log = log.display()
+        ),
+    );
+    let reboot = dir.join("reboot");
+    executable(
+        &reboot,
+        &format!("#!/bin/sh\necho reboot >> {}\n", log.display()),
+    );
+    let run = |status: &str| {
+        let _ = std::fs::remove_file(&log);
+        let s = Command::new("sh")
+            .arg(&supervise)
+            .arg(&agent)
+            .args(["--config", "/var/etc/wtpd.toml"])
+            .env("STUB_STATUS", status)
+            .env("WTPD_REBOOT_COMMAND", &reboot)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        (s.code(), read(&log))
+    };
+    assert_eq!(
+        run("75"),
+        (
+            Some(0),
+            "agent --config /var/etc/wtpd.toml\nreboot\n".to_string()
+        )
+    );
+    assert_eq!(
+        run("3"),
+        (Some(3), "agent --config /var/etc/wtpd.toml\n".to_string())
+    );
+
+    let _ = std::fs::remove_file(&log);
+    let mut child = Command::new("sh")
+        .arg(&supervise)
+        .arg(&agent)
+        .env("STUB_LOOP", "1")
+        .env("WTPD_REBOOT_COMMAND", &reboot)
+        .spawn()
+        .unwrap();
+    assert!(common::process::wait_for(
+        &log,
+        "agent",
+        Duration::from_secs(5)
+    ));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(read(&log), "agent \nagent got TERM\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `wtpd uci FILE` prints the translation; a mistake names the file and the option.
+#[test]
+fn wtpd_uci_translates_the_file_or_says_what_is_wrong() {
+    let out = Command::new(wtpd())
+        .arg("uci")
+        .arg(repo().join("board/openwrt/etc/config/wtpd"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let toml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        toml.contains("[hooks]\nupgrade = \"/usr/libexec/wtpd/upgrade.sh\"\n"),
+        "{toml}"
+    );
+    let dir = tmp("uci");
+    let bad = dir.join("wtpd");
+    std::fs::write(&bad, "config wtp\n\toption colour 'red'\n").unwrap();
+    let out = Command::new(wtpd()).arg("uci").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wtp.colour: unknown option"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
