@@ -283,6 +283,27 @@ pub struct ImageSection {
     pub allow_downgrade: bool,
 }
 
+/// The board's hook scripts (`[hooks]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksSection {
+    /// The seed's `upgrade.sh`: called with one argument, PRECHECK, PREDOWNLOAD, UPGRADE,
+    /// ABORT, ACTIVATE or MARK_GOOD (docs/configuration.md, "The upgrade hook").
+    pub upgrade: Option<PathBuf>,
+    /// How long one call may take; then its process group is killed and the call failed.
+    #[serde(with = "crate::time::secs")]
+    pub timeout: std::time::Duration,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            upgrade: None,
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 /// wtpd.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +335,9 @@ pub struct WtpdConfig {
     /// Credentials, trust and timeouts for `wtpd fetch URL`.
     #[serde(default)]
     pub fetch: crate::fetch::FetchSection,
+    /// The board's hook scripts.
+    #[serde(default)]
+    pub hooks: HooksSection,
 }
 
 fn any_addr() -> SocketAddr {
@@ -438,6 +462,15 @@ impl WtpdConfig {
         }
         if let Some(p) = &mut c.state_dir {
             *p = relative_to(&base, p);
+        }
+        if let Some(p) = &mut c.hooks.upgrade {
+            *p = relative_to(&base, p);
+        }
+        if c.hooks.timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what: "hooks.timeout must be more than 0 seconds".into(),
+            });
         }
         if crate::wtp::config::parse_mac(&c.wtp.base_mac).is_none() {
             return Err(ConfigError::Invalid {
@@ -623,6 +656,25 @@ echo_interval = 2
             .unwrap_err()
             .to_string();
         assert!(e.contains("not hex"), "{e}");
+    }
+
+    #[test]
+    fn hooks_section_defaults_and_resolves() {
+        let c = WtpdConfig::parse(WTPD, Path::new("/lab/wtpd.toml")).unwrap();
+        assert_eq!(c.hooks.upgrade, None);
+        assert_eq!(c.hooks.timeout.as_secs(), 30);
+        let with = format!("{WTPD}[hooks]\nupgrade = \"upgrade.sh\"\ntimeout = 2.5\n");
+        let c = WtpdConfig::parse(&with, Path::new("/lab/wtpd.toml")).unwrap();
+        assert_eq!(
+            c.hooks.upgrade.as_deref(),
+            Some(Path::new("/lab/upgrade.sh"))
+        );
+        assert_eq!(c.hooks.timeout.as_millis(), 2500);
+        let zero = format!("{WTPD}[hooks]\ntimeout = 0\n");
+        let e = WtpdConfig::parse(&zero, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hooks.timeout"), "{e}");
     }
 
     #[test]

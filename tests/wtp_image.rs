@@ -229,3 +229,71 @@ fn a_board_that_cannot_install_never_downloads_and_a_release_does_not_restart_it
     w.release_hold(at(6_000));
     assert_eq!(w.state(), State::Configure, "not a trial: nothing released");
 }
+
+/// With an upgrade hook, the Image Data Request waits for PRECHECK's verdict: yes sends it, no
+/// fails the download before a byte is asked for (ABORT follows, the teardown and retry as for
+/// a full /tmp), and a teardown while the script runs calls ABORT too.
+#[test]
+fn an_upgrade_hook_gates_the_download_at_precheck() {
+    use wtpd::wtp::HookStage;
+    let hooked = || {
+        let mut cfg = config(None);
+        cfg.hooks = true;
+        Driver::new(cfg)
+    };
+    let stages = |a: &[Action]| -> Vec<HookStage> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Hook(c) => Some(c.stage),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Yes: the request goes out only after the verdict.
+    let mut d = hooked();
+    let after = d.join("2.0");
+    assert!(after
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
+    let a = d.actions();
+    assert_eq!(stages(&a), [HookStage::Precheck]);
+    match &a[0] {
+        Action::Hook(c) => assert_eq!(c.version.as_deref(), Some("2.0")),
+        other => panic!("{other:?}"),
+    }
+    d.w.precheck_done(Ok(()), at(5_050));
+    d.expect(MessageType::ImageDataRequest);
+
+    // No: no request, the reason recorded, ABORT, and the teardown.
+    let mut d = hooked();
+    d.join("2.0");
+    d.actions();
+    d.w.precheck_done(
+        Err("upgrade.sh PRECHECK failed (exit status 1): busy".into()),
+        at(5_050),
+    );
+    assert!(d
+        .sent()
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
+    assert_eq!(stages(&d.actions()), [HookStage::Abort]);
+    assert_eq!(d.w.state(), State::DtlsTeardown);
+    let st = d.w.download_status(at(5_050));
+    assert_eq!(
+        st.last_error.as_deref(),
+        Some("image download cannot start: upgrade.sh PRECHECK failed (exit status 1): busy")
+    );
+
+    // A teardown while PRECHECK runs: ABORT, and a late verdict changes nothing.
+    let mut d = hooked();
+    d.join("2.0");
+    d.actions();
+    d.w.dtls_closed(at(5_050));
+    assert_eq!(stages(&d.actions()), [HookStage::Abort]);
+    d.w.precheck_done(Ok(()), at(5_060));
+    assert!(d
+        .sent()
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
+}

@@ -151,6 +151,10 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
          discovery_interval = 1\n\
          data_channel_keep_alive = 2\n\
          data_channel_dead_interval = 6\n\n\
+         # The board's upgrade hook, the seed's upgrade.sh (docs/configuration.md):\n\
+         # [hooks]\n\
+         # upgrade = \"/usr/libexec/wtpd/upgrade.sh\"\n\
+         # timeout = 30\n\n\
          [log]\ntarget = \"{}\"\n",
         dir.join("wtpd.log").display()
     );

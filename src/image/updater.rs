@@ -70,6 +70,8 @@ pub struct Updater {
     checked: Option<(CheckedImage, File)>,
     /// The head of the download under way was checked ([`Updater::early_check`]).
     head_checked: bool,
+    /// The slot the environment booted, when it could be read.
+    booted: Option<String>,
 }
 
 impl Updater {
@@ -92,6 +94,7 @@ impl Updater {
             refused: None,
             checked: None,
             head_checked: false,
+            booted: None,
         };
         let env = match bootenv::read_with(&mut u.disk, &u.env_cfg) {
             Ok((env, read)) => {
@@ -142,11 +145,20 @@ impl Updater {
             }
         );
         u.trial = ab.upgrade_available;
+        u.booted = Some(ab.boot_slot.clone());
         Ok(Some((u, running)))
     }
 
     pub fn board(&self) -> &Board {
         &self.board
+    }
+
+    /// The slot the board booted and the other one (the one an install writes), when the
+    /// environment said which runs.
+    pub fn slots(&self) -> Option<(&str, &str)> {
+        let booted = self.booted.as_deref()?;
+        let other = self.board.other_slot(booted)?;
+        Some((booted, other.name.as_str()))
     }
 
     /// The booted slot is on trial (not yet marked good).

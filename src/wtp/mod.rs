@@ -14,6 +14,7 @@
 pub mod config;
 pub mod discovery;
 mod download;
+pub mod hook;
 pub mod image;
 pub mod messages;
 pub mod state;
@@ -42,6 +43,7 @@ pub use config::{Identity, Timers, Versions, WtpConfig};
 pub use discovery::{Candidate, Target, TargetKind};
 use download::Download;
 pub use download::{DownloadState, DownloadStatus};
+pub use hook::{HookCall, HookStage};
 pub use state::State;
 use timer::{Timer, TimerTable};
 
@@ -86,6 +88,10 @@ pub enum Action {
     },
     /// Switch to the installed image `version` (a Reset Request named it); a reboot follows.
     ActivateImage { version: String },
+    /// Run the board's upgrade hook (the seed's `upgrade.sh`, [`WtpConfig::hooks`]). For
+    /// PRECHECK the download waits for [`Wtp::precheck_done`]; the other stages tell the
+    /// script what happens and do not wait for its verdict.
+    Hook(HookCall),
     /// The agent was asked to stop and has closed its session: exit.
     Exit,
 }
@@ -265,11 +271,25 @@ impl Wtp {
         }
         self.stopping = true;
         info!("Shutting down CAPWAP (reason : agent stopped)");
+        let prechecking = self.download.prechecking.take();
         if let Some(t) = self.download.transfer.take() {
             warn!("Aborting image download(agent stopped), {}", t.image);
             self.download.store.abort();
             self.download.state = DownloadState::Failed;
             self.download.last_error = Some("agent stopped during the download".into());
+            self.hook(
+                HookStage::Abort,
+                Some(t.version.clone()),
+                t.predownload,
+                Some("agent stopped during the download"),
+            );
+        } else if let Some((version, predownload)) = prechecking {
+            self.hook(
+                HookStage::Abort,
+                Some(version),
+                predownload,
+                Some("agent stopped before the download started"),
+            );
         }
         if self.state.has_session() || self.state == State::DtlsSetup {
             self.actions.push_back(Action::DtlsClose);
@@ -467,14 +487,23 @@ impl Wtp {
         // §2.3.1 (e), (i), (l), (n), (p), (s): to DTLS Teardown; DTLSSessionDelete (§4.7.6).
         self.set_state(State::DtlsTeardown, now);
         let mut after = after;
+        let prechecking = self.download.prechecking.take();
         if let Some(t) = self.download.transfer.take() {
             // The seed's order: the teardown first, then the download it cleans up.
             warn!("Aborting image download(0x0): Dtls cleanup, {}", t.image);
-            info!("upgrade.sh: Script called with args:[ABORT]");
+            self.hook(
+                HookStage::Abort,
+                Some(t.version.clone()),
+                t.predownload,
+                Some(reason),
+            );
             let wait = self.record_failure(reason, now);
             if after == AfterTeardown::Restart {
                 after = AfterTeardown::RetryAfter(wait);
             }
+        } else if let Some((version, predownload)) = prechecking {
+            // The script was told PRECHECK; the download it prepared for will not come.
+            self.hook(HookStage::Abort, Some(version), predownload, Some(reason));
         }
         self.actions.push_back(Action::DtlsClose);
         self.after_teardown = after;

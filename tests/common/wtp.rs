@@ -62,6 +62,7 @@ pub fn config(hold: Option<Hold>) -> WtpConfig {
         can_switch: true,
         hold,
         seed: 11,
+        hooks: false,
     }
 }
 
