@@ -418,13 +418,26 @@ fn resigned(l: &Lab, edit: impl Fn(&mut wtpd::image::manifest::Manifest)) -> Vec
     out
 }
 
-/// Every kind of bad image of issue 11 (a signed head with a bad body, a version the
-/// controller did not announce), and installs while the board has no spare good slot: the
-/// install is refused before the first write, and both slots and the environment are
-/// byte-identical afterwards.
-#[test]
-fn refused_images_leave_slots_and_environment_untouched() {
-    let l = lab("refused");
+/// An image refused by the board, with the policy and environment it is tried under and a
+/// word of the refusal.
+type Case = (
+    &'static str,
+    Vec<u8>,
+    TrustPolicy,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+const TRIAL: &[(&str, &str)] = &[
+    ("upgrade_available", "1"),
+    ("bootcount", "1"),
+    ("bootlimit", "3"),
+];
+const NOT_GOOD: &[(&str, &str)] = &[("slot_a_state", "new")];
+
+/// The refusals of issue 11: a signed head with a bad body (the first eleven), a head this
+/// board refuses, and installs while the board has no spare good slot (the last five).
+fn refusal_cases(l: &Lab) -> Vec<Case> {
     let m = members(&l.image);
     assert_eq!(
         m.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
@@ -459,28 +472,15 @@ fn refused_images_leave_slots_and_environment_untouched() {
     extra.extend_from_slice(&wtpd::image::pack::ustar_header("extra.img", 5, 0).unwrap());
     extra.extend_from_slice(b"extra");
     extra.resize(extra.len().div_ceil(512) * 512 + 1024, 0);
-    let size_plus = resigned(&l, |m| m.payloads[0].size += 1);
-    let size_minus = resigned(&l, |m| m.payloads[0].size -= 1);
-    let other_digest = resigned(&l, |m| m.payloads[0].sha256[0] ^= 1);
+    let size_plus = resigned(l, |m| m.payloads[0].size += 1);
+    let size_minus = resigned(l, |m| m.payloads[0].size -= 1);
+    let other_digest = resigned(l, |m| m.payloads[0].sha256[0] ^= 1);
 
     let announced_other = TrustPolicy {
         expected_version: Some("17.9.4.28".into()),
         ..l.policy.clone()
     };
-    let trial = [
-        ("upgrade_available", "1"),
-        ("bootcount", "1"),
-        ("bootlimit", "3"),
-    ];
-    let not_good = [("slot_a_state", "new")];
-    type Case<'a> = (
-        &'a str,
-        Vec<u8>,
-        TrustPolicy,
-        &'a [(&'a str, &'a str)],
-        &'a str,
-    );
-    let cases: Vec<Case> = vec![
+    vec![
         ("payload byte", flipped, l.policy.clone(), &[], "SHA-256"),
         (
             "last payload byte",
@@ -583,17 +583,37 @@ fn refused_images_leave_slots_and_environment_untouched() {
             "booted slot on trial",
             l.image.clone(),
             l.policy.clone(),
-            &trial,
+            TRIAL,
             "on trial",
         ),
         (
             "booted slot not good",
             l.image.clone(),
             l.policy.clone(),
-            &not_good,
+            NOT_GOOD,
             "is new, not good",
         ),
-    ];
+    ]
+}
+
+/// The cases of [`refusal_cases`] refused at the signed head or the A/B rules, before a byte
+/// of the payload.
+const HEAD_REFUSALS: [&str; 5] = [
+    "wrong hardware type",
+    "downgrade",
+    "version not announced",
+    "booted slot on trial",
+    "booted slot not good",
+];
+
+/// Every kind of bad image of issue 11 (a signed head with a bad body, a version the
+/// controller did not announce), and installs while the board has no spare good slot: the
+/// install is refused before the first write, and both slots and the environment are
+/// byte-identical afterwards.
+#[test]
+fn refused_images_leave_slots_and_environment_untouched() {
+    let l = lab("refused");
+    let cases = refusal_cases(&l);
     for (what, image, policy, env_vars, why) in cases {
         let mut d = fresh_disk(&l, None, 3);
         if !env_vars.is_empty() {
@@ -662,6 +682,218 @@ fn predownload_stages_then_activates_with_one_write() {
             trial: true
         }
     );
+}
+
+// ---- Slot mode (`download.mode = "slot"`): the image streamed into the slot as it arrives.
+
+use wtpd::image::install::verify_image;
+use wtpd::image::stream::{commit, stream_install, SlotStream};
+
+/// The environment's variables other than the target slot's state, and that state.
+fn env_but_b_state(l: &Lab, d: &mut MemDisk) -> (Vec<(String, String)>, Option<String>) {
+    let (env, _) = read_with(d, &l.env_cfg).unwrap();
+    let mut vars: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| *k != "slot_b_state")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.sort();
+    (vars, env.get("slot_b_state").map(str::to_string))
+}
+
+#[test]
+fn slot_mode_streams_in_any_piece_size_and_switches_in_one_write() {
+    let l = lab("stream");
+    for piece in [1, 511, 1024, 5000, 1 << 20] {
+        let mut d = fresh_disk(&l, None, 5);
+        let r = stream_install(
+            &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+        )
+        .unwrap_or_else(|e| panic!("pieces of {piece}: {e}"));
+        assert_eq!((r.slot.as_str(), r.sha256), ("b", l.payload_sha));
+        assert_eq!(
+            boot(&l, &mut d),
+            Boot::Slot {
+                name: "b".into(),
+                trial: true
+            }
+        );
+        assert_boots_a_verified_slot(&l, &mut d, 0);
+    }
+}
+
+/// Every refusal of the whole-image verifier, on the stream: a bad body is found after the
+/// slot was marked invalid (and partly written), and then the boot variables and slot a are
+/// byte-identical and slot b is `invalid`; a head this board refuses writes nothing at all.
+#[test]
+fn slot_mode_refuses_tampered_images_leaving_the_booted_slot_and_boot_variables() {
+    let l = lab("stream-refused");
+    for (what, image, policy, env_vars, why) in refusal_cases(&l) {
+        for piece in [1000, 4096] {
+            let mut d = fresh_disk(&l, None, 3);
+            if !env_vars.is_empty() {
+                let (mut env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+                for (k, v) in env_vars {
+                    env.set(*k, *v).unwrap();
+                }
+                write_with(&mut d, &l.env_cfg, &env).unwrap();
+                d.writes = 0;
+            }
+            let before = d.files.clone();
+            let (vars, _) = env_but_b_state(&l, &mut d);
+            let e = stream_install(&l.board, &l.env_cfg, &mut d, &image, &policy, true, piece)
+                .unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(why), "{what}: {text}");
+            let a = Path::new("/mem/a.img");
+            assert!(d.files[a] == before[a], "{what}: slot a changed");
+            if HEAD_REFUSALS.contains(&what) {
+                assert_eq!(d.writes, 0, "{what}: refused before the first write");
+                assert!(d.files == before, "{what}: something changed");
+                continue;
+            }
+            let (after, b_state) = env_but_b_state(&l, &mut d);
+            assert_eq!(after, vars, "{what}: boot variables changed");
+            assert_eq!(b_state.as_deref(), Some("invalid"), "{what}");
+            assert_eq!(
+                boot(&l, &mut d),
+                Boot::Slot {
+                    name: "a".into(),
+                    trial: false
+                },
+                "{what}"
+            );
+            assert_boots_a_verified_slot(&l, &mut d, 0);
+        }
+    }
+}
+
+/// The stream and the whole-image verifier agree on single-byte changes (every 97th byte of
+/// the head, the payload's header and the end of the archive; every 4999th of the payload's
+/// own bytes) and every 997th truncation: both refuse.
+#[test]
+fn slot_mode_refuses_exactly_what_the_whole_image_verifier_refuses() {
+    let l = lab("stream-diff");
+    let mut d = fresh_disk(&l, None, 6);
+    let snapshot = d.files.clone();
+    verify_image(&l.board, &l.env_cfg, &mut d, &l.image[..], &l.policy).unwrap();
+    let m = members(&l.image);
+    let payload = m[3].1 + 512..m[3].1 + 512 + m[3].2;
+    let mut flips = 0;
+    for at in (0..l.image.len()).step_by(97) {
+        if payload.contains(&at) && (at - payload.start) % 4999 > 96 {
+            continue;
+        }
+        let mut bad = l.image.clone();
+        bad[at] ^= 0x10;
+        assert!(
+            verify_image(&l.board, &l.env_cfg, &mut d, &bad[..], &l.policy).is_err(),
+            "verifier took byte {at}"
+        );
+        d.files = snapshot.clone();
+        d.writes = 0;
+        let r = stream_install(&l.board, &l.env_cfg, &mut d, &bad, &l.policy, true, 1024);
+        assert!(r.is_err(), "stream took a change at byte {at}");
+        let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+        assert_eq!(env.get("boot_slot"), Some("a"), "byte {at}");
+        flips += 1;
+    }
+    for len in (0..l.image.len()).step_by(997) {
+        d.files = snapshot.clone();
+        let mut s = SlotStream::new(&l.board, &l.env_cfg, l.policy.clone());
+        let r = s
+            .push(&mut d, &l.image[..len])
+            .and_then(|_| s.finish(&mut d));
+        assert!(r.is_err(), "truncated at {len}");
+    }
+    eprintln!("{flips} single-byte changes refused by the stream and the verifier alike");
+}
+
+/// Power lost at every write of a slot-mode install (the invalid mark, every payload piece,
+/// the switch), torn: every cut boots a slot that verifies, and the agent, restarted,
+/// streams the image again and switches.
+#[test]
+fn power_cut_at_every_write_of_a_slot_mode_install_never_bricks() {
+    let l = lab("stream-cut");
+    let piece = 5000;
+    let mut d = fresh_disk(&l, None, 1);
+    stream_install(
+        &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+    )
+    .unwrap();
+    let total = d.writes;
+    assert!(
+        total >= 60,
+        "invalid mark + payload pieces + switch: {total}"
+    );
+    let mut booted_new = 0;
+    for k in 1..=total {
+        let mut d = fresh_disk(&l, Some(k), k as u64);
+        let r = stream_install(
+            &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+        );
+        assert!(r.is_err(), "cut {k} of {total} must interrupt the install");
+        d.powered = true;
+        let name = assert_boots_a_verified_slot(&l, &mut d, k);
+        if name == "b" {
+            booted_new += 1;
+        } else {
+            let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+            let ab = AbState::read(&l.board, &env).unwrap();
+            assert!(
+                k == 1 || ab.backup().is_none(),
+                "cut {k}: a half-written slot b offered as backup"
+            );
+            stream_install(
+                &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+            )
+            .unwrap_or_else(|e| panic!("cut {k}: the retried install: {e}"));
+            assert_boots_a_verified_slot(&l, &mut d, k);
+        }
+        assert_eq!(
+            mark_good(&l.board, &l.env_cfg, &mut d).unwrap().as_deref(),
+            Some("b"),
+            "cut {k}"
+        );
+    }
+    assert!(booted_new <= 1, "{booted_new}");
+    eprintln!("slot mode: power cut at each of {total} writes, every cut booted a verified slot");
+}
+
+/// A predownload in slot mode writes the slot and stages it as a good backup; the activation
+/// is the one environment write that switches.
+#[test]
+fn slot_mode_predownload_stages_then_activates_with_one_write() {
+    let l = lab("stream-stage");
+    let mut d = fresh_disk(&l, None, 4);
+    let mut s = SlotStream::new(&l.board, &l.env_cfg, l.policy.clone());
+    for p in l.image.chunks(1024) {
+        s.push(&mut d, p).unwrap();
+    }
+    let streamed = s.finish(&mut d).unwrap();
+    let writes = d.writes;
+    let r = commit(&l.board, &l.env_cfg, &mut d, &streamed, false).unwrap();
+    assert!(!r.activated);
+    assert_eq!(d.writes, writes + 1, "staging is one environment write");
+    let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+    let ab = AbState::read(&l.board, &env).unwrap();
+    assert_eq!(
+        (ab.primary().as_deref(), ab.backup().as_deref()),
+        (Some("17.3.3.26"), Some("17.9.4.27"))
+    );
+    // Committing twice is refused: the slot is no longer the one the stream marked invalid.
+    assert!(commit(&l.board, &l.env_cfg, &mut d, &streamed, true).is_err());
+    let writes = d.writes;
+    activate(&l.board, &l.env_cfg, &mut d, "17.9.4.27").unwrap();
+    assert_eq!(d.writes, writes + 1, "the switch is one environment write");
+    assert_eq!(
+        boot(&l, &mut d),
+        Boot::Slot {
+            name: "b".into(),
+            trial: true
+        }
+    );
+    assert_boots_a_verified_slot(&l, &mut d, 0);
 }
 
 // ---- Slots on raw flash: the real `Disk` over simulated MTD partitions (SimFlash, a fake
