@@ -12,11 +12,11 @@ use super::{earliest, io_err, Clock, RuntimeError};
 use crate::board::Board;
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::CONTROL_PORT;
-use crate::config::DownloadSection;
+use crate::config::{DownloadMode, DownloadSection};
 use crate::config::{InstallMethod, RebootMethod, WtpdConfig};
 use crate::dtls::{DtlsContext, DtlsError, DtlsEvent, DtlsSession};
 use crate::image::install::InstallError;
-use crate::image::store::FileStore;
+use crate::image::store::{FileStore, ImageStore};
 use crate::image::updater::{HeadCheck, UpdatePolicy, Updater};
 use crate::status::WtpStatus;
 use crate::wtp::image::StatusKey;
@@ -246,7 +246,24 @@ impl Agent {
                 retry.last_error.as_deref().unwrap_or("-")
             );
         }
-        let store = FileStore::new(&download.dir, download.file.clone(), download.margin);
+        let mut updater = updater;
+        let store: Box<dyn ImageStore> = match (download.mode, updater.as_mut()) {
+            (DownloadMode::Tmp, _) => Box::new(FileStore::new(
+                &download.dir,
+                download.file.clone(),
+                download.margin,
+            )),
+            (DownloadMode::Slot, Some(u)) => {
+                info!("Download mode slot: images stream into the inactive slot, no /tmp file");
+                Box::new(u.slot_store())
+            }
+            (DownloadMode::Slot, None) => {
+                return Err(env_error(
+                    "[download] mode",
+                    "\"slot\" needs a board with A/B slots and a U-Boot environment",
+                ))
+            }
+        };
         let wtp = Wtp::new(
             WtpConfig {
                 identity: cfg.wtp.clone(),
@@ -258,7 +275,7 @@ impl Agent {
                 retry,
                 seed: crate::rng::Rng::from_entropy().next_u64(),
             },
-            Box::new(store),
+            store,
         );
         Ok(Agent {
             cfg,

@@ -15,6 +15,7 @@ use crate::capwap::element::image_data_type;
 use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
 use crate::image::download::{hex, DownloadError, Transfer};
 use crate::image::install::InstallError;
+use crate::image::store::StoreError;
 use crate::time::Instant;
 
 /// Vendor Specific element id under our vendor id: an image download failure, text follows.
@@ -90,6 +91,8 @@ impl Wtp {
             self.download.store.abort();
         }
         self.download.predownloaded = None;
+        let running = self.cfg.versions.primary.clone();
+        self.download.store.begin_image(version, &running);
         let space = match self
             .download
             .store
@@ -107,8 +110,10 @@ impl Wtp {
             }
         };
         info!(
-            "upgrade.sh: /tmp space: OK available {}, required {}",
-            space.available_kib, space.required_kib
+            "upgrade.sh: {}: OK available {}, required {}",
+            self.download.store.room(),
+            space.available_kib,
+            space.required_kib
         );
         self.download.space = Some(space);
         if let Err(e) = self.download.store.open() {
@@ -197,7 +202,8 @@ impl Wtp {
             if let Some(space) = self.download.space {
                 if needed_kib > space.available_kib {
                     let reason = format!(
-                        "image download cannot start: /tmp space: NOT OK available {}, required {needed_kib}",
+                        "image download cannot start: {}: NOT OK available {}, required {needed_kib}",
+                        self.download.store.room(),
                         space.available_kib
                     );
                     warn!("{reason}");
@@ -289,7 +295,10 @@ impl Wtp {
             info!(".......... {pct}% ({} bytes)", t.bytes);
         }
         if let Err(e) = self.download.store.write(data) {
-            let reason = format!("cannot write the image: {e}");
+            let reason = match e {
+                StoreError::Refused(why) => why,
+                e => format!("cannot write the image: {e}"),
+            };
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             self.fail_download(&reason, predownload, false, now);
             return false;
@@ -319,7 +328,10 @@ impl Wtp {
             }
         };
         if let Err(e) = self.download.store.finish() {
-            let reason = format!("cannot store the image: {e}");
+            let reason = match e {
+                StoreError::Refused(why) => why,
+                e => format!("cannot store the image: {e}"),
+            };
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             return self.fail_download(&reason, predownload, false, now);
         }
