@@ -897,29 +897,53 @@ fn slot_mode_predownload_stages_then_activates_with_one_write() {
 }
 
 // ---- Slots on raw flash: the real `Disk` over simulated MTD partitions (SimFlash, a fake
-// named as one), the environment on a file. ----
+// named as one), the environment on a simulated NOR device through the same DeviceStorage code
+// the board's /dev/mtdN goes through (SimOpener instead of MtdOpener). ----
 
-use wtpd::flash::sim::Cut;
+use wtpd::flash::sim::{Cut, SimFlash};
 use wtpd::flash::writer::FlashError;
+use wtpd::image::bootenv::{DeviceStorage, SimOpener};
 use wtpd::image::install::{Disk, InstallError};
 
-/// The real Disk, with the power of its simulated flash: once a slot's device is dead, the
-/// environment (a file here) cannot be written either.
+/// The environment's NOR device: 64 KiB erase blocks, one 8 KiB copy in each of the first two.
+fn env_flash_info() -> wtpd::flash::FlashInfo {
+    SimFlash::nor(4 * 0x10000, 0x10000)
+}
+
+/// The real Disk for the slots and the environment on simulated NOR, with one power supply:
+/// once any device is dead (a cut), no other can be written either.
 struct FlashDisk {
     disk: Disk,
+    env: DeviceStorage<SimOpener>,
+    env_dev: PathBuf,
     slots: Vec<Slot>,
 }
 
 impl FlashDisk {
+    fn env_flash(&mut self) -> &mut SimFlash {
+        self.env
+            .opener()
+            .device(&self.env_dev)
+            .expect("the env device")
+    }
+
     fn dead(&mut self) -> bool {
         let slots = self.slots.clone();
-        slots.iter().any(|s| {
-            self.disk
-                .simulated(s)
-                .ok()
-                .flatten()
-                .is_some_and(|f| f.is_dead())
-        })
+        self.env_flash().is_dead()
+            || slots.iter().any(|s| {
+                self.disk
+                    .simulated(s)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|f| f.is_dead())
+            })
+    }
+
+    fn powered(&mut self) -> io::Result<()> {
+        if self.dead() {
+            return Err(io::Error::other("power is off"));
+        }
+        Ok(())
     }
 }
 
@@ -928,12 +952,15 @@ impl SlotStorage for FlashDisk {
         self.disk.check_fit(slot, len)
     }
     fn begin(&mut self, slot: &Slot, len: u64) -> io::Result<()> {
+        self.powered()?;
         self.disk.begin(slot, len)
     }
     fn write_at(&mut self, slot: &Slot, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.powered()?;
         SlotStorage::write_at(&mut self.disk, slot, offset, data)
     }
     fn sync(&mut self, slot: &Slot) -> io::Result<()> {
+        self.powered()?;
         self.disk.sync(slot)
     }
     fn read_at(&mut self, slot: &Slot, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -943,16 +970,18 @@ impl SlotStorage for FlashDisk {
 
 impl EnvStorage for FlashDisk {
     fn read_at(&mut self, loc: &EnvLocation) -> io::Result<Vec<u8>> {
-        EnvStorage::read_at(&mut self.disk, loc)
+        EnvStorage::read_at(&mut self.env, loc)
     }
     fn write_at(&mut self, loc: &EnvLocation, data: &[u8]) -> io::Result<()> {
-        if self.dead() {
-            return Err(io::Error::other("power is off"));
-        }
-        EnvStorage::write_at(&mut self.disk, loc, data)
+        self.powered()?;
+        EnvStorage::write_at(&mut self.env, loc, data)
     }
     fn medium(&mut self, loc: &EnvLocation) -> io::Result<wtpd::image::bootenv::Medium> {
-        self.disk.medium(loc)
+        self.env.medium(loc)
+    }
+    fn mark_obsolete(&mut self, loc: &EnvLocation) -> io::Result<()> {
+        self.powered()?;
+        self.env.mark_obsolete(loc)
     }
 }
 
@@ -986,20 +1015,22 @@ fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
     )
     .unwrap();
     let env_path = dir.join("template/env.bin");
-    std::fs::write(&env_path, vec![0xffu8; 0x4000]).unwrap();
+    SimFlash::create(&env_path, env_flash_info()).unwrap();
     let env_cfg = EnvConfig::new(
         vec![
             EnvLocation {
                 path: env_path.clone(),
                 offset: 0,
                 size: 0x2000,
-                ..Default::default()
+                sector_size: 0x10000,
+                sectors: 1,
             },
             EnvLocation {
                 path: env_path,
-                offset: 0x2000,
+                offset: 0x10000,
                 size: 0x2000,
-                ..Default::default()
+                sector_size: 0x10000,
+                sectors: 1,
             },
         ],
         ByteOrder::Little,
@@ -1014,7 +1045,12 @@ fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
         let sim = s.sim.as_ref().unwrap();
         wtpd::flash::sim::SimFlash::create(&s.device, sim.info(s.size)).unwrap();
     }
-    let mut d = Disk::new();
+    let mut d = FlashDisk {
+        disk: Disk::new(),
+        env: env_storage(&dir),
+        env_dev: dir.join("template/env.bin"),
+        slots: board.slots.clone(),
+    };
     for s in &board.slots {
         d.begin(s, old.len() as u64).unwrap();
         SlotStorage::write_at(&mut d, s, 0, &old).unwrap();
@@ -1040,6 +1076,21 @@ fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
     }
 }
 
+/// The environment's device after a (re)boot: reopened, no cut armed.
+fn env_storage(dir: &Path) -> DeviceStorage<SimOpener> {
+    let dev = dir.join("template/env.bin");
+    let flash = SimFlash::open(&dev, env_flash_info(), &[]).unwrap();
+    DeviceStorage::with_opener(SimOpener::new().with(dev, flash))
+}
+
+/// How an install gets its image: verified whole from a file, then written (`tmp`), or
+/// streamed into the slot as it arrives (`slot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Tmp,
+    Slot,
+}
+
 impl FlashLab {
     /// A copy of the template board in `run/` (slots and environment), and a Disk on it:
     /// the paths stay the template's, so the copy goes back over them.
@@ -1059,11 +1110,29 @@ impl FlashLab {
     fn reboot(&self) -> FlashDisk {
         FlashDisk {
             disk: Disk::new(),
+            env: env_storage(&self.dir),
+            env_dev: self.dir.join("template/env.bin"),
             slots: self.board.slots.clone(),
         }
     }
 
     fn install(&self, d: &mut FlashDisk, chunk: usize) -> Result<(), InstallError> {
+        self.install_in(Mode::Tmp, d, chunk)
+    }
+
+    fn install_in(&self, mode: Mode, d: &mut FlashDisk, chunk: usize) -> Result<(), InstallError> {
+        if mode == Mode::Slot {
+            return stream_install(
+                &self.board,
+                &self.env_cfg,
+                d,
+                &self.lab.image,
+                &self.lab.policy,
+                true,
+                chunk,
+            )
+            .map(drop);
+        }
         install_chunked(
             &self.board,
             &self.env_cfg,
@@ -1108,52 +1177,82 @@ impl FlashLab {
     }
 }
 
-/// Power lost after and during every erase and page write of an install onto slot b; after
-/// each cut the board boots a slot whose contents match its image, slot b is never offered as
-/// a good backup while it holds a partial write, and the agent's next install succeeds.
-fn every_cut(fl: &FlashLab, chunk: usize) -> u64 {
+/// Power lost after and during every erase and page write of an install: those of slot b and
+/// those of the environment's NOR device (the invalid mark before the slot is written, the
+/// switch after it: each an erase of the copy's sector, its writes and the old copy's flag
+/// marked obsolete). After each cut the board boots a slot whose contents match its image,
+/// slot b is never offered as a good backup while it holds a partial write, and the agent's
+/// next install succeeds. Returns the cuts of the slot and of the environment.
+fn every_cut(fl: &FlashLab, mode: Mode, chunk: usize) -> (u64, u64) {
     let b = fl.slot("b");
     let mut d = fl.fresh();
-    fl.install(&mut d, chunk).unwrap();
-    let total = d.disk.simulated(&b).unwrap().unwrap().ops();
-    assert!(total > 10, "{total}");
-    let mut cuts = 0;
-    for k in 1..=total {
-        for cut in [Cut::After(k), Cut::During(k)] {
-            let what = format!("{cut:?} of {total}");
-            let mut d = fl.fresh();
-            d.disk.simulated(&b).unwrap().unwrap().cut(cut);
-            let r = fl.install(&mut d, chunk);
-            let completed = cut == Cut::After(total);
-            assert_eq!(r.is_ok(), completed, "{what}: {r:?}");
-            if !completed {
-                assert!(d.dead(), "{what}: the cut must have happened");
-            }
-            let mut d = fl.reboot();
-            let booted = fl.boot_and_check(&mut d, &what);
-            let (env, _) = read_with(&mut d, &fl.env_cfg).unwrap();
-            let ab = AbState::read(&fl.board, &env).unwrap();
-            if completed {
-                assert_eq!(booted, "b", "{what}");
-            } else {
-                assert_eq!(booted, "a", "{what}");
+    fl.install_in(mode, &mut d, chunk).unwrap();
+    let slot_total = d.disk.simulated(&b).unwrap().unwrap().ops();
+    let env_total = d.env_flash().ops();
+    assert!(slot_total > 10, "{slot_total}");
+    assert!(
+        env_total >= 4,
+        "two environment writes, erases included: {env_total}"
+    );
+    let mut cuts = (0, 0);
+    for (on_env, total) in [(false, slot_total), (true, env_total)] {
+        for k in 1..=total {
+            for cut in [Cut::After(k), Cut::During(k)] {
+                let device = if on_env { "environment" } else { "slot b" };
+                let what = format!("{mode:?} mode, {device}: {cut:?} of {total}");
+                let mut d = fl.fresh();
+                if on_env {
+                    d.env_flash().cut(cut);
+                } else {
+                    d.disk.simulated(&b).unwrap().unwrap().cut(cut);
+                }
+                let r = fl.install_in(mode, &mut d, chunk);
+                let completed = cut == Cut::After(total);
+                assert_eq!(r.is_ok(), completed, "{what}: {r:?}");
+                if !completed {
+                    assert!(d.dead(), "{what}: the cut must have happened");
+                }
+                let mut d = fl.reboot();
+                let booted = fl.boot_and_check(&mut d, &what);
+                let (env, _) = read_with(&mut d, &fl.env_cfg).unwrap();
+                let ab = AbState::read(&fl.board, &env).unwrap();
+                if completed {
+                    assert_eq!(booted, "b", "{what}");
+                } else if booted == "a" {
+                    if ab.backup().is_some() {
+                        // Only while the invalid mark has not landed: slot b is untouched.
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let got = hash_slot(&mut d, &b, fl.old.len() as u64, &mut buf).unwrap();
+                        assert_eq!(
+                            got,
+                            openssl::sha::sha256(&fl.old),
+                            "{what}: a half-written slot b offered as backup"
+                        );
+                    }
+                    fl.install_in(mode, &mut d, chunk)
+                        .unwrap_or_else(|e| panic!("{what}: retried install: {e}"));
+                    assert_eq!(fl.boot_and_check(&mut d, &what), "b");
+                } else {
+                    // A cut inside the switch's environment write after the new copy was
+                    // complete: the switch took, and slot b verified above.
+                    assert!(
+                        on_env,
+                        "{what}: slot b booted after a cut in the slot write"
+                    );
+                }
                 assert_eq!(
-                    ab.backup(),
-                    None,
-                    "{what}: a half-written slot b offered as backup"
+                    mark_good(&fl.board, &fl.env_cfg, &mut d)
+                        .unwrap()
+                        .as_deref(),
+                    Some("b"),
+                    "{what}"
                 );
-                fl.install(&mut d, chunk)
-                    .unwrap_or_else(|e| panic!("{what}: retried install: {e}"));
-                assert_eq!(fl.boot_and_check(&mut d, &what), "b");
+                if on_env {
+                    cuts.1 += 1;
+                } else {
+                    cuts.0 += 1;
+                }
             }
-            assert_eq!(
-                mark_good(&fl.board, &fl.env_cfg, &mut d)
-                    .unwrap()
-                    .as_deref(),
-                Some("b"),
-                "{what}"
-            );
-            cuts += 1;
         }
     }
     cuts
@@ -1170,8 +1269,11 @@ fn power_cut_at_every_erase_and_page_write_of_a_nand_slot_never_bricks() {
         "{ type = \"nand\", page = 2048, bad_blocks = [2, 6] }",
     );
     // Chunks that split pages, so the writer's page buffer is cut too.
-    let cuts = every_cut(&fl, 5000);
-    eprintln!("NAND: {cuts} cuts (after and during every erase and page write), all booted");
+    let (slot, env) = every_cut(&fl, Mode::Tmp, 5000);
+    eprintln!(
+        "NAND: {slot} cuts in the slot and {env} in the environment (after and during every \
+         erase and write), all booted"
+    );
     let _ = std::fs::remove_dir_all(&fl.dir);
 }
 
@@ -1183,8 +1285,25 @@ fn power_cut_at_every_erase_and_write_of_a_nor_slot_never_bricks() {
         "{ type = \"nor\", erase_size = 65536 }",
         "{ type = \"nor\", erase_size = 65536 }",
     );
-    let cuts = every_cut(&fl, install_chunk());
-    eprintln!("NOR: {cuts} cuts (after and during every erase and write), all booted");
+    let (slot, env) = every_cut(&fl, Mode::Tmp, install_chunk());
+    eprintln!(
+        "NOR: {slot} cuts in the slot and {env} in the environment (after and during every \
+         erase and write), all booted"
+    );
+    let _ = std::fs::remove_dir_all(&fl.dir);
+}
+
+#[test]
+fn power_cut_at_every_erase_and_page_write_of_a_slot_mode_install_on_nand_never_bricks() {
+    let fl = flash_lab(
+        "nand-slot-mode",
+        8 * 128 * 1024,
+        "{ type = \"nand\", page = 2048, bad_blocks = [1] }",
+        "{ type = \"nand\", page = 2048, bad_blocks = [2, 6] }",
+    );
+    // Image Data blocks of 1024 bytes, pushed as they arrive: pages are filled across pieces.
+    let (slot, env) = every_cut(&fl, Mode::Slot, 1024);
+    eprintln!("NAND, slot mode: {slot} cuts in the slot and {env} in the environment, all booted");
     let _ = std::fs::remove_dir_all(&fl.dir);
 }
 
