@@ -223,6 +223,21 @@ pub struct DownloadSection {
     pub retry_max: std::time::Duration,
     /// What happens to a complete image.
     pub install: InstallMethod,
+    /// Where the image goes while it arrives: the download file, or straight into the
+    /// inactive slot.
+    pub mode: DownloadMode,
+}
+
+/// Where a download goes while it arrives (docs/ab-update.md, "Slot mode").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadMode {
+    /// The download file (the seed's /tmp/part.tar), verified whole, then installed.
+    #[default]
+    Tmp,
+    /// The inactive slot, as Image Data blocks arrive, once the signed head verified: for
+    /// boards whose /tmp (RAM) is smaller than the image. Needs A/B slots.
+    Slot,
 }
 
 /// What the agent does with a complete, checked download.
@@ -248,6 +263,7 @@ impl Default for DownloadSection {
             retry_base: p.retry_base,
             retry_max: p.retry_max,
             install: InstallMethod::None,
+            mode: DownloadMode::Tmp,
         }
     }
 }

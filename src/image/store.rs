@@ -23,6 +23,8 @@ pub enum StoreError {
     DiskFull,
     /// Any other I/O failure, with what was being done.
     Io(String),
+    /// The bytes themselves were refused (slot mode checks the image as it arrives): why.
+    Refused(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -38,7 +40,7 @@ impl std::fmt::Display for StoreError {
                 )
             }
             StoreError::DiskFull => write!(f, "no space left on device"),
-            StoreError::Io(s) => write!(f, "{s}"),
+            StoreError::Io(s) | StoreError::Refused(s) => write!(f, "{s}"),
         }
     }
 }
@@ -54,6 +56,13 @@ pub struct Space {
 
 /// The download directory as the state machine sees it.
 pub trait ImageStore {
+    /// The download about to start is `version`, announced by the controller, on a board
+    /// running `running` (slot mode checks the image's signed head against them).
+    fn begin_image(&mut self, _version: &str, _running: &str) {}
+    /// What PRECHECK measures, for its log lines (`/tmp space` as the seed's `upgrade.sh`).
+    fn room(&self) -> String {
+        "/tmp space".into()
+    }
     /// Removes leftovers of earlier attempts and checks that `required` bytes fit.
     fn precheck(&mut self, required: u64) -> Result<Space, StoreError>;
     /// Creates the download file, empty.

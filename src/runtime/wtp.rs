@@ -13,11 +13,11 @@ use super::{earliest, io_err, Clock, RuntimeError};
 use crate::board::Board;
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::CONTROL_PORT;
-use crate::config::DownloadSection;
+use crate::config::{DownloadMode, DownloadSection};
 use crate::config::{InstallMethod, RebootMethod, WtpdConfig};
 use crate::dtls::{DtlsContext, DtlsError, DtlsEvent, DtlsSession};
 use crate::image::install::InstallError;
-use crate::image::store::FileStore;
+use crate::image::store::{FileStore, ImageStore};
 use crate::image::updater::{HeadCheck, UpdatePolicy, Updater};
 use crate::status::WtpStatus;
 use crate::wtp::image::StatusKey;
@@ -288,7 +288,24 @@ impl Agent {
                 .to_string(),
             required_kib: download.required_bytes.div_ceil(1024),
         };
-        let store = FileStore::new(&download.dir, download.file.clone(), download.margin);
+        let mut updater = updater;
+        let store: Box<dyn ImageStore> = match (download.mode, updater.as_mut()) {
+            (DownloadMode::Tmp, _) => Box::new(FileStore::new(
+                &download.dir,
+                download.file.clone(),
+                download.margin,
+            )),
+            (DownloadMode::Slot, Some(u)) => {
+                info!("Download mode slot: images stream into the inactive slot, no /tmp file");
+                Box::new(u.slot_store())
+            }
+            (DownloadMode::Slot, None) => {
+                return Err(env_error(
+                    "[download] mode",
+                    "\"slot\" needs a board with A/B slots and a U-Boot environment",
+                ))
+            }
+        };
         let wtp = Wtp::new(
             WtpConfig {
                 identity: cfg.wtp.clone(),
@@ -301,7 +318,7 @@ impl Agent {
                 seed: crate::rng::Rng::from_entropy().next_u64(),
                 hooks: cfg.hooks.upgrade.is_some(),
             },
-            Box::new(store),
+            store,
         );
         let hooks = Hooks::new(cfg.hooks.upgrade.clone(), cfg.hooks.timeout);
         let notifier = super::notify::Notifier::from_env().unwrap_or_else(|e| {

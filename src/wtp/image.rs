@@ -15,6 +15,7 @@ use crate::capwap::element::image_data_type;
 use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
 use crate::image::download::{hex, DownloadError, Transfer};
 use crate::image::install::InstallError;
+use crate::image::store::StoreError;
 use crate::time::Instant;
 
 /// Vendor Specific element id under our vendor id: an image download failure, text follows.
@@ -128,6 +129,8 @@ impl Wtp {
     /// The agent's own PRECHECK (room in the download directory), open the download file,
     /// send the Image Data Request.
     fn open_download(&mut self, version: &str, predownload: bool, now: Instant) {
+        let running = self.cfg.versions.primary.clone();
+        self.download.store.begin_image(version, &running);
         let image = self.cfg.identity.image_type.clone();
         let space = match self
             .download
@@ -146,8 +149,10 @@ impl Wtp {
             }
         };
         info!(
-            "upgrade.sh: /tmp space: OK available {}, required {}",
-            space.available_kib, space.required_kib
+            "upgrade.sh: {}: OK available {}, required {}",
+            self.download.store.room(),
+            space.available_kib,
+            space.required_kib
         );
         self.download.space = Some(space);
         if let Err(e) = self.download.store.open() {
@@ -236,7 +241,8 @@ impl Wtp {
             if let Some(space) = self.download.space {
                 if needed_kib > space.available_kib {
                     let reason = format!(
-                        "image download cannot start: /tmp space: NOT OK available {}, required {needed_kib}",
+                        "image download cannot start: {}: NOT OK available {}, required {needed_kib}",
+                        self.download.store.room(),
                         space.available_kib
                     );
                     warn!("{reason}");
@@ -328,7 +334,10 @@ impl Wtp {
             info!(".......... {pct}% ({} bytes)", t.bytes);
         }
         if let Err(e) = self.download.store.write(data) {
-            let reason = format!("cannot write the image: {e}");
+            let reason = match e {
+                StoreError::Refused(why) => why,
+                e => format!("cannot write the image: {e}"),
+            };
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             self.fail_download(&reason, predownload, false, now);
             return false;
@@ -358,7 +367,10 @@ impl Wtp {
             }
         };
         if let Err(e) = self.download.store.finish() {
-            let reason = format!("cannot store the image: {e}");
+            let reason = match e {
+                StoreError::Refused(why) => why,
+                e => format!("cannot store the image: {e}"),
+            };
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             return self.fail_download(&reason, predownload, false, now);
         }

@@ -19,6 +19,7 @@ USAGE:
                                      send a Reset Request
     acsim demo [--dir DIR] [--dtls certificate|psk] [--scenario NAME] [--hold SECONDS]
                [--image-size BYTES] [--source local|tftp|sftp|https]
+               [--download-mode tmp|slot]
                                      build a lab in DIR (a new temporary folder when not
                                      given) and run a scenario with one wtpd over DTLS:
                                      upgrade (default): the AP runs 17.3.3.26, downloads
@@ -31,6 +32,9 @@ USAGE:
                                      --source tftp|sftp|https: acsim fetches the image
                                        from a real tftpd-hpa, sshd or nginx the demo
                                        starts on loopback (docs/image-servers.md)
+                                     --download-mode slot: the AP streams the image
+                                       into its inactive slot, no tmp/part.tar
+                                       (docs/ab-update.md, Slot mode)
     acsim image pack --hardware-type TYPE --version V --rootfs FILE --key KEY
                --chain CERT [--chain CERT]... [--board NAME]... [--algorithm ALG] --out FILE
                                      build one signed image (docs/image-format.md)
@@ -93,6 +97,13 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             Long("hold") => demo.hold_secs = parser.value()?.parse()?,
             Long("image-size") => demo.image_size = parser.value()?.parse()?,
             Long("source") => demo.source = parser.value()?.string()?.parse()?,
+            Long("download-mode") => {
+                demo.download_mode = match parser.value()?.string()?.as_str() {
+                    "tmp" => wtpd::config::DownloadMode::Tmp,
+                    "slot" => wtpd::config::DownloadMode::Slot,
+                    other => return Err(format!("--download-mode {other}: use tmp or slot").into()),
+                }
+            }
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(0);
