@@ -146,6 +146,39 @@ fn a_verified_image_is_installed_and_an_install_failure_sends_no_event_in_image_
         .contains("I/O error"));
 }
 
+/// Slot mode writes the other slot as the image arrives, so a download that fails after its
+/// first bytes leaves no backup there: the WTP stops announcing the old backup version (the
+/// Join's image information, `wtpd status`) instead of offering an activation it would refuse.
+#[test]
+fn a_failed_download_that_overwrote_the_backup_slot_forgets_the_backup() {
+    for slot_like in [false, true] {
+        let mut store = wtpd::image::store::MemStore::new(1 << 20);
+        store.writes_the_backup_slot = slot_like;
+        let mut d = Driver::with_store(config(None), store);
+        d.join("2.0");
+        let mut w = d.w;
+        let req = sent(&mut w);
+        assert!(req.is_empty(), "{req:?}");
+        assert_eq!(w.config().versions.backup.as_deref(), Some("0.9"));
+        send_block(&mut w, 1, image_data_type::DATA, &[7; 1024], 5_200);
+        drain(&mut w);
+        send_block(&mut w, 2, image_data_type::LAST, &[7; 100], 5_300);
+        assert!(matches!(&actions(&mut w)[..], [Action::VerifyImage { .. }]));
+        let refusal = InstallError::Verify(VerifyError::NotAnnounced {
+            announced: "2.0".into(),
+            manifest: "2.1".into(),
+        });
+        w.image_verified(Err(refusal), at(5_400));
+        assert_eq!(w.state(), State::DtlsTeardown);
+        let expected = if slot_like { None } else { Some("0.9") };
+        assert_eq!(
+            w.config().versions.backup.as_deref(),
+            expected,
+            "slot-like store: {slot_like}"
+        );
+    }
+}
+
 #[test]
 fn a_download_refused_early_answers_the_acs_next_request() {
     let mut w = downloading();

@@ -223,6 +223,7 @@ impl Updater {
             image: None,
             stream: None,
             done: None,
+            invalidated: false,
         }));
         self.slot_mode = Some(shared.clone());
         SlotStore {
@@ -294,6 +295,10 @@ impl Updater {
                 &streamed,
                 activate,
             )?;
+            if let Some(shared) = &self.slot_mode {
+                // The slot holds the new image now: no backup was lost.
+                shared.borrow_mut().invalidated = false;
+            }
             self.save_time_floor(report.new_time_floor);
             return Ok(report);
         }
@@ -530,6 +535,9 @@ pub struct SlotShared {
     stream: Option<SlotStream>,
     /// The last stream that completed and read back, until [`Updater::verify`] takes it.
     done: Option<Streamed>,
+    /// The download under way got past the signed head, so the inactive slot was marked
+    /// `invalid`: whatever backup it held is gone until an install succeeds.
+    invalidated: bool,
 }
 
 impl SlotShared {
@@ -573,11 +581,17 @@ impl SlotStore {
             return Ok(());
         }
         let mut sh = self.shared.borrow_mut();
-        let SlotShared { stream, disk, .. } = &mut *sh;
+        let SlotShared {
+            stream,
+            disk,
+            invalidated,
+            ..
+        } = &mut *sh;
         let s = stream
             .as_mut()
             .ok_or_else(|| StoreError::Io("write before open".into()))?;
         let r = s.push(disk, &self.buf);
+        *invalidated |= s.slot().is_some();
         self.buf.clear();
         r.map_err(refused)
     }
@@ -601,6 +615,7 @@ impl ImageStore for SlotStore {
         let mut sh = self.shared.borrow_mut();
         sh.stream = None;
         sh.done = None;
+        sh.invalidated = false;
         self.slot = None;
         let slot = sh.target().map_err(refused)?;
         self.slot = Some((slot.name.clone(), slot.device.display().to_string()));
@@ -686,6 +701,10 @@ impl ImageStore for SlotStore {
             );
         }
         sh.done = None;
+    }
+
+    fn backup_lost(&mut self) -> bool {
+        std::mem::take(&mut self.shared.borrow_mut().invalidated)
     }
 
     fn location(&self) -> String {

@@ -595,10 +595,18 @@ impl Wtp {
     }
 
     /// The bookkeeping of every failed download: the partial file removed, the error and the
-    /// retry count recorded, the next attempt scheduled with backoff. Returns the wait.
+    /// retry count recorded, the next attempt scheduled with backoff, the backup forgotten if
+    /// the attempt destroyed it (slot mode). Returns the wait.
     pub(super) fn record_failure(&mut self, reason: &str, now: Instant) -> Duration {
         let wait = self.retry_backoff(self.download.retry_count.saturating_add(1));
         self.download.record_failure(reason, now, wait);
+        if self.download.store.backup_lost() {
+            if let Some(b) = self.cfg.versions.backup.take() {
+                info!(
+                    "The other slot no longer holds {b}: it was marked invalid for this download"
+                );
+            }
+        }
         wait
     }
 
