@@ -71,6 +71,17 @@ fn words(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// A name as UCI takes it (libuci's `uci_validate_name`): letters, digits and `_`, not empty.
+/// Section types, section names and option names are names; they become TOML keys unquoted.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        return Err(format!(
+            "{what} {name:?}: a UCI name is letters, digits and _"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the UCI file format (`config`, `option`, `list`, comments).
 pub fn parse(text: &str) -> Result<Vec<Section>, String> {
     let mut sections: Vec<Section> = Vec::new();
@@ -84,6 +95,10 @@ pub fn parse(text: &str) -> Result<Vec<Section>, String> {
                 if !(2..=3).contains(&w.len()) {
                     return Err(at("config TYPE ['NAME']".into()));
                 }
+                check_name("config type", &w[1]).map_err(at)?;
+                if let Some(n) = w.get(2) {
+                    check_name("section name", n).map_err(at)?;
+                }
                 sections.push(Section {
                     kind: w[1].clone(),
                     name: w.get(2).cloned(),
@@ -94,6 +109,7 @@ pub fn parse(text: &str) -> Result<Vec<Section>, String> {
                 if w.len() != 3 {
                     return Err(at(format!("{k} NAME 'VALUE'")));
                 }
+                check_name(k, &w[1]).map_err(at)?;
                 let s = sections
                     .last_mut()
                     .ok_or_else(|| at(format!("{k} before any config")))?;
@@ -143,7 +159,7 @@ fn schema(section: &str, key: &str) -> Option<Kind> {
         ("software", "version" | "backup") => Str,
         ("image", "trust") => StrList,
         ("image", "allow_downgrade") => Bool,
-        ("download", "dir" | "file" | "install") => Str,
+        ("download", "dir" | "file" | "install" | "mode") => Str,
         ("download", "margin" | "required_bytes" | "retry_base" | "retry_max") => Num,
         ("discovery", "controllers") => StrList,
         ("discovery", "dhcp_file") => Str,
@@ -329,5 +345,11 @@ mod tests {
         assert!(e("config wtp\nconfig wtp\n").contains("twice"));
         assert!(e("option name x\n").contains("line 1"));
         assert!(e("config wtp\n\toption name 'x\n").contains("line 2: unterminated"));
+        // Found by the `uci` fuzz target: a name with a `#` inside (not a comment there) was
+        // written out as a TOML key, which broke the file's TOML.
+        assert!(e("config timers\n\toption 'echo_inte#val' 30\n")
+            .contains("line 2: option \"echo_inte#val\": a UCI name"));
+        assert!(e("config 'ti mers'\n").contains("config type"));
+        assert!(e("config wtp 'a.b'\n").contains("section name"));
     }
 }
