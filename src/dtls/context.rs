@@ -35,7 +35,9 @@ pub(crate) enum Role {
     Server,
 }
 
-/// An OpenSSL context for one role, built once and shared by sessions.
+/// An OpenSSL context for one role, built once and shared by sessions (a clone shares the
+/// same OpenSSL context: many agents in one process, as `acsim load` runs them, use one).
+#[derive(Clone)]
 pub struct DtlsContext {
     pub(crate) ctx: SslContext,
     pub(crate) role: Role,
