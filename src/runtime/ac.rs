@@ -157,8 +157,11 @@ impl Controller {
         let data_addr = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
         let data = Udp::bind(data_addr).map_err(io_err(format!("bind {data_addr}")))?;
         for s in [&ctl, &data] {
-            if let Err(e) = s.set_recv_buffer(RECV_BUFFER) {
-                warn!("cannot enlarge the receive buffer: {e}");
+            if let Err(e) = s
+                .set_recv_buffer(RECV_BUFFER)
+                .and_then(|_| s.set_send_buffer(RECV_BUFFER))
+            {
+                warn!("cannot enlarge the socket buffers: {e}");
             }
         }
         let writer = match &cfg.pcap {

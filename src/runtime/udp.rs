@@ -45,6 +45,17 @@ impl Udp {
     /// controller's socket must hold the burst of a join storm, or the handshakes whose
     /// datagrams it drops wait out a DTLS retransmission (1 s, then 2 s, ...).
     pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.set_buffer(libc::SO_RCVBUF, bytes)
+    }
+
+    /// Asks for a send buffer of `bytes` (capped at net.core.wmem_max): on loopback a sent
+    /// datagram counts against it until the peer reads it, so answering a thousand APs at once
+    /// filled the default one, and a full buffer makes a send wait (see [`Udp::send_to`]).
+    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.set_buffer(libc::SO_SNDBUF, bytes)
+    }
+
+    fn set_buffer(&self, option: libc::c_int, bytes: usize) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let v = bytes.min(i32::MAX as usize) as libc::c_int;
         // SAFETY: a valid socket descriptor and an int option of the right size.
@@ -52,7 +63,7 @@ impl Udp {
             libc::setsockopt(
                 self.fd.get_ref().as_raw_fd(),
                 libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
+                option,
                 &v as *const libc::c_int as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
