@@ -394,6 +394,9 @@ pub struct AcsimConfig {
     pub control_socket: Option<PathBuf>,
     #[serde(default = "default_max_wtps")]
     pub max_wtps: u16,
+    /// Image Data transfers under way at once; the others wait, shown as Initiated.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: u32,
     /// Result Code of every Join Response: 0 accepts, e.g. 8 refuses "WTP hardware not supported".
     #[serde(default)]
     pub join_result: u32,
@@ -425,6 +428,10 @@ fn default_block_size() -> usize {
 }
 fn default_max_wtps() -> u16 {
     1000
+}
+
+fn default_max_transfers() -> u32 {
+    10
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -564,6 +571,7 @@ impl AcsimConfig {
             image_version: self.image_version.clone(),
             image_at_join: self.image_at_join,
             max_wtps: self.max_wtps,
+            max_transfers: self.max_transfers,
             psk: self.dtls.mode == DtlsMode::Psk,
             join_result: self.join_result,
             control_address: Some(self.listen.ip()).filter(|ip: &IpAddr| !ip.is_unspecified()),

@@ -88,7 +88,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
 }
 
 /// A PSK for the lab (not a secret: it is written in the lab's files).
-const LAB_PSK_HEX: &str = "6c61622d6f6e6c792d7073b02d6b6579";
+pub const LAB_PSK_HEX: &str = "6c61622d6f6e6c792d7073b02d6b6579";
 
 /// A UDP port P on 127.0.0.1 with P + 1 free too (control and data channel).
 pub fn free_port_pair() -> std::io::Result<u16> {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use log::{error, info, warn};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::hooks::{env_for, BoardFacts, HookResult, Hooks};
 use super::udp::Udp;
@@ -172,9 +172,55 @@ pub async fn run(
     config_path: &Path,
     extra_controllers: Vec<String>,
 ) -> Result<i32, RuntimeError> {
-    Agent::start(cfg, config_path, extra_controllers)?
-        .run()
+    run_embedded(cfg, config_path, extra_controllers, Embedding::default()).await
+}
+
+/// What a process that runs many agents in one runtime (`acsim load`) gives each of them in
+/// place of what wtpd owns alone: a stop notice instead of SIGTERM and SIGINT, one DTLS
+/// context for all, and a channel that reports the agent's CAPWAP state as it changes.
+#[derive(Default)]
+pub struct Embedding {
+    /// The agent stops (as on SIGTERM) when this turns true; `None`: the process's signals.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Used instead of a context built from `[dtls]` (DTLS on only).
+    pub ctx: Option<DtlsContext>,
+    /// Receives the state after every turn that changed it.
+    pub state: Option<tokio::sync::watch::Sender<crate::wtp::State>>,
+}
+
+/// [`run`] with an [`Embedding`].
+pub async fn run_embedded(
+    cfg: WtpdConfig,
+    config_path: &Path,
+    extra_controllers: Vec<String>,
+    mut embedding: Embedding,
+) -> Result<i32, RuntimeError> {
+    let ctx = embedding.ctx.take();
+    Agent::start(cfg, config_path, extra_controllers, ctx)?
+        .run(embedding)
         .await
+}
+
+/// Waits for the stop notice, or for SIGTERM or SIGINT when there is none.
+async fn stop_requested(
+    notice: &mut Option<tokio::sync::watch::Receiver<bool>>,
+    signals: &mut Option<(Signal, Signal)>,
+) {
+    match (notice, signals) {
+        (Some(rx), _) => {
+            // A sender gone without a word stops nothing.
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        (None, Some((term, int))) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        (None, None) => std::future::pending().await,
+    }
 }
 
 /// What woke the event loop.
@@ -219,6 +265,7 @@ impl Agent {
         cfg: WtpdConfig,
         config_path: &Path,
         extra_controllers: Vec<String>,
+        ctx: Option<DtlsContext>,
     ) -> Result<Agent, RuntimeError> {
         let mut cfg = cfg;
         let (versions, updater, download) = prepare(&mut cfg)?;
@@ -230,6 +277,7 @@ impl Agent {
             info!("Image trust anchors: {} certificate(s)", anchors.len());
         }
         let ctx = match cfg.dtls.to_dtls(config_path)? {
+            Some(_) if ctx.is_some() => ctx,
             Some(c) => Some(DtlsContext::client(&c)?),
             None => {
                 warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
@@ -351,9 +399,16 @@ impl Agent {
 
     /// The event loop: carry out what was decided, do the work that may wait, sleep until a
     /// datagram, the next deadline or a signal.
-    async fn run(mut self) -> Result<i32, RuntimeError> {
-        let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    async fn run(mut self, embedding: Embedding) -> Result<i32, RuntimeError> {
+        let mut notice = embedding.stop;
+        let mut signals = match notice {
+            Some(_) => None,
+            None => Some((
+                signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?,
+                signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?,
+            )),
+        };
+        let state_tx = embedding.state;
         // One timer for the loop, moved when the deadline moves (cheaper than a new one per
         // turn).
         let timer = tokio::time::sleep(Duration::from_secs(3600));
@@ -387,6 +442,10 @@ impl Agent {
                 return Ok(code);
             }
             self.after_turn();
+            if let Some(tx) = &state_tx {
+                let state = self.wtp.state();
+                tx.send_if_modified(|s| std::mem::replace(s, state) != state);
+            }
             let deadline = self.deadline();
             if timer.is_elapsed() || timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
@@ -397,8 +456,7 @@ impl Agent {
                 _ = &mut timer => Wake::Timer,
                 r = self.hooks.next_done() => Wake::Hook(r),
                 _ = tick(&mut watchdog) => Wake::Watchdog,
-                _ = sigterm.recv() => Wake::Stop,
-                _ = sigint.recv() => Wake::Stop,
+                _ = stop_requested(&mut notice, &mut signals) => Wake::Stop,
             };
             let now = self.clock.now();
             match wake {
@@ -427,6 +485,8 @@ impl Agent {
                 Wake::Watchdog => self.notify("WATCHDOG=1"),
                 Wake::Stop => {
                     self.notify("STOPPING=1");
+                    // A stop notice is told once; signals may come again.
+                    notice = None;
                     self.wtp.shutdown(now)
                 }
             }
