@@ -150,7 +150,7 @@ impl VerifiedManifest {
 }
 
 /// Why an image's signed head was refused.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum VerifyError {
     /// The trust anchors could not be read.
     Anchors {
@@ -465,6 +465,56 @@ fn chain_error(e: webpki::Error, chain: &[CertificateDer<'_>], time: u64) -> Ver
 /// Order: manifest syntax, chain (at the policy time), signature, hardware type, board,
 /// downgrade.
 pub fn verify_manifest(
+    manifest_bytes: &[u8],
+    signature: &[u8],
+    chain_pem: &[u8],
+    policy: &TrustPolicy,
+) -> Result<VerifiedManifest, VerifyError> {
+    #[cfg(fuzzing)]
+    return fuzz_memo::verify(manifest_bytes, signature, chain_pem, policy);
+    #[cfg(not(fuzzing))]
+    verify_manifest_uncached(manifest_bytes, signature, chain_pem, policy)
+}
+
+/// Fuzz builds only (`--cfg fuzzing`, which cargo-fuzz sets): [`verify_manifest`] memoized by
+/// all of its inputs. It is a pure function of them, and the parsers that call it from inside
+/// (the slot-mode stream) would otherwise spend nearly every execution on the same three ECDSA
+/// verifications of an unchanged head. No other build has this code.
+#[cfg(fuzzing)]
+mod fuzz_memo {
+    use super::{verify_manifest_uncached, TrustPolicy, VerifiedManifest, VerifyError};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    type Entry = Result<VerifiedManifest, VerifyError>;
+
+    thread_local! {
+        static CACHE: RefCell<HashMap<[u8; 32], Entry>> = RefCell::new(HashMap::new());
+    }
+
+    pub(super) fn verify(m: &[u8], s: &[u8], c: &[u8], policy: &TrustPolicy) -> Entry {
+        let mut h = crate::image::sha256::Sha256::new();
+        for part in [m, s, c, format!("{policy:?}").as_bytes()] {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        let key = h.finish();
+        if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
+            return hit;
+        }
+        let r = verify_manifest_uncached(m, s, c, policy);
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= 4096 {
+                cache.clear();
+            }
+            cache.insert(key, r.clone());
+        });
+        r
+    }
+}
+
+fn verify_manifest_uncached(
     manifest_bytes: &[u8],
     signature: &[u8],
     chain_pem: &[u8],
