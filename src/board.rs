@@ -27,8 +27,27 @@
 //! boot_limit = 3               # boot attempts of a new slot before U-Boot falls back
 //! ```
 //!
-//! Relative paths are relative to the board file. The slot kinds `ubi` and `mtd` are named in
-//! the format for boards that need them and refused until supported.
+//! Relative paths are relative to the board file.
+//!
+//! Slots on raw flash (docs/boards.md, "Slots on flash"):
+//!
+//! ```toml
+//! [[slot]]
+//! name = "a"
+//! kind = "mtd"                 # a raw MTD partition, NOR or NAND
+//! device = "mtd:rootfs_a"      # or "/dev/mtd4"; `mtd:NAME` is looked up in /proc/mtd
+//! size = 33554432
+//! [[slot]]
+//! name = "b"
+//! kind = "ubi"                 # a UBI volume, updated atomically (UBI_IOCVOLUP)
+//! device = "ubi0:rootfs_b"     # or "/dev/ubi0_1"; `ubiX:NAME` is looked up in sysfs
+//! size = 33554432
+//! ```
+//!
+//! A simulated board may put an `mtd` slot on a regular file with flash semantics (a fake,
+//! named as one: [`crate::flash::sim::SimFlash`]), never on a `/dev` path:
+//! `sim = { type = "nand", page = 2048, bad_blocks = [3] }` (`type = "nor"` with an optional
+//! `erase_size`, 64 KiB by default). The file is `size` bytes of flash.
 
 use std::path::{Path, PathBuf};
 
@@ -63,10 +82,71 @@ pub enum SlotKind {
     /// A regular file or a block device, written with pwrite and fsync.
     #[default]
     File,
-    /// A UBI volume (not supported yet).
+    /// A UBI volume (`/dev/ubiX_Y` or `ubiX:NAME`), written as one atomic volume update.
     Ubi,
-    /// A raw MTD partition (not supported yet).
+    /// A raw MTD partition (`/dev/mtdN` or `mtd:NAME`), NOR or NAND, written as nandwrite does.
     Mtd,
+}
+
+/// The kind of flash a simulated slot stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimFlashType {
+    Nor,
+    Nand,
+}
+
+/// A slot on a regular file with flash semantics (`sim = { ... }`): the simulated board's
+/// stand-in for an MTD partition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimFlashSpec {
+    #[serde(rename = "type")]
+    pub flash: SimFlashType,
+    /// NAND page size (default 2048; 64 pages an erase block).
+    #[serde(default)]
+    pub page: Option<u32>,
+    /// NOR erase block size (default 65536).
+    #[serde(default)]
+    pub erase_size: Option<u32>,
+    /// Erase blocks marked bad (NAND).
+    #[serde(default)]
+    pub bad_blocks: Vec<u64>,
+}
+
+impl SimFlashSpec {
+    /// The simulated device's geometry for a slot of `size` bytes.
+    pub fn info(&self, size: u64) -> crate::flash::FlashInfo {
+        use crate::flash::sim::SimFlash;
+        match self.flash {
+            SimFlashType::Nand => SimFlash::nand(size, self.page.unwrap_or(2048)),
+            SimFlashType::Nor => SimFlash::nor(size, self.erase_size.unwrap_or(65536)),
+        }
+    }
+
+    fn validate(&self, size: u64) -> Result<(), String> {
+        let info = self.info(size);
+        match self.flash {
+            SimFlashType::Nand if self.erase_size.is_some() => {
+                return Err("a simulated NAND's erase block is 64 pages: no erase_size".into())
+            }
+            SimFlashType::Nor if self.page.is_some() || !self.bad_blocks.is_empty() => {
+                return Err("a simulated NOR has no pages and no bad blocks".into())
+            }
+            _ => {}
+        }
+        if self.page.is_some_and(|p| p == 0 || p > 65536) {
+            return Err("page must be 1 to 65536 bytes".into());
+        }
+        info.validate()?;
+        if let Some(b) = self.bad_blocks.iter().find(|&&b| b >= info.blocks()) {
+            return Err(format!(
+                "bad block {b}: the device has {} erase blocks",
+                info.blocks()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One A/B slot.
@@ -79,6 +159,60 @@ pub struct Slot {
     pub size: u64,
     #[serde(default)]
     pub kind: SlotKind,
+    /// A simulated MTD slot on a regular file (`kind = "mtd"` only).
+    #[serde(default)]
+    pub sim: Option<SimFlashSpec>,
+}
+
+impl Slot {
+    /// True when `device` names the slot by partition or volume name (`mtd:NAME`,
+    /// `ubiX:NAME`), resolved when the slot is opened.
+    pub fn by_name(&self) -> bool {
+        let d = self.device.to_string_lossy();
+        match self.kind {
+            SlotKind::Mtd => d.starts_with("mtd:"),
+            SlotKind::Ubi => d.split_once(':').is_some_and(|(dev, _)| {
+                dev.strip_prefix("ubi")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            }),
+            SlotKind::File => false,
+        }
+    }
+
+    /// The board file's rules for the slot's kind, device and simulation.
+    fn check_kind(&self) -> Result<(), String> {
+        let dev = self.device.to_string_lossy();
+        let in_dev = self.device.starts_with("/dev");
+        match (self.kind, &self.sim) {
+            (SlotKind::File, None) => Ok(()),
+            (SlotKind::Mtd, Some(sim)) => {
+                if in_dev || self.by_name() {
+                    return Err(format!(
+                        "a simulated flash slot is a regular file, not {dev}"
+                    ));
+                }
+                sim.validate(self.size)
+            }
+            (SlotKind::Mtd | SlotKind::Ubi, None) => {
+                if in_dev || self.by_name() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "kind {:?} takes a /dev path or a {} name, not {dev}",
+                        self.kind,
+                        if self.kind == SlotKind::Mtd {
+                            "mtd:NAME"
+                        } else {
+                            "ubiX:NAME"
+                        }
+                    ))
+                }
+            }
+            (kind, Some(_)) => Err(format!(
+                "`sim` simulates an MTD partition: not a slot of kind {kind:?}"
+            )),
+        }
+    }
 }
 
 /// Where the U-Boot environment lives and the boot-attempt budget.
@@ -141,7 +275,9 @@ impl Board {
             }
         };
         for s in &mut b.slots {
-            rel(&mut s.device);
+            if !s.by_name() {
+                rel(&mut s.device);
+            }
         }
         if let Some(e) = &mut b.bootenv {
             rel(&mut e.config);
@@ -163,12 +299,8 @@ impl Board {
                 return Err(invalid("the two slots have the same name".into()));
             }
             for s in &b.slots {
-                if s.kind != SlotKind::File {
-                    return Err(invalid(format!(
-                        "slot {}: kind {:?} is not supported yet",
-                        s.name, s.kind
-                    )));
-                }
+                s.check_kind()
+                    .map_err(|e| invalid(format!("slot {}: {e}", s.name)))?;
                 if s.name.is_empty() || !s.name.bytes().all(|c| c.is_ascii_alphanumeric()) {
                     return Err(invalid(format!(
                         "slot name '{}' must be letters and digits",
@@ -257,16 +389,87 @@ boot_limit = 3
             .unwrap_err()
             .to_string()
             .contains("exactly two"));
-        let ubi = BOARD.replace(
-            "size = 1048576\n[[slot]]",
-            "size = 1048576\nkind = \"ubi\"\n[[slot]]",
+        let refused = |from: &str, to: &str, why: &str| {
+            let text = BOARD.replace(from, to);
+            assert_ne!(text, BOARD, "{from}");
+            let e = Board::parse(&text, Path::new("b.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{to}: {e}");
+        };
+        let a = "device = \"slots/a.img\"\n";
+        refused(
+            a,
+            "device = \"slots/a.img\"\nkind = \"ubi\"\n",
+            "takes a /dev path or a ubiX:NAME name",
         );
-        assert!(Board::parse(&ubi, Path::new("b.toml"))
-            .unwrap_err()
-            .to_string()
-            .contains("not supported yet"));
+        refused(a, "device = \"slots/a.img\"\nkind = \"mtd\"\n", "mtd:NAME");
+        refused(
+            a,
+            "device = \"/dev/mtd3\"\nkind = \"mtd\"\nsim = { type = \"nand\" }\n",
+            "a simulated flash slot is a regular file, not /dev/mtd3",
+        );
+        refused(
+            a,
+            "device = \"mtd:rootfs\"\nkind = \"mtd\"\nsim = { type = \"nand\" }\n",
+            "not mtd:rootfs",
+        );
+        refused(
+            a,
+            "device = \"slots/a.img\"\nsim = { type = \"nor\" }\n",
+            "not a slot of kind File",
+        );
+        refused(
+            a,
+            "device = \"a.img\"\nkind = \"mtd\"\nsim = { type = \"nand\", page = 2048, bad_blocks = [8] }\n",
+            "bad block 8: the device has 8 erase blocks",
+        );
+        refused(
+            a,
+            "device = \"a.img\"\nkind = \"mtd\"\nsim = { type = \"nand\", page = 3000 }\n",
+            "not a whole number",
+        );
+        refused(
+            a,
+            "device = \"a.img\"\nkind = \"mtd\"\nsim = { type = \"nor\", bad_blocks = [1] }\n",
+            "no bad blocks",
+        );
         let typo = BOARD.replace("boot_limit", "bootlimit");
         assert!(Board::parse(&typo, Path::new("b.toml")).is_err());
+    }
+
+    #[test]
+    fn flash_slots_by_name_by_path_and_simulated() {
+        let text = BOARD
+            .replace(
+                "device = \"slots/a.img\"\n",
+                "device = \"mtd:rootfs_a\"\nkind = \"mtd\"\n",
+            )
+            .replace(
+                "device = \"/dev/mmcblk0p3\"\n",
+                "device = \"ubi0:rootfs_b\"\nkind = \"ubi\"\n",
+            );
+        let b = Board::parse(&text, Path::new("/etc/wtpd/board.toml")).unwrap();
+        assert_eq!(b.slot("a").unwrap().device, Path::new("mtd:rootfs_a"));
+        assert_eq!(b.slot("a").unwrap().kind, SlotKind::Mtd);
+        assert_eq!(b.slot("b").unwrap().device, Path::new("ubi0:rootfs_b"));
+        let text = BOARD
+            .replace(
+                "device = \"slots/a.img\"\n",
+                "device = \"slots/a.img\"\nkind = \"mtd\"\nsim = { type = \"nand\", page = 2048, bad_blocks = [3] }\n",
+            )
+            .replace(
+                "device = \"/dev/mmcblk0p3\"\n",
+                "device = \"/dev/ubi0_1\"\nkind = \"ubi\"\n",
+            );
+        let b = Board::parse(&text, Path::new("/etc/wtpd/board.toml")).unwrap();
+        let a = b.slot("a").unwrap();
+        assert_eq!(a.device, Path::new("/etc/wtpd/slots/a.img"));
+        let info = a.sim.as_ref().unwrap().info(a.size);
+        assert_eq!(
+            (info.write_size, info.erase_size, info.blocks()),
+            (2048, 128 << 10, 8)
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod capwap;
 pub mod config;
 pub mod dtls;
 pub mod fetch;
+pub mod flash;
 pub mod fsio;
 pub mod image;
 pub mod logging;

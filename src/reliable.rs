@@ -1,8 +1,9 @@
 //! The reliable request/response layer of RFC 5415 §4.5.3, shared by the WTP and the AC.
 //!
 //! - [`Requester`]: one outstanding request at a time; retransmitted byte for byte after
-//!   RetransmitInterval, the interval doubling each time; after MaxRetransmit retransmissions the
-//!   peer is considered dead.
+//!   RetransmitInterval, the interval doubling each time but to no more than half the
+//!   EchoInterval ([`next_interval`]); after MaxRetransmit retransmissions the peer is
+//!   considered dead.
 //! - [`Responder`]: the last response is cached; a request that repeats the last sequence number
 //!   gets the cached response again without being processed a second time; an older one is
 //!   dropped. Sequence numbers compare modulo 256.
@@ -37,6 +38,18 @@ pub fn seq_order(last: Option<u8>, seq: u8) -> SeqOrder {
     }
 }
 
+/// The wait before the next retransmission, after one of `current` (§4.5.3): "doubled every
+/// subsequent time the same Request message is retransmitted, up to MaxRetransmit but no more
+/// than half the EchoInterval timer". The cap never goes below `first`, the
+/// RetransmitInterval the first retransmission waits: with an EchoInterval shorter than two
+/// RetransmitIntervals (1 s against 3 s, say) the letter of the rule would retransmit faster
+/// than the RFC's own first interval, which no reading of it intends.
+pub fn next_interval(current: Duration, first: Duration, echo_interval: Duration) -> Duration {
+    current
+        .saturating_mul(2)
+        .min((echo_interval / 2).max(first))
+}
+
 /// What [`Requester::on_timeout`] decided.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RetransmitDecision<'a> {
@@ -67,17 +80,33 @@ pub struct Requester {
     spare: Vec<u8>,
     retransmit_interval: Duration,
     max_retransmit: u32,
+    /// The EchoInterval in force, whose half caps the doubling.
+    echo_interval: Duration,
 }
 
 impl Requester {
-    pub fn new(retransmit_interval: Duration, max_retransmit: u32, first_seq: u8) -> Self {
+    /// `echo_interval` is the EchoInterval in force (§4.7.7: the WTP's, as configured or as
+    /// the AC set it); [`set_echo_interval`](Self::set_echo_interval) changes it.
+    pub fn new(
+        retransmit_interval: Duration,
+        max_retransmit: u32,
+        echo_interval: Duration,
+        first_seq: u8,
+    ) -> Self {
         Requester {
             next_seq: first_seq,
             outstanding: None,
             spare: Vec::new(),
             retransmit_interval,
             max_retransmit,
+            echo_interval,
         }
+    }
+
+    /// A new EchoInterval (the AC set one in Configuration Status Response or Configuration
+    /// Update Request): later retransmissions are capped at half of it.
+    pub fn set_echo_interval(&mut self, echo_interval: Duration) {
+        self.echo_interval = echo_interval;
     }
 
     /// True while a request waits for its response.
@@ -158,10 +187,11 @@ impl Requester {
             self.finish();
             return RetransmitDecision::GiveUp { msg_type };
         }
+        let (first, echo) = (self.retransmit_interval, self.echo_interval);
         match &mut self.outstanding {
             Some(o) => {
                 o.retransmits += 1;
-                o.interval = o.interval.saturating_mul(2);
+                o.interval = next_interval(o.interval, first, echo);
                 o.due = now + o.interval;
                 RetransmitDecision::Retransmit {
                     packet: &o.packet,
@@ -231,7 +261,7 @@ mod tests {
 
     #[test]
     fn retransmits_identical_bytes_with_doubling_then_gives_up() {
-        let mut r = Requester::new(Duration::from_secs(3), 5, 250);
+        let mut r = Requester::new(Duration::from_secs(3), 5, Duration::from_secs(120), 250);
         assert_eq!(r.send(13, b"echo", at(0)), Some(&b"echo"[..]));
         assert!(
             r.send(13, b"again", at(0)).is_none(),
@@ -265,9 +295,40 @@ mod tests {
         assert_eq!(r.next_seq(), 251);
     }
 
+    /// §4.5.3: doubled, but no more than half the EchoInterval (and never below the first
+    /// RetransmitInterval).
+    fn gaps(echo: u64, first: u64) -> Vec<u64> {
+        let mut r = Requester::new(Duration::from_secs(first), 5, Duration::from_secs(echo), 0);
+        r.send(13, b"echo", at(0));
+        let mut last = at(0);
+        let mut out = Vec::new();
+        while let Some(due) = r.poll_timeout() {
+            out.push((due - last).as_secs());
+            last = due;
+            if let RetransmitDecision::GiveUp { .. } = r.on_timeout(due) {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn doubling_stops_at_half_the_echo_interval() {
+        // The last gap is the wait after the fifth retransmission, before giving up.
+        assert_eq!(gaps(30, 3), vec![3, 6, 12, 15, 15, 15]);
+        assert_eq!(gaps(120, 3), vec![3, 6, 12, 24, 48, 60]);
+        assert_eq!(gaps(1, 3), vec![3, 3, 3, 3, 3, 3]);
+        let mut r = Requester::new(Duration::from_secs(3), 5, Duration::from_secs(120), 0);
+        r.send(13, b"echo", at(0));
+        r.set_echo_interval(Duration::from_secs(8));
+        let due = r.poll_timeout().unwrap();
+        r.on_timeout(due);
+        assert_eq!(r.poll_timeout().unwrap() - due, Duration::from_secs(4));
+    }
+
     #[test]
     fn only_the_matching_response_completes_a_request() {
-        let mut r = Requester::new(Duration::from_secs(3), 5, 255);
+        let mut r = Requester::new(Duration::from_secs(3), 5, Duration::from_secs(30), 255);
         r.send(3, b"join", at(0));
         assert!(!r.on_response(4, 0), "wrong sequence number");
         assert!(!r.on_response(6, 255), "wrong type");

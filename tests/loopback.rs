@@ -1204,3 +1204,63 @@ fn garbage_state_files_are_named_and_ignored() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The upgrade with the real binaries onto a board whose slots are simulated NAND partitions
+/// (`kind = "mtd"` with `sim = { ... }`: SimFlash, a file with flash semantics, a fake named
+/// as one) with a bad block inside the image: wtpd erases and writes around it, reads the slot
+/// back through the same bad-block rule, switches, reboots into slot b and marks it good.
+#[test]
+fn upgrade_onto_a_simulated_nand_slot_skips_its_bad_block() {
+    let dir = lab("nand-slots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let board = wtpd_harness::demo::SIM_BOARD
+        .replace(
+            "device = \"slots/a.img\"\nsize = 67108864\n",
+            "device = \"slots/a.img\"\nsize = 16777216\nkind = \"mtd\"\nsim = { type = \"nand\", page = 2048, bad_blocks = [3] }\n",
+        )
+        .replace(
+            "device = \"slots/b.img\"\nsize = 67108864\n",
+            "device = \"slots/b.img\"\nsize = 16777216\nkind = \"mtd\"\nsim = { type = \"nand\", page = 2048, bad_blocks = [3] }\n",
+        );
+    assert_eq!(board.matches("kind = \"mtd\"").count(), 2, "{board}");
+    std::fs::write(dir.join("board.toml"), board).unwrap();
+    let out = Command::new(acsim())
+        .args([
+            "demo",
+            "--scenario",
+            "upgrade",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .env("WTPD_BIN", wtpd())
+        .output()
+        .expect("run acsim demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Result         : OK"), "{stdout}");
+    let log = read(&dir.join("wtpd.log"));
+    assert_in_order(
+        &log,
+        &[
+            "Image signing verify success.",
+            "Writing rootfs.img",
+            "on NAND flash; bad blocks skipped: 1",
+            "Slot b read back: SHA-256",
+            "Switched to slot b (17.9.4.27) in one environment write",
+            "Booted slot b (17.9.4.27), on trial",
+            "Slot b (17.9.4.27) marked good",
+        ],
+    );
+    // The bad block was never erased nor written: still the 0xFF of a fresh device, while the
+    // blocks on either side hold the image.
+    let b = std::fs::read(dir.join("slots/b.img")).unwrap();
+    let es = 128 * 1024;
+    assert!(b[3 * es..4 * es].iter().all(|&x| x == 0xFF));
+    assert!(b[2 * es..3 * es].iter().any(|&x| x != 0xFF));
+    assert!(b[4 * es..5 * es].iter().any(|&x| x != 0xFF));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -135,11 +135,13 @@ fn lab(name: &str) -> Lab {
                 path: "/mem/env".into(),
                 offset: 0,
                 size: 0x2000,
+                ..Default::default()
             },
             EnvLocation {
                 path: "/mem/env".into(),
                 offset: 0x2000,
                 size: 0x2000,
+                ..Default::default()
             },
         ],
         ByteOrder::Little,
@@ -660,4 +662,387 @@ fn predownload_stages_then_activates_with_one_write() {
             trial: true
         }
     );
+}
+
+// ---- Slots on raw flash: the real `Disk` over simulated MTD partitions (SimFlash, a fake
+// named as one), the environment on a file. ----
+
+use wtpd::flash::sim::Cut;
+use wtpd::flash::writer::FlashError;
+use wtpd::image::install::{Disk, InstallError};
+
+/// The real Disk, with the power of its simulated flash: once a slot's device is dead, the
+/// environment (a file here) cannot be written either.
+struct FlashDisk {
+    disk: Disk,
+    slots: Vec<Slot>,
+}
+
+impl FlashDisk {
+    fn dead(&mut self) -> bool {
+        let slots = self.slots.clone();
+        slots.iter().any(|s| {
+            self.disk
+                .simulated(s)
+                .ok()
+                .flatten()
+                .is_some_and(|f| f.is_dead())
+        })
+    }
+}
+
+impl SlotStorage for FlashDisk {
+    fn check_fit(&mut self, slot: &Slot, len: u64) -> io::Result<()> {
+        self.disk.check_fit(slot, len)
+    }
+    fn begin(&mut self, slot: &Slot, len: u64) -> io::Result<()> {
+        self.disk.begin(slot, len)
+    }
+    fn write_at(&mut self, slot: &Slot, offset: u64, data: &[u8]) -> io::Result<()> {
+        SlotStorage::write_at(&mut self.disk, slot, offset, data)
+    }
+    fn sync(&mut self, slot: &Slot) -> io::Result<()> {
+        self.disk.sync(slot)
+    }
+    fn read_at(&mut self, slot: &Slot, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        SlotStorage::read_at(&mut self.disk, slot, offset, buf)
+    }
+}
+
+impl EnvStorage for FlashDisk {
+    fn read_at(&mut self, loc: &EnvLocation) -> io::Result<Vec<u8>> {
+        EnvStorage::read_at(&mut self.disk, loc)
+    }
+    fn write_at(&mut self, loc: &EnvLocation, data: &[u8]) -> io::Result<()> {
+        if self.dead() {
+            return Err(io::Error::other("power is off"));
+        }
+        EnvStorage::write_at(&mut self.disk, loc, data)
+    }
+    fn medium(&mut self, loc: &EnvLocation) -> io::Result<wtpd::image::bootenv::Medium> {
+        self.disk.medium(loc)
+    }
+}
+
+/// A board whose two slots are simulated MTD partitions, with the lab's image and trust.
+struct FlashLab {
+    lab: Lab,
+    dir: PathBuf,
+    board: Board,
+    env_cfg: EnvConfig,
+    old: Vec<u8>,
+    payload_len: u64,
+}
+
+const PAYLOAD_LEN: u64 = 300 * 1024 + 11;
+
+/// `sim_a` and `sim_b` are the slots' `sim = { ... }` tables; both slots are `size` bytes.
+fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
+    let lab = lab(name);
+    let dir =
+        std::env::temp_dir().join(format!("wtpd-powercut-flash-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("template")).unwrap();
+    let board = Board::parse(
+        &format!(
+            "name = \"sim\"\nimage_type = \"ap1g8\"\n\
+             [[slot]]\nname = \"a\"\ndevice = \"a.img\"\nsize = {size}\nkind = \"mtd\"\nsim = {sim_a}\n\
+             [[slot]]\nname = \"b\"\ndevice = \"b.img\"\nsize = {size}\nkind = \"mtd\"\nsim = {sim_b}\n\
+             [bootenv]\nconfig = \"fw_env.config\"\nboot_limit = 3\n"
+        ),
+        &dir.join("template/board.toml"),
+    )
+    .unwrap();
+    let env_path = dir.join("template/env.bin");
+    std::fs::write(&env_path, vec![0xffu8; 0x4000]).unwrap();
+    let env_cfg = EnvConfig::new(
+        vec![
+            EnvLocation {
+                path: env_path.clone(),
+                offset: 0,
+                size: 0x2000,
+                ..Default::default()
+            },
+            EnvLocation {
+                path: env_path,
+                offset: 0x2000,
+                size: 0x2000,
+                ..Default::default()
+            },
+        ],
+        ByteOrder::Little,
+    )
+    .unwrap();
+    // Slot a holds the running image, written the way the agent writes (so its bad blocks are
+    // skipped); slot b holds an old backup the install replaces.
+    let mut rng = Rng::new(11);
+    let mut old = vec![0u8; 200 * 1024 + 5];
+    rng.fill(&mut old);
+    for s in &board.slots {
+        let sim = s.sim.as_ref().unwrap();
+        wtpd::flash::sim::SimFlash::create(&s.device, sim.info(s.size)).unwrap();
+    }
+    let mut d = Disk::new();
+    for s in &board.slots {
+        d.begin(s, old.len() as u64).unwrap();
+        SlotStorage::write_at(&mut d, s, 0, &old).unwrap();
+        d.sync(s).unwrap();
+    }
+    let env = Env::from_pairs([
+        ("boot_slot", "a"),
+        ("slot_a_version", "17.3.3.26"),
+        ("slot_a_state", "good"),
+        ("slot_b_version", "8.10.130.0"),
+        ("slot_b_state", "good"),
+    ])
+    .unwrap();
+    write_with(&mut d, &env_cfg, &env).unwrap();
+    write_with(&mut d, &env_cfg, &env).unwrap();
+    FlashLab {
+        lab,
+        dir,
+        board,
+        env_cfg,
+        old,
+        payload_len: PAYLOAD_LEN,
+    }
+}
+
+impl FlashLab {
+    /// A copy of the template board in `run/` (slots and environment), and a Disk on it:
+    /// the paths stay the template's, so the copy goes back over them.
+    fn fresh(&self) -> FlashDisk {
+        for f in ["a.img", "b.img", "env.bin"] {
+            let t = self.dir.join("template").join(f);
+            let saved = self.dir.join(format!("saved-{f}"));
+            if !saved.exists() {
+                std::fs::copy(&t, &saved).unwrap();
+            }
+            std::fs::copy(&saved, &t).unwrap();
+        }
+        self.reboot()
+    }
+
+    /// The next boot: the devices reopened (no cut armed).
+    fn reboot(&self) -> FlashDisk {
+        FlashDisk {
+            disk: Disk::new(),
+            slots: self.board.slots.clone(),
+        }
+    }
+
+    fn install(&self, d: &mut FlashDisk, chunk: usize) -> Result<(), InstallError> {
+        install_chunked(
+            &self.board,
+            &self.env_cfg,
+            d,
+            std::io::Cursor::new(&self.lab.image[..]),
+            &self.lab.policy,
+            true,
+            chunk,
+        )
+        .map(drop)
+    }
+
+    fn slot(&self, name: &str) -> Slot {
+        self.board.slot(name).unwrap().clone()
+    }
+
+    /// The bootloader, then the booted slot's contents against what the environment promises.
+    fn boot_and_check(&self, d: &mut FlashDisk, what: &str) -> String {
+        let (mut env, _) =
+            read_with(d, &self.env_cfg).expect("a valid environment copy after any cut");
+        let before = env.clone();
+        let b = boot_step(&self.board, &mut env).unwrap();
+        if env != before {
+            write_with(d, &self.env_cfg, &env).unwrap();
+        }
+        let name = match b {
+            Boot::Slot { name, .. } => name,
+            Boot::RolledBack { to, .. } => to,
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let (len, want) = if name == "a" {
+            (self.old.len() as u64, openssl::sha::sha256(&self.old))
+        } else {
+            (self.payload_len, self.lab.payload_sha)
+        };
+        let got = hash_slot(d, &self.slot(&name), len, &mut buf).unwrap();
+        assert_eq!(
+            got, want,
+            "{what}: booted slot {name} does not hold its image"
+        );
+        name
+    }
+}
+
+/// Power lost after and during every erase and page write of an install onto slot b; after
+/// each cut the board boots a slot whose contents match its image, slot b is never offered as
+/// a good backup while it holds a partial write, and the agent's next install succeeds.
+fn every_cut(fl: &FlashLab, chunk: usize) -> u64 {
+    let b = fl.slot("b");
+    let mut d = fl.fresh();
+    fl.install(&mut d, chunk).unwrap();
+    let total = d.disk.simulated(&b).unwrap().unwrap().ops();
+    assert!(total > 10, "{total}");
+    let mut cuts = 0;
+    for k in 1..=total {
+        for cut in [Cut::After(k), Cut::During(k)] {
+            let what = format!("{cut:?} of {total}");
+            let mut d = fl.fresh();
+            d.disk.simulated(&b).unwrap().unwrap().cut(cut);
+            let r = fl.install(&mut d, chunk);
+            let completed = cut == Cut::After(total);
+            assert_eq!(r.is_ok(), completed, "{what}: {r:?}");
+            if !completed {
+                assert!(d.dead(), "{what}: the cut must have happened");
+            }
+            let mut d = fl.reboot();
+            let booted = fl.boot_and_check(&mut d, &what);
+            let (env, _) = read_with(&mut d, &fl.env_cfg).unwrap();
+            let ab = AbState::read(&fl.board, &env).unwrap();
+            if completed {
+                assert_eq!(booted, "b", "{what}");
+            } else {
+                assert_eq!(booted, "a", "{what}");
+                assert_eq!(
+                    ab.backup(),
+                    None,
+                    "{what}: a half-written slot b offered as backup"
+                );
+                fl.install(&mut d, chunk)
+                    .unwrap_or_else(|e| panic!("{what}: retried install: {e}"));
+                assert_eq!(fl.boot_and_check(&mut d, &what), "b");
+            }
+            assert_eq!(
+                mark_good(&fl.board, &fl.env_cfg, &mut d)
+                    .unwrap()
+                    .as_deref(),
+                Some("b"),
+                "{what}"
+            );
+            cuts += 1;
+        }
+    }
+    cuts
+}
+
+#[test]
+fn power_cut_at_every_erase_and_page_write_of_a_nand_slot_never_bricks() {
+    // 128 KiB erase blocks of 2 KiB pages; slot b has a bad block among those the image takes,
+    // slot a one before its image's end.
+    let fl = flash_lab(
+        "nand",
+        8 * 128 * 1024,
+        "{ type = \"nand\", page = 2048, bad_blocks = [1] }",
+        "{ type = \"nand\", page = 2048, bad_blocks = [2, 6] }",
+    );
+    // Chunks that split pages, so the writer's page buffer is cut too.
+    let cuts = every_cut(&fl, 5000);
+    eprintln!("NAND: {cuts} cuts (after and during every erase and page write), all booted");
+    let _ = std::fs::remove_dir_all(&fl.dir);
+}
+
+#[test]
+fn power_cut_at_every_erase_and_write_of_a_nor_slot_never_bricks() {
+    let fl = flash_lab(
+        "nor",
+        8 * 65536,
+        "{ type = \"nor\", erase_size = 65536 }",
+        "{ type = \"nor\", erase_size = 65536 }",
+    );
+    let cuts = every_cut(&fl, install_chunk());
+    eprintln!("NOR: {cuts} cuts (after and during every erase and write), all booted");
+    let _ = std::fs::remove_dir_all(&fl.dir);
+}
+
+fn install_chunk() -> usize {
+    wtpd::image::install::CHUNK
+}
+
+#[test]
+fn a_bad_block_in_the_middle_is_skipped_and_the_read_back_matches() {
+    let fl = flash_lab(
+        "badmid",
+        8 * 128 * 1024,
+        "{ type = \"nand\", page = 2048 }",
+        "{ type = \"nand\", page = 2048, bad_blocks = [1] }",
+    );
+    let b = fl.slot("b");
+    let mut d = fl.fresh();
+    // What the bad block held before (it is never erased nor written).
+    let es = 128 * 1024usize;
+    let raw = |f: &mut wtpd::flash::sim::SimFlash, at: usize, len: usize| {
+        let mut v = vec![0u8; len];
+        wtpd::flash::Flash::read_at(f, at as u64, &mut v).unwrap();
+        v
+    };
+    let bad_before = raw(d.disk.simulated(&b).unwrap().unwrap(), es, es);
+    fl.install(&mut d, install_chunk()).unwrap();
+    let f = d.disk.simulated(&b).unwrap().unwrap();
+    assert_eq!(f.stats().erases, 3, "blocks 0, 2 and 3");
+    assert!(raw(f, es, es) == bad_before, "the bad block was touched");
+    // The payload sits in blocks 0, 2, 3 of the device, its tail page padded with 0xFF.
+    let rootfs_at = {
+        let m = members(&fl.lab.image);
+        m[3].1 + 512
+    };
+    let payload = &fl.lab.image[rootfs_at..rootfs_at + PAYLOAD_LEN as usize];
+    assert!(raw(f, 0, es) == payload[..es]);
+    assert!(raw(f, 2 * es, 2 * es)[..PAYLOAD_LEN as usize - es] == payload[es..]);
+    let tail = raw(
+        f,
+        2 * es + PAYLOAD_LEN as usize - es,
+        2048 - (PAYLOAD_LEN as usize % 2048),
+    );
+    assert!(
+        tail.iter().all(|&x| x == 0xFF),
+        "the tail page is padded with 0xFF"
+    );
+    let mut d = fl.reboot();
+    assert_eq!(fl.boot_and_check(&mut d, "bad block in the middle"), "b");
+    let _ = std::fs::remove_dir_all(&fl.dir);
+}
+
+#[test]
+fn an_image_too_large_for_the_good_blocks_is_refused_before_any_erase() {
+    // Eight 128 KiB blocks (the slot's 1 MiB takes the payload on paper), six of them bad.
+    let fl = flash_lab(
+        "toolarge",
+        8 * 128 * 1024,
+        "{ type = \"nand\", page = 2048 }",
+        "{ type = \"nand\", page = 2048, bad_blocks = [1, 2, 3, 4, 5, 6] }",
+    );
+    let b = fl.slot("b");
+    let mut d = fl.fresh();
+    let before: Vec<Vec<u8>> = ["a.img", "b.img", "env.bin"]
+        .iter()
+        .map(|f| std::fs::read(fl.dir.join("template").join(f)).unwrap())
+        .collect();
+    // Any erase or write would kill the device.
+    d.disk.simulated(&b).unwrap().unwrap().cut(Cut::After(0));
+    let e = fl.install(&mut d, install_chunk()).unwrap_err();
+    match &e {
+        InstallError::Flash {
+            error:
+                FlashError::TooLarge {
+                    needed_blocks: 3,
+                    good_blocks: 2,
+                    bad_blocks: 6,
+                    ..
+                },
+            ..
+        } => {}
+        other => panic!("not the good-block refusal: {other}"),
+    }
+    assert!(e.to_string().contains("nothing was erased"), "{e}");
+    let f = d.disk.simulated(&b).unwrap().unwrap();
+    assert_eq!((f.ops(), f.is_dead()), (0, false), "no erase, no write");
+    for (name, bytes) in ["a.img", "b.img", "env.bin"].iter().zip(&before) {
+        assert!(
+            std::fs::read(fl.dir.join("template").join(name)).unwrap() == *bytes,
+            "{name} changed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&fl.dir);
 }

@@ -136,8 +136,9 @@ fn configuration_status_is_retransmitted_then_the_session_is_torn_down() {
     assert_eq!(retransmits, 5, "MaxRetransmit");
     assert_eq!(w.state(), State::DtlsTeardown);
     assert_eq!(w.poll_action(), Some(Action::DtlsClose));
-    // 3 + 6 + 12 + 24 + 48 + 96 seconds of doubling, from 5 s.
-    assert_eq!(t, 5_000 + 189_000);
+    // 3 + 6 + 12 seconds of doubling, then no more than half the 30 s EchoInterval (RFC 5415
+    // §4.5.3): 15 + 15 + 15, from 5 s.
+    assert_eq!(t, 5_000 + 66_000);
 }
 
 /// Discovery Responses come in clear from any address: the WTP remembers a bounded number of

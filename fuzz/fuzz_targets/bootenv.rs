@@ -83,6 +83,7 @@ fuzz_target!(|data: &[u8]| {
             path: PathBuf::from(format!("/dev/env{i}")),
             offset: 0,
             size,
+            ..Default::default()
         })
         .collect();
     let Ok(cfg) = EnvConfig::new(locs.clone(), order) else {

@@ -178,6 +178,12 @@ pub fn write_board_storage(dir: &Path, running: &str, backup: &str) -> Result<()
         if let Some(parent) = s.device.parent() {
             std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
         }
+        if let Some(sim) = &s.sim {
+            // A simulated flash slot: erased flash, all 0xFF.
+            wtpd::flash::sim::SimFlash::create(&s.device, sim.info(s.size))
+                .map_err(io(format!("create {}", s.device.display())))?;
+            continue;
+        }
         let f = std::fs::File::create(&s.device)
             .map_err(io(format!("create {}", s.device.display())))?;
         f.set_len(s.size)

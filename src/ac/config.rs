@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reliable::next_interval;
 use crate::time::secs;
 
 /// The AC's timers (RFC 5415 §4.7) and counters (§4.8).
@@ -31,17 +32,19 @@ pub struct AcTimers {
 
 impl AcTimers {
     /// How long one unanswered request stays alive at its sender until its last
-    /// retransmission has had time to arrive: RetransmitInterval before the first
-    /// retransmission, doubled before each of the MaxRetransmit retransmissions (RFC 5415
-    /// §4.5.3), plus one RetransmitInterval for the last one's transit. With the RFC's 3 s and 5
-    /// that is 3 + 6 + 12 + 24 + 48 + 3 = 96 s. The WTP runs the same schedule for its Echo
-    /// Requests (the AC's timers are the RFC defaults a WTP uses unless configured alike).
-    pub fn retransmit_span(&self) -> Duration {
+    /// retransmission has had time to arrive, when the sender's EchoInterval is `echo`:
+    /// RetransmitInterval before the first retransmission, doubled before each of the
+    /// MaxRetransmit retransmissions but to no more than half the EchoInterval (RFC 5415
+    /// §4.5.3, [`next_interval`]), plus one RetransmitInterval for the last one's transit. With
+    /// the RFC's 3 s, 5 and 30 s that is 3 + 3 + 6 + 12 + 15 + 15 = 54 s. The WTP runs the same
+    /// schedule for its Echo Requests (the AC's timers are the RFC defaults a WTP uses unless
+    /// configured alike).
+    pub fn retransmit_span(&self, echo: Duration) -> Duration {
         let mut span = self.retransmit_interval;
         let mut interval = self.retransmit_interval;
         for _ in 0..self.max_retransmit.min(16) {
             span = span.saturating_add(interval);
-            interval = interval.saturating_mul(2);
+            interval = next_interval(interval, self.retransmit_interval, echo);
         }
         span
     }
@@ -53,15 +56,15 @@ impl AcTimers {
     /// Echo: three EchoIntervals was 3 s at `echo_interval = 1`, the WTP's first retransmit
     /// interval.
     pub fn run_budget(&self) -> Duration {
-        self.echo_interval.saturating_add(self.retransmit_span())
+        self.echo_interval
+            .saturating_add(self.retransmit_span(self.echo_interval))
     }
 
     /// How long a WTP in Image Data may stay silent. It has not been told our EchoInterval yet
     /// (that comes with Configure), so it echoes at the RFC default of 30 s.
     pub fn image_data_budget(&self) -> Duration {
-        self.echo_interval
-            .max(Duration::from_secs(30))
-            .saturating_add(self.retransmit_span())
+        let echo = self.echo_interval.max(Duration::from_secs(30));
+        echo.saturating_add(self.retransmit_span(echo))
     }
 }
 

@@ -226,7 +226,12 @@ impl Ac {
             peer,
             state: SessionState::Join,
             info: WtpInfo::default(),
-            requester: Requester::new(t.retransmit_interval, t.max_retransmit, self.seq_seed),
+            requester: Requester::new(
+                t.retransmit_interval,
+                t.max_retransmit,
+                t.echo_interval,
+                self.seq_seed,
+            ),
             responder: Responder::new(),
             deadline: Some(now + t.wait_join),
             data_addr: None,

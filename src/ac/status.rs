@@ -219,7 +219,7 @@ mod tests {
                 backup_version: "8.10.130.0".into(),
                 ..WtpInfo::default()
             },
-            requester: Requester::new(Duration::from_secs(3), 5, 0),
+            requester: Requester::new(Duration::from_secs(3), 5, Duration::from_secs(30), 0),
             responder: Responder::new(),
             deadline: None,
             data_addr: None,

@@ -88,11 +88,12 @@ fn one_lost_echo_does_not_drop_a_wtp_at_echo_interval_1() {
 fn every_retransmission_of_a_lost_echo_is_waited_for() {
     let mut ac = ac_in_run(Duration::from_secs(1));
     echo(&mut ac, 10, 0);
-    // Sent at 1 s, retransmitted at 4, 10, 22, 46 and 94 s (3 s doubling, MaxRetransmit 5):
-    // only the last gets through.
-    assert!(alive_until(&mut ac, 0, 94));
-    echo(&mut ac, 11, 94);
-    assert!(alive_until(&mut ac, 94, 95));
+    // Sent at 1 s, retransmitted at 4, 7, 10, 13 and 16 s (3 s apart: half the 1 s
+    // EchoInterval is below the RetransmitInterval, §4.5.3; MaxRetransmit 5): only the last
+    // gets through.
+    assert!(alive_until(&mut ac, 0, 16));
+    echo(&mut ac, 11, 16);
+    assert!(alive_until(&mut ac, 16, 17));
 }
 
 #[test]
@@ -100,7 +101,9 @@ fn silence_beyond_the_whole_budget_drops_the_wtp() {
     let mut ac = ac_in_run(Duration::from_secs(1));
     echo(&mut ac, 10, 0);
     let budget = ac.config().timers.run_budget();
-    assert_eq!(budget, Duration::from_secs(1 + 3 + 6 + 12 + 24 + 48 + 3));
+    // EchoInterval 1 s: half of it is below the 3 s RetransmitInterval, so every
+    // retransmission waits 3 s (reliable::next_interval).
+    assert_eq!(budget, Duration::from_secs(1 + 3 + 3 + 3 + 3 + 3 + 3));
     assert!(alive_until(&mut ac, 0, budget.as_secs() - 1));
     assert!(!alive_until(
         &mut ac,
@@ -113,9 +116,18 @@ fn silence_beyond_the_whole_budget_drops_the_wtp() {
 #[test]
 fn budgets_follow_the_configured_timers() {
     let t = AcTimers::default();
-    assert_eq!(t.retransmit_span(), Duration::from_secs(96));
-    assert_eq!(t.run_budget(), Duration::from_secs(30 + 96));
-    assert_eq!(t.image_data_budget(), Duration::from_secs(30 + 96));
+    // 3 + 6 + 12, then no more than half the 30 s EchoInterval (§4.5.3), and 3 s of transit.
+    assert_eq!(
+        t.retransmit_span(t.echo_interval),
+        Duration::from_secs(3 + 3 + 6 + 12 + 15 + 15)
+    );
+    assert_eq!(t.run_budget(), Duration::from_secs(30 + 54));
+    assert_eq!(t.image_data_budget(), Duration::from_secs(30 + 54));
+    // Without the cap in reach, the doubling runs its course: 3 + 6 + 12 + 24 + 48 + 3.
+    assert_eq!(
+        t.retransmit_span(Duration::from_secs(120)),
+        Duration::from_secs(96)
+    );
     let fast = AcTimers {
         retransmit_interval: Duration::from_millis(500),
         max_retransmit: 2,
@@ -123,7 +135,10 @@ fn budgets_follow_the_configured_timers() {
         ..AcTimers::default()
     };
     // 0.5 + 1 before the two retransmissions, 0.5 for the last one's transit.
-    assert_eq!(fast.retransmit_span(), Duration::from_secs(2));
+    assert_eq!(
+        fast.retransmit_span(fast.echo_interval),
+        Duration::from_secs(2)
+    );
     assert_eq!(fast.run_budget(), Duration::from_secs(62));
     let absurd = AcTimers {
         max_retransmit: u32::MAX,

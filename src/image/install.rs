@@ -26,14 +26,19 @@ use std::path::PathBuf;
 use log::info;
 
 use super::bootenv::{
-    read_with, write_with, Env, EnvConfig, EnvError, EnvLocation, EnvStorage, FileStorage,
+    read_with, write_with, DeviceStorage, Env, EnvConfig, EnvError, EnvLocation, EnvStorage, Medium,
 };
 use super::bundle::{BundleError, BundleReader};
 use super::download::hex;
 use super::manifest::{Manifest, Payload};
 use super::read_full;
 use super::verify::{TrustPolicy, VerifiedManifest, VerifyError, VERIFY_SUCCESS};
-use crate::board::{Board, Slot};
+use crate::board::{Board, Slot, SlotKind};
+use crate::flash::mtd::{self, MtdDevice};
+use crate::flash::sim::SimFlash;
+use crate::flash::ubi::{self, UbiVolume};
+use crate::flash::writer::{count_good_blocks, FlashError, FlashSlot};
+use crate::flash::Flash;
 
 /// Chunk size for slot writes and the read-back. Writes go through the page cache, so the size
 /// only sets how many system calls an install makes (about 100 for a 12 MiB image); the buffer
@@ -42,17 +47,137 @@ use crate::board::{Board, Slot};
 pub const CHUNK: usize = 128 << 10;
 
 /// Where slots are written. [`Disk`] is the real one; tests count and cut writes.
+///
+/// An install calls, in this order: [`SlotStorage::check_fit`] (before anything is written,
+/// the environment included), [`SlotStorage::begin`] (after the slot is marked invalid), the
+/// payload's bytes in order through [`SlotStorage::write_at`], [`SlotStorage::sync`] (which
+/// finishes the write: the padded last page on MTD, the end of a UBI volume update), then the
+/// read-back through [`SlotStorage::read_at`].
 pub trait SlotStorage {
+    /// Refuses a payload of `len` bytes that cannot fit the slot's medium (the good erase
+    /// blocks of an MTD partition, the capacity of a UBI volume), changing nothing.
+    fn check_fit(&mut self, _slot: &Slot, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// Starts writing a payload of exactly `len` bytes (a UBI volume update starts here).
+    fn begin(&mut self, _slot: &Slot, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     fn write_at(&mut self, slot: &Slot, offset: u64, data: &[u8]) -> io::Result<()>;
     fn sync(&mut self, slot: &Slot) -> io::Result<()>;
     fn read_at(&mut self, slot: &Slot, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
 }
 
-/// Slot files or block devices, and the environment, on the real disk.
+/// A UBI volume being updated: how many bytes the update announced.
+struct UbiSlot {
+    volume: UbiVolume,
+    announced: u64,
+}
+
+/// An open slot, by kind.
+enum SlotDev {
+    File(File),
+    Mtd(FlashSlot<MtdDevice>),
+    /// A simulated MTD partition on a file (`sim = { ... }` in the board file).
+    SimMtd(FlashSlot<SimFlash>),
+    Ubi(UbiSlot),
+}
+
+/// The geometry error of a slot the board file says is larger than its device.
+fn larger_than_device(slot: &Slot, path: &std::path::Path, has: u64) -> io::Error {
+    FlashError::Geometry(format!(
+        "the board file gives slot {} {} bytes; {} has {has}",
+        slot.name,
+        slot.size,
+        path.display()
+    ))
+    .into()
+}
+
+impl SlotDev {
+    /// Opens the slot's device, resolving `mtd:NAME` and `ubiX:NAME`. Never creates or
+    /// truncates anything: a slot is a device or a file the board provides.
+    fn open(slot: &Slot) -> io::Result<SlotDev> {
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("slot {} ({}): {e}", slot.name, slot.device.display()),
+            )
+        };
+        Ok(match (slot.kind, &slot.sim) {
+            (SlotKind::Mtd, Some(sim)) => SlotDev::SimMtd(FlashSlot::new(
+                SimFlash::open(&slot.device, sim.info(slot.size), &sim.bad_blocks)
+                    .map_err(named)?,
+            )),
+            (SlotKind::Mtd, None) => {
+                let path = mtd::resolve(&slot.device).map_err(named)?;
+                let dev = MtdDevice::open(&path).map_err(named)?;
+                if dev.info().size < slot.size {
+                    return Err(larger_than_device(slot, &path, dev.info().size));
+                }
+                SlotDev::Mtd(FlashSlot::new(dev))
+            }
+            (SlotKind::Ubi, _) => {
+                let path = ubi::resolve(&slot.device).map_err(named)?;
+                let volume = UbiVolume::open(&path).map_err(named)?;
+                if volume.capacity() < slot.size {
+                    return Err(larger_than_device(slot, &path, volume.capacity()));
+                }
+                SlotDev::Ubi(UbiSlot {
+                    volume,
+                    announced: 0,
+                })
+            }
+            (SlotKind::File, _) => SlotDev::File(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&slot.device)?,
+            ),
+        })
+    }
+}
+
+/// The good-block check of an MTD slot, read-only.
+fn mtd_fit<F: Flash>(s: &mut FlashSlot<F>, len: u64) -> io::Result<()> {
+    let es = u64::from(s.flash().info().erase_size);
+    let (good, bad) = count_good_blocks(s.flash())?;
+    let needed = len.div_ceil(es.max(1));
+    if needed > good {
+        return Err(FlashError::TooLarge {
+            len,
+            needed_blocks: needed,
+            good_blocks: good,
+            bad_blocks: bad,
+            erase_size: es as u32,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Ends an MTD slot write and logs what it took.
+fn mtd_finish<F: Flash>(s: &mut FlashSlot<F>, slot: &Slot) -> io::Result<()> {
+    let sum = s.finish()?;
+    let info = s.flash().info();
+    info!(
+        "Slot {}: {} bytes in {} erase blocks of {} KiB on {} flash; bad blocks skipped: {}",
+        slot.name,
+        sum.bytes,
+        sum.blocks,
+        info.erase_size / 1024,
+        info.kind,
+        sum.bad_skipped
+    );
+    Ok(())
+}
+
+/// Slot files, block devices, MTD partitions and UBI volumes, and the environment, on the
+/// real disk.
 #[derive(Default)]
 pub struct Disk {
-    open: HashMap<PathBuf, File>,
-    env: FileStorage,
+    open: HashMap<PathBuf, SlotDev>,
+    env: DeviceStorage,
 }
 
 impl Disk {
@@ -60,28 +185,101 @@ impl Disk {
         Self::default()
     }
 
-    fn file(&mut self, slot: &Slot) -> io::Result<&File> {
-        if !self.open.contains_key(&slot.device) {
-            // Never created or truncated: a slot is a device or a file the board provides.
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&slot.device)?;
-            self.open.insert(slot.device.clone(), f);
+    /// The simulated flash under a `sim` slot, opened if it was not (the power-cut tests arm
+    /// cuts on it); `None` for a slot of another kind.
+    pub fn simulated(&mut self, slot: &Slot) -> io::Result<Option<&mut SimFlash>> {
+        match self.dev(slot)? {
+            SlotDev::SimMtd(s) => Ok(Some(s.flash())),
+            _ => Ok(None),
         }
-        Ok(&self.open[&slot.device])
+    }
+
+    fn dev(&mut self, slot: &Slot) -> io::Result<&mut SlotDev> {
+        if !self.open.contains_key(&slot.device) {
+            let d = SlotDev::open(slot)?;
+            self.open.insert(slot.device.clone(), d);
+        }
+        self.open
+            .get_mut(&slot.device)
+            .ok_or_else(|| io::Error::other("slot vanished from the open table"))
     }
 }
 
 impl SlotStorage for Disk {
+    fn check_fit(&mut self, slot: &Slot, len: u64) -> io::Result<()> {
+        match self.dev(slot)? {
+            SlotDev::File(_) => Ok(()),
+            SlotDev::Mtd(s) => mtd_fit(s, len),
+            SlotDev::SimMtd(s) => mtd_fit(s, len),
+            SlotDev::Ubi(u) => {
+                if len > u.volume.capacity() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{len} bytes do not fit the {}-byte volume {}",
+                            u.volume.capacity(),
+                            u.volume.path().display()
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+    fn begin(&mut self, slot: &Slot, len: u64) -> io::Result<()> {
+        match self.dev(slot)? {
+            SlotDev::File(_) => Ok(()),
+            SlotDev::Mtd(s) => Ok(s.begin(len)?),
+            SlotDev::SimMtd(s) => Ok(s.begin(len)?),
+            SlotDev::Ubi(u) => {
+                u.volume.begin_update(len)?;
+                u.announced = len;
+                Ok(())
+            }
+        }
+    }
     fn write_at(&mut self, slot: &Slot, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file(slot)?.write_all_at(data, offset)
+        match self.dev(slot)? {
+            SlotDev::File(f) => f.write_all_at(data, offset),
+            SlotDev::Mtd(s) => Ok(s.write_at(offset, data)?),
+            SlotDev::SimMtd(s) => Ok(s.write_at(offset, data)?),
+            SlotDev::Ubi(u) => {
+                let at = u.announced - u.volume.pending();
+                if offset != at {
+                    return Err(FlashError::NotSequential {
+                        expected: at,
+                        got: offset,
+                    }
+                    .into());
+                }
+                u.volume.write_next(data)
+            }
+        }
     }
     fn sync(&mut self, slot: &Slot) -> io::Result<()> {
-        self.file(slot)?.sync_data()
+        match self.dev(slot)? {
+            SlotDev::File(f) => f.sync_data(),
+            SlotDev::Mtd(s) => mtd_finish(s, slot),
+            SlotDev::SimMtd(s) => mtd_finish(s, slot),
+            SlotDev::Ubi(u) => {
+                if u.volume.pending() != 0 {
+                    return Err(FlashError::Length {
+                        announced: u.announced,
+                        got: u.announced - u.volume.pending(),
+                    }
+                    .into());
+                }
+                Ok(())
+            }
+        }
     }
     fn read_at(&mut self, slot: &Slot, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.file(slot)?.read_at(buf, offset)
+        match self.dev(slot)? {
+            SlotDev::File(f) => f.read_at(buf, offset),
+            SlotDev::Mtd(s) => Ok(s.read_at(offset, buf)?),
+            SlotDev::SimMtd(s) => Ok(s.read_at(offset, buf)?),
+            SlotDev::Ubi(u) => u.volume.read_at(offset, buf),
+        }
     }
 }
 
@@ -91,6 +289,12 @@ impl EnvStorage for Disk {
     }
     fn write_at(&mut self, loc: &EnvLocation, data: &[u8]) -> io::Result<()> {
         self.env.write_at(loc, data)
+    }
+    fn medium(&mut self, loc: &EnvLocation) -> io::Result<Medium> {
+        self.env.medium(loc)
+    }
+    fn mark_obsolete(&mut self, loc: &EnvLocation) -> io::Result<()> {
+        self.env.mark_obsolete(loc)
     }
 }
 
@@ -111,6 +315,12 @@ pub enum InstallError {
     Io {
         what: String,
         error: io::Error,
+    },
+    /// A slot on raw flash refused or failed (an image too large for the good blocks, a
+    /// device smaller than the board file says, an erase or page write that failed).
+    Flash {
+        what: String,
+        error: FlashError,
     },
     /// The slot's bytes, read back, differ from the manifest.
     ReadBack {
@@ -157,6 +367,7 @@ impl std::fmt::Display for InstallError {
                 )
             }
             InstallError::Io { what, error } => write!(f, "{what}: {error}"),
+            InstallError::Flash { what, error } => write!(f, "{what}: {error}"),
             InstallError::ReadBack {
                 slot,
                 expected,
@@ -206,6 +417,25 @@ impl From<BundleError> for InstallError {
 impl From<VerifyError> for InstallError {
     fn from(e: VerifyError) -> Self {
         InstallError::Verify(e)
+    }
+}
+
+/// An I/O error of a slot, as an [`InstallError`]: a [`FlashError`] keeps its variant.
+fn slot_error(what: String, error: io::Error) -> InstallError {
+    if !error.get_ref().is_some_and(|e| e.is::<FlashError>()) {
+        return InstallError::Io { what, error };
+    }
+    let kind = error.kind();
+    match error.into_inner().map(|e| e.downcast::<FlashError>()) {
+        Some(Ok(e)) => InstallError::Flash { what, error: *e },
+        Some(Err(other)) => InstallError::Io {
+            what,
+            error: io::Error::new(kind, other),
+        },
+        None => InstallError::Io {
+            what,
+            error: kind.into(),
+        },
     }
 }
 
@@ -491,6 +721,11 @@ pub fn write_image<S: SlotStorage + EnvStorage, R: Read + Seek>(
     let rootfs = checked.rootfs.clone();
     let expected = rootfs.sha256;
 
+    // A payload the medium cannot take (bad blocks, a smaller volume) is refused before the
+    // environment or the slot is touched.
+    storage
+        .check_fit(&target, rootfs.size)
+        .map_err(|e| slot_error(format!("slot {}", target.name), e))?;
     // The slot can never look good while it is being written.
     let state_key = format!("slot_{}_state", target.name);
     if env.get(&state_key) != Some("invalid") {
@@ -504,12 +739,14 @@ pub fn write_image<S: SlotStorage + EnvStorage, R: Read + Seek>(
         target.name,
         target.device.display()
     );
+    storage
+        .begin(&target, rootfs.size)
+        .map_err(|e| slot_error(format!("begin writing slot {}", target.name), e))?;
     let mut buf = vec![0u8; chunk.max(512)];
     let written = stream_payload(storage, &mut bundle, checked, &target, &mut buf)?;
-    storage.sync(&target).map_err(|error| InstallError::Io {
-        what: format!("fsync slot {}", target.name),
-        error,
-    })?;
+    storage
+        .sync(&target)
+        .map_err(|e| slot_error(format!("sync slot {}", target.name), e))?;
     bundle.finish()?;
 
     // Read back what the medium holds (the step that catches silent write corruption).
@@ -582,12 +819,8 @@ fn stream_payload<S: SlotStorage, R: Read>(
         if n == 0 {
             break;
         }
-        SlotStorage::write_at(storage, target, written, &buf[..n]).map_err(|error| {
-            InstallError::Io {
-                what: format!("write slot {}", target.name),
-                error,
-            }
-        })?;
+        SlotStorage::write_at(storage, target, written, &buf[..n])
+            .map_err(|e| slot_error(format!("write slot {}", target.name), e))?;
         written += n as u64;
     }
     payload.finish()?;
@@ -666,10 +899,7 @@ pub fn hash_slot<S: SlotStorage>(
         let want = (len - off).min(buf.len() as u64) as usize;
         let n = storage
             .read_at(slot, off, &mut buf[..want])
-            .map_err(|error| InstallError::Io {
-                what: format!("read back slot {}", slot.name),
-                error,
-            })?;
+            .map_err(|e| slot_error(format!("read back slot {}", slot.name), e))?;
         if n == 0 {
             return Err(InstallError::Io {
                 what: format!("read back slot {}", slot.name),

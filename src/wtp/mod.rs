@@ -184,7 +184,12 @@ impl Wtp {
         let mut rng = Rng::new(cfg.seed);
         let first_seq = rng.below(256) as u8;
         Wtp {
-            requester: Requester::new(t.retransmit_interval, t.max_retransmit, first_seq),
+            requester: Requester::new(
+                t.retransmit_interval,
+                t.max_retransmit,
+                t.echo_interval,
+                first_seq,
+            ),
             rng,
             state: State::Idle,
             builder: PacketBuilder::new(),
@@ -1003,6 +1008,8 @@ impl Wtp {
                 if let Some((_, echo)) = timers {
                     if echo > 0 {
                         self.cfg.timers.echo_interval = Duration::from_secs(echo as u64);
+                        self.requester
+                            .set_echo_interval(self.cfg.timers.echo_interval);
                         info!("AC set EchoInterval to {echo}s");
                     }
                 }
@@ -1134,6 +1141,8 @@ impl Wtp {
                 }
                 if let Some(e) = echo.filter(|e| *e > 0) {
                     self.cfg.timers.echo_interval = Duration::from_secs(e as u64);
+                    self.requester
+                        .set_echo_interval(self.cfg.timers.echo_interval);
                     info!("AC set EchoInterval to {e}s");
                 }
                 self.send_response(msg.msg_type, msg.seq, Some(ResultCode::Success as u32));

@@ -10,13 +10,114 @@ use super::{ByteOrder, EnvError};
 pub const MAX_ENV_SIZE: usize = 16 << 20;
 
 /// One copy of the environment: `size` bytes at byte `offset` of `path` (a file, a partition's
-/// block device, or an eMMC boot area).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// block device, an eMMC boot area, an MTD device `/dev/mtdN`, or a UBI volume `/dev/ubiX_Y`
+/// or `/dev/ubiX:NAME`).
+///
+/// The sector fields are libubootenv's (`struct uboot_flash_env`: `sectorsize`, `envsectors`)
+/// and only matter on MTD devices; files, block devices and UBI volumes ignore them, as
+/// libubootenv does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EnvLocation {
     pub path: PathBuf,
     pub offset: u64,
     /// The whole copy, header included (the config file's third column).
     pub size: usize,
+    /// SECTORSIZE: the bytes erased at a time, a multiple of the device's erase size. 0 when
+    /// not given: the device's erase size (MEMGETINFO), as libubootenv does.
+    pub sector_size: u64,
+    /// SECTORS: how many sectors the copy may occupy, bad ones (NAND) included. 0 when not
+    /// given: as many as the copy needs, with no room for a bad block.
+    pub sectors: u64,
+}
+
+/// What a device path is, by libubootenv's rule (common.c, `get_device_type`): the name
+/// decides, after symlinks are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A regular file or a block device: read and written in place.
+    File,
+    /// `/dev/mtd*`: raw flash, erased before it is written.
+    Mtd,
+    /// `/dev/ubi*`, or `/dev/mtdN:VOLUME`: a UBI volume, replaced by a volume update.
+    Ubi,
+}
+
+impl DeviceKind {
+    pub fn of(path: &Path) -> DeviceKind {
+        let s = path.to_string_lossy();
+        if s.starts_with("/dev/mtd") {
+            if s.contains(':') {
+                DeviceKind::Ubi
+            } else {
+                DeviceKind::Mtd
+            }
+        } else if s.starts_with("/dev/ubi") {
+            DeviceKind::Ubi
+        } else {
+            DeviceKind::File
+        }
+    }
+}
+
+impl EnvLocation {
+    /// The sectors a write of this copy may erase on flash whose erase blocks are
+    /// `erase_size` bytes: `[offset, offset + count × sector)`, where the sector is
+    /// [`EnvLocation::sector_size`] (or `erase_size` when not given) and the count is
+    /// [`EnvLocation::sectors`] (or the sectors the copy needs). Refused: a sector that is not
+    /// a multiple of the erase size, an offset that is not on an erase block (the kernel's
+    /// MEMERASE refuses both, so libubootenv cannot write there either), and a copy larger
+    /// than its sectors.
+    pub fn sector_area(&self, erase_size: u64) -> Result<SectorArea, String> {
+        let erase_size = erase_size.max(1);
+        let sector = if self.sector_size == 0 {
+            erase_size
+        } else {
+            self.sector_size
+        };
+        if sector % erase_size != 0 {
+            return Err(format!(
+                "sector size {sector:#x} is not a multiple of the erase size {erase_size:#x}"
+            ));
+        }
+        if self.offset % erase_size != 0 {
+            return Err(format!(
+                "offset {:#x} does not start an erase block ({erase_size:#x} bytes): the \
+                 erase before a write would take bytes before the copy",
+                self.offset
+            ));
+        }
+        let needed = (self.size as u64).div_ceil(sector);
+        let count = if self.sectors == 0 {
+            needed
+        } else {
+            self.sectors
+        };
+        if needed > count {
+            return Err(format!(
+                "the copy ({:#x} bytes) needs {needed} sectors of {sector:#x}, {count} given",
+                self.size
+            ));
+        }
+        let end = count
+            .checked_mul(sector)
+            .and_then(|len| self.offset.checked_add(len))
+            .ok_or_else(|| format!("{count} sectors of {sector:#x} overflow"))?;
+        Ok(SectorArea {
+            start: self.offset,
+            end,
+            sector,
+        })
+    }
+}
+
+/// The sectors of one copy on flash (see [`EnvLocation::sector_area`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectorArea {
+    /// The first byte, the end (exclusive), and the sector size: a write erases whole sectors
+    /// in `start..end`, skipping bad ones on NAND.
+    pub start: u64,
+    pub end: u64,
+    pub sector: u64,
 }
 
 /// The environment's copies (one, or two for a redundant environment) and the byte order of
@@ -53,6 +154,12 @@ impl EnvConfig {
     /// Checks what [`read`](super::read) and [`write`](super::write) rely on: one or two
     /// copies, each larger than its header and at most [`MAX_ENV_SIZE`], two copies of the same
     /// size (U-Boot requires it) that do not overlap when they share a file.
+    ///
+    /// On an MTD device (`/dev/mtd*`) with a SECTORSIZE: the copy fits its sectors and starts
+    /// an erase block, and two copies on one device do not share a sector (erasing one would
+    /// erase the other). Without a SECTORSIZE the device's erase size decides, which only the
+    /// storage knows: [`write_with`](super::write_with) checks it there. UBI volumes: offset 0
+    /// (libubootenv reads and updates a volume from its start, whatever the offset says).
     pub fn validate(&self) -> Result<(), EnvError> {
         let bad = |reason: String| Err(EnvError::Config { line: None, reason });
         match self.copies.len() {
@@ -77,7 +184,45 @@ impl EnvConfig {
                 return bad(format!("copy {i}: offset {:#x} + size overflows", c.offset));
             }
         }
+        for (i, c) in self.copies.iter().enumerate() {
+            match DeviceKind::of(&c.path) {
+                DeviceKind::Mtd if c.sector_size != 0 => {
+                    if let Err(r) = c.sector_area(c.sector_size) {
+                        return bad(format!("copy {i}: {r}"));
+                    }
+                }
+                DeviceKind::Ubi if c.offset != 0 => {
+                    return bad(format!(
+                        "copy {i}: offset {:#x} in UBI volume {}: libubootenv ignores it and \
+                         uses the volume from its start; write 0",
+                        c.offset,
+                        c.path.display()
+                    ));
+                }
+                _ => {}
+            }
+        }
         if let [a, b] = &self.copies[..] {
+            if a.path == b.path
+                && DeviceKind::of(&a.path) == DeviceKind::Mtd
+                && a.sector_size != 0
+                && b.sector_size != 0
+            {
+                if let (Ok(x), Ok(y)) = (a.sector_area(a.sector_size), b.sector_area(b.sector_size))
+                {
+                    if x.start < y.end && y.start < x.end {
+                        return bad(format!(
+                            "the two copies share erase sectors of {} ({:#x}..{:#x} and \
+                             {:#x}..{:#x}): writing one would erase the other",
+                            a.path.display(),
+                            x.start,
+                            x.end,
+                            y.start,
+                            y.end
+                        ));
+                    }
+                }
+            }
             if a.size != b.size {
                 return bad(format!(
                     "the two copies differ in size ({:#x} and {:#x})",
@@ -97,14 +242,17 @@ impl EnvConfig {
         Ok(())
     }
 
-    /// Parses a `fw_env.config` as libubootenv (and U-Boot's own `fw_env`) reads it: one line
-    /// per copy, `DEVICE OFFSET SIZE [SECTOR_SIZE [SECTORS [...]]]`, blank lines and lines
+    /// Parses a `fw_env.config` as libubootenv reads it (uboot_env.c,
+    /// `libuboot_read_config_ext`): one line per copy,
+    /// `DEVICE OFFSET SIZE [SECTORSIZE [SECTORS [DISABLE_LOCK]]]`, blank lines and lines
     /// starting with `#` skipped, anything from a `#` field on ignored.
     ///
-    /// Numbers are read as the tools' `sscanf("%lli %lx %lx ...")` does: OFFSET like C's
-    /// `strtoll(s, 0)` (`0x` hex, leading `0` octal, else decimal), SIZE and the sector fields
-    /// are always hexadecimal, with or without `0x` (`2000` means 0x2000 bytes). The sector
-    /// fields only matter for MTD erase blocks and are checked, then ignored.
+    /// Numbers are read as its `sscanf("%ms %lli %zx %zx %lx %d")` does: OFFSET like C's
+    /// `strtoll(s, 0)` (`0x` hex, leading `0` octal, else decimal), SIZE, SECTORSIZE and
+    /// SECTORS always hexadecimal, with or without `0x` (`2000` means 0x2000 bytes), and
+    /// DISABLE_LOCK decimal. SECTORSIZE and SECTORS are kept ([`EnvLocation::sector_size`],
+    /// [`EnvLocation::sectors`]): they say what an MTD write erases. DISABLE_LOCK is checked
+    /// and ignored: this module never calls MEMLOCK/MEMUNLOCK (see `docs/bootenv.md`).
     ///
     /// Refused (not supported): negative offsets (counted from the device's end), more than two
     /// copies, and libubootenv's newer YAML config format.
@@ -137,8 +285,17 @@ impl EnvConfig {
             }
             let offset = parse_offset(fields[1]).map_err(|r| err(format!("OFFSET: {r}")))?;
             let size = parse_hex(fields[2]).map_err(|r| err(format!("SIZE: {r}")))?;
-            for (n, f) in fields[3..].iter().enumerate() {
-                parse_hex(f).map_err(|r| err(format!("field {}: {r}", n + 4)))?;
+            let sector_size = match fields.get(3) {
+                Some(f) => parse_hex(f).map_err(|r| err(format!("SECTORSIZE: {r}")))?,
+                None => 0,
+            };
+            let sectors = match fields.get(4) {
+                Some(f) => parse_hex(f).map_err(|r| err(format!("SECTORS: {r}")))?,
+                None => 0,
+            };
+            if let Some(f) = fields.get(5) {
+                parse_digits(f.strip_prefix('-').unwrap_or(f), 10)
+                    .ok_or_else(|| err(format!("DISABLE_LOCK: `{f}` is not a number")))?;
             }
             if copies.len() == 2 {
                 return Err(err("a third environment copy; 1 or 2 are supported".into()));
@@ -155,6 +312,8 @@ impl EnvConfig {
                 path: PathBuf::from(fields[0]),
                 offset,
                 size,
+                sector_size,
+                sectors,
             });
         }
         if copies.is_empty() {

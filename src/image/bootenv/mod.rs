@@ -5,32 +5,37 @@
 //! redundant (two copies). The CRC is zlib's CRC-32 of the whole data area (padding included,
 //! flag excluded), in the CPU's byte order. The data is `name=value\0...\0`, padded with 0xFF.
 //!
-//! - Reading ([`read`]): the copy whose CRC is valid; of two valid copies, the one with the
-//!   higher flag, where 0 beats 255 (the counter wrapped); equal flags: copy 0.
-//! - Writing ([`write()`]): the *other* copy, the non-current one, with the current flag + 1. A
-//!   write cut by a power loss leaves that copy invalid and the current one untouched, so the
-//!   next read still returns the old environment. With one copy, a torn write leaves no valid
-//!   environment at all ([`EnvError::BadCrc`]): boards should use two.
+//! - Reading ([`read`]): the copy whose CRC is valid; of two valid copies, the one the flags
+//!   name ([`FlagScheme`]: a counter on files, block devices, NAND and UBI; active/obsolete on
+//!   NOR, as libubootenv does).
+//! - Writing ([`write()`]): the *other* copy, the non-current one (on flash: its sectors erased
+//!   and programmed; on UBI: one volume update), then, on NOR, the old copy's flag programmed to
+//!   0. A write cut by a power loss leaves the new copy invalid or the old one still current, so
+//!   the next read returns the old or the new environment. With one copy, a torn write leaves no
+//!   valid environment at all ([`EnvError::BadCrc`]): boards should use two.
 //!
 //! [`encode`] and [`decode`] are the pure halves; [`read_with`] and [`write_with`] run over any
-//! [`EnvStorage`], so tests can cut power after the k-th write.
+//! [`EnvStorage`]: [`DeviceStorage`] on the board, over simulated flash ([`SimOpener`]) or in
+//! memory in the tests, which cut power after or during any write.
 //!
-//! Not supported: libubootenv's boolean flags for NAND (MTD) and writing raw MTD/UBI devices
-//! (they need erasing; [`FileStorage`] refuses them), negative offsets in `fw_env.config`, and
-//! libubootenv's YAML config.
+//! Not supported: MEMLOCK/MEMUNLOCK, UBI volumes named by their MTD device, negative offsets in
+//! `fw_env.config`, and libubootenv's YAML config.
 
 mod codec;
 mod config;
 mod crc;
+mod flash;
 mod storage;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use codec::{decode, encode, Env, PAD_BYTE};
-pub use config::{EnvConfig, EnvLocation, MAX_ENV_SIZE};
+pub use config::{DeviceKind, EnvConfig, EnvLocation, SectorArea, MAX_ENV_SIZE};
 pub use crc::{crc32, crc32_update};
-pub use storage::{EnvStorage, FileStorage};
+pub use storage::{
+    DeviceStorage, EnvStorage, FileStorage, FlagScheme, FlashOpener, Medium, MtdOpener, SimOpener,
+};
 
 /// The byte order of the CRC: the CPU's that runs U-Boot (big-endian on MIPS boards, little on
 /// ARM and x86).
@@ -226,16 +231,68 @@ pub fn current_copy(flag0: u8, flag1: u8) -> usize {
     }
 }
 
-/// Reads the environment from files or block devices (see [`read_with`]).
+/// Reads the environment from files, block devices, MTD devices or UBI volumes (see
+/// [`read_with`] and [`DeviceStorage`]).
 pub fn read(cfg: &EnvConfig) -> Result<(Env, ReadInfo), EnvError> {
-    read_with(&mut FileStorage::new(), cfg)
+    read_with(&mut DeviceStorage::new(), cfg)
 }
 
-/// Writes `env` to files or block devices (see [`write_with`]).
+/// Writes `env` to files, block devices, MTD devices or UBI volumes (see [`write_with`] and
+/// [`DeviceStorage`]).
 ///
 /// A single-copy write is not power-safe: a cut mid-write leaves no valid environment.
 pub fn write(cfg: &EnvConfig, env: &Env) -> Result<WriteInfo, EnvError> {
-    write_with(&mut FileStorage::new(), cfg, env)
+    write_with(&mut DeviceStorage::new(), cfg, env)
+}
+
+/// The flag scheme of a redundant environment's copies, with the checks that need the storage:
+/// both copies on the same kind of medium (libubootenv's `check_compatible_devices`), and on
+/// one device, neither copy's sectors overlapping the other copy (erasing one would erase the
+/// other).
+fn flag_scheme<S: EnvStorage + ?Sized>(
+    storage: &mut S,
+    cfg: &EnvConfig,
+) -> Result<FlagScheme, EnvError> {
+    let mut media = Vec::new();
+    for loc in &cfg.copies {
+        let m = storage.medium(loc).map_err(|error| EnvError::Io {
+            path: loc.path.clone(),
+            op: "open environment device",
+            error,
+        })?;
+        media.push(m);
+    }
+    let bad = |reason: String| Err(EnvError::Config { line: None, reason });
+    if let ([a, b], [ma, mb]) = (&cfg.copies[..], &media[..]) {
+        if ma.scheme != mb.scheme {
+            return bad(format!(
+                "copy 0 ({}) uses {:?} flags and copy 1 ({}) {:?}: both copies must be on the \
+                 same kind of device",
+                a.path.display(),
+                ma.scheme,
+                b.path.display(),
+                mb.scheme
+            ));
+        }
+        let span = |l: &EnvLocation, m: &Medium| {
+            m.erases
+                .clone()
+                .unwrap_or(l.offset..l.offset + l.size as u64)
+        };
+        let (x, y) = (span(a, ma), span(b, mb));
+        if a.path == b.path && x.start < y.end && y.start < x.end {
+            return bad(format!(
+                "the two copies share erase sectors of {} ({:#x}..{:#x} and {:#x}..{:#x}): \
+                 writing one would erase the other",
+                a.path.display(),
+                x.start,
+                x.end,
+                y.start,
+                y.end
+            ));
+        }
+    }
+    Ok(media[0].scheme)
 }
 
 /// Reads the current copy through `storage`. With one copy, its error is returned as is
@@ -256,12 +313,13 @@ pub fn read_with<S: EnvStorage + ?Sized>(
         };
         return Ok((env, info));
     }
+    let scheme = flag_scheme(storage, cfg)?;
     let c0 = load_copy(storage, cfg, 0);
     let c1 = load_copy(storage, cfg, 1);
     let (current, (env, flag), other) = match (c0, c1) {
         (Ok(a), Ok(b)) => {
             let (fa, fb) = (a.1.unwrap_or(0), b.1.unwrap_or(0));
-            if current_copy(fa, fb) == 0 {
+            if scheme.current(fa, fb) == 0 {
                 (0, a, OtherCopy::Valid { flag: fb })
             } else {
                 (1, b, OtherCopy::Valid { flag: fa })
@@ -308,6 +366,11 @@ pub fn write_with<S: EnvStorage + ?Sized>(
             available,
         });
     }
+    let scheme = if cfg.is_redundant() {
+        flag_scheme(storage, cfg)?
+    } else {
+        FlagScheme::Incremental
+    };
     let (copy, flag, fallback) = if cfg.is_redundant() {
         let (c0, c1) = (load_copy(storage, cfg, 0), load_copy(storage, cfg, 1));
         for c in [&c0, &c1] {
@@ -322,12 +385,12 @@ pub fn write_with<S: EnvStorage + ?Sized>(
         let f1 = c1.ok().map(|c| c.1.unwrap_or(0));
         match (f0, f1) {
             (Some(a), Some(b)) => {
-                let cur = current_copy(a, b);
+                let cur = scheme.current(a, b);
                 let f = if cur == 0 { a } else { b };
-                (1 - cur, Some(f.wrapping_add(1)), Some(cur))
+                (1 - cur, Some(scheme.next(f)), Some(cur))
             }
-            (Some(a), None) => (1, Some(a.wrapping_add(1)), Some(0)),
-            (None, Some(b)) => (0, Some(b.wrapping_add(1)), Some(1)),
+            (Some(a), None) => (1, Some(scheme.next(a)), Some(0)),
+            (None, Some(b)) => (0, Some(scheme.next(b)), Some(1)),
             (None, None) => (0, Some(1), None),
         }
     } else {
@@ -358,6 +421,36 @@ pub fn write_with<S: EnvStorage + ?Sized>(
                 copy,
                 reason: e.to_string(),
             })
+        }
+    }
+    if let (FlagScheme::Boolean, Some(old)) = (scheme, fallback) {
+        // The commit point: until the old copy's flag reads 0, it still wins or ties (see
+        // docs/bootenv.md), so the old environment is current; from then on, the new one.
+        let old_loc = &cfg.copies[old];
+        storage
+            .mark_obsolete(old_loc)
+            .map_err(|error| EnvError::Io {
+                path: old_loc.path.clone(),
+                op: "mark the old environment copy obsolete",
+                error,
+            })?;
+        match read_with(storage, cfg) {
+            Ok((back, info)) if info.current == copy && back == *env => {}
+            Ok((_, info)) => {
+                return Err(EnvError::VerifyFailed {
+                    copy,
+                    reason: format!(
+                        "copy {} is still current after the old copy was marked obsolete",
+                        info.current
+                    ),
+                })
+            }
+            Err(e) => {
+                return Err(EnvError::VerifyFailed {
+                    copy,
+                    reason: e.to_string(),
+                })
+            }
         }
     }
     Ok(WriteInfo {
