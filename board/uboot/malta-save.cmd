@@ -1,7 +1,7 @@
 # ab_save of the QEMU Malta image (board/uboot/malta.cmd explains the layout and why): writes
 # the environment to the NON-current copy on the flash, as libubootenv does on NOR: the new copy
 # with flag 1 (active), then the old copy's flag byte cleared to 0 (obsolete).
-# Stored as its own script image at flash 0x108000 (be108000); ab_save is `source be108000`.
+# Stored as its own script image at flash 0x058000 (be058000); ab_save is `source be058000`.
 #
 # Memory: [CRC][data] from `env export -c` at 0x84010000, the copy being written at 0x84020000.
 # Flash: erase the target sector, then ONE cp.b of the 2 KiB copy (one CFI buffer write).

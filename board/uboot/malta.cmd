@@ -1,7 +1,7 @@
 # Board prelude of the QEMU Malta image (scripts/malta-image): runs before board/uboot/boot.cmd.
-# The flash's boot script (partition "boot", flash 0x100000) is this file followed by boot.cmd.
+# The flash's boot script (partition "boot", flash 0x050000) is this file followed by boot.cmd.
 # Debian's maltael U-Boot has no autoboot and no bootcmd: what a vendor's compiled-in
-# bootcommand would be, `source be100000`, is typed at its prompt by scripts/malta-autoboot.
+# bootcommand would be, `source be050000`, is typed at its prompt by scripts/malta-autoboot.
 #
 # The A/B environment lives on the CFI NOR flash, partition "env" (/dev/mtd2 for Linux, flash
 # 0x3e0000, two 64 KiB erase sectors): two redundant 2 KiB copies, one at the start of each
@@ -30,11 +30,15 @@
 # boot.cmd counts without it.
 #
 # Hooks for boot.cmd:
-#   ab_save  runs the save script at be108000 (board/uboot/malta-save.cmd)
-#   ab_boot  boots the common kernel in flash (be110000) with the slot's root file system:
-#            block2mtd over the IDE disk is the slot flash ("slots"), UBI is attached to it, and
-#            the slot's squashfs volume (rootfs_a = volume 0, rootfs_b = volume 1) is the root
-#            device through ubiblock.
+#   ab_save  runs the save script at be058000 (board/uboot/malta-save.cmd)
+#   ab_boot  loads the common kernel (uImage) from the TFTP server of QEMU's user network
+#            (10.0.2.2) and boots it with the slot's root file system: block2mtd over the IDE
+#            disk is the slot flash ("slots"), UBI is attached to it, and the slot's squashfs
+#            volume (rootfs_a = volume 0, rootfs_b = volume 1) is the root device through
+#            ubiblock. (The kernel does not fit the flash: 4.5 MB gzip'ed, and this U-Boot has
+#            no LZMA; U-Boot reads neither UBI nor the IDE disk.) mem=256M: this U-Boot
+#            passes the YAMON variable memsize in MiB ("256"), which Linux's Malta code reads
+#            as bytes, and panics without it.
 # Every ab_* variable is set again below after the import, so a saved value never counts.
 #
 # Memory: the single-copy view [CRC][data] for `env import -c` at 0x84000000.
@@ -69,5 +73,5 @@ else
 fi
 setenv ab_first
 
-setenv ab_save 'source be108000'
-setenv ab_boot 'if test "${boot_slot}" = "b"; then setenv ab_vol 1; else setenv ab_vol 0; fi; setenv bootargs "console=ttyS0 mtdparts=1e000000.flash:1M(uboot)ro,2944k(boot)ro,128k(env) block2mtd.block2mtd=/dev/sda,128KiB,slots ubi.mtd=slots ubi.block=0,rootfs_${boot_slot} root=/dev/ubiblock0_${ab_vol} rootfstype=squashfs ro rootwait panic=10 wtpd.slot=${boot_slot} wtpd.trial=${upgrade_available}"; bootm be110000'
+setenv ab_save 'source be058000'
+setenv ab_boot 'if test "${boot_slot}" = "b"; then setenv ab_vol 1; else setenv ab_vol 0; fi; setenv ipaddr 10.0.2.15; setenv serverip 10.0.2.2; if tftpboot 84000000 uImage; then setenv bootargs "console=ttyS0 mem=256M mtdparts=1e000000.flash:320k(uboot)ro,3648k(boot)ro,128k(env) block2mtd.block2mtd=/dev/sda,128KiB,slots ubi.mtd=slots ubi.block=0,rootfs_${boot_slot} root=/dev/ubiblock0_${ab_vol} rootfstype=squashfs ro rootwait panic=10 wtpd.slot=${boot_slot} wtpd.trial=${upgrade_available}"; bootm 84000000; fi'
