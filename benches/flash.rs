@@ -20,8 +20,9 @@
 //! The figure is the ratio of the two times (ours / dd; the goal is at most 1.2). Two further
 //! measurements say where our time goes: **sim floor**, the same erases and page writes made
 //! straight on SimFlash (no writer), plus the same read-back and hash, which is what the
-//! simulation itself costs (each page write is a read of the page, to check it is erased, and
-//! a write; each erase a write of 0xFF over the block); and **writer alone**, the writer and
+//! simulation itself costs (each erase is a write of 0xFF over the block; a page write into a
+//! freshly erased page is one write, any other a read of the page, to check it, and a write);
+//! and **writer alone**, the writer and
 //! reader over a flash that keeps nothing (no I/O), which is our code's own cost.
 //!
 //! `WTPD_BENCH_FLASH_MIB` sets the image size (default 64), `WTPD_BENCH_REPEAT` the runs per

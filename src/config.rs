@@ -223,6 +223,21 @@ pub struct DownloadSection {
     pub retry_max: std::time::Duration,
     /// What happens to a complete image.
     pub install: InstallMethod,
+    /// Where the image goes while it arrives: the download file, or straight into the
+    /// inactive slot.
+    pub mode: DownloadMode,
+}
+
+/// Where a download goes while it arrives (docs/ab-update.md, "Slot mode").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadMode {
+    /// The download file (the seed's /tmp/part.tar), verified whole, then installed.
+    #[default]
+    Tmp,
+    /// The inactive slot, as Image Data blocks arrive, once the signed head verified: for
+    /// boards whose /tmp (RAM) is smaller than the image. Needs A/B slots.
+    Slot,
 }
 
 /// What the agent does with a complete, checked download.
@@ -248,6 +263,7 @@ impl Default for DownloadSection {
             retry_base: p.retry_base,
             retry_max: p.retry_max,
             install: InstallMethod::None,
+            mode: DownloadMode::Tmp,
         }
     }
 }
@@ -283,6 +299,27 @@ pub struct ImageSection {
     pub allow_downgrade: bool,
 }
 
+/// The board's hook scripts (`[hooks]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksSection {
+    /// The seed's `upgrade.sh`: called with one argument, PRECHECK, PREDOWNLOAD, UPGRADE,
+    /// ABORT, ACTIVATE or MARK_GOOD (docs/configuration.md, "The upgrade hook").
+    pub upgrade: Option<PathBuf>,
+    /// How long one call may take; then its process group is killed and the call failed.
+    #[serde(with = "crate::time::secs")]
+    pub timeout: std::time::Duration,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            upgrade: None,
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 /// wtpd.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +351,9 @@ pub struct WtpdConfig {
     /// Credentials, trust and timeouts for `wtpd fetch URL`.
     #[serde(default)]
     pub fetch: crate::fetch::FetchSection,
+    /// The board's hook scripts.
+    #[serde(default)]
+    pub hooks: HooksSection,
 }
 
 fn any_addr() -> SocketAddr {
@@ -354,6 +394,9 @@ pub struct AcsimConfig {
     pub control_socket: Option<PathBuf>,
     #[serde(default = "default_max_wtps")]
     pub max_wtps: u16,
+    /// Image Data transfers under way at once; the others wait, shown as Initiated.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: u32,
     /// Result Code of every Join Response: 0 accepts, e.g. 8 refuses "WTP hardware not supported".
     #[serde(default)]
     pub join_result: u32,
@@ -385,6 +428,10 @@ fn default_block_size() -> usize {
 }
 fn default_max_wtps() -> u16 {
     1000
+}
+
+fn default_max_transfers() -> u32 {
+    10
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -438,6 +485,15 @@ impl WtpdConfig {
         }
         if let Some(p) = &mut c.state_dir {
             *p = relative_to(&base, p);
+        }
+        if let Some(p) = &mut c.hooks.upgrade {
+            *p = relative_to(&base, p);
+        }
+        if c.hooks.timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what: "hooks.timeout must be more than 0 seconds".into(),
+            });
         }
         if crate::wtp::config::parse_mac(&c.wtp.base_mac).is_none() {
             return Err(ConfigError::Invalid {
@@ -515,6 +571,7 @@ impl AcsimConfig {
             image_version: self.image_version.clone(),
             image_at_join: self.image_at_join,
             max_wtps: self.max_wtps,
+            max_transfers: self.max_transfers,
             psk: self.dtls.mode == DtlsMode::Psk,
             join_result: self.join_result,
             control_address: Some(self.listen.ip()).filter(|ip: &IpAddr| !ip.is_unspecified()),
@@ -623,6 +680,25 @@ echo_interval = 2
             .unwrap_err()
             .to_string();
         assert!(e.contains("not hex"), "{e}");
+    }
+
+    #[test]
+    fn hooks_section_defaults_and_resolves() {
+        let c = WtpdConfig::parse(WTPD, Path::new("/lab/wtpd.toml")).unwrap();
+        assert_eq!(c.hooks.upgrade, None);
+        assert_eq!(c.hooks.timeout.as_secs(), 30);
+        let with = format!("{WTPD}[hooks]\nupgrade = \"upgrade.sh\"\ntimeout = 2.5\n");
+        let c = WtpdConfig::parse(&with, Path::new("/lab/wtpd.toml")).unwrap();
+        assert_eq!(
+            c.hooks.upgrade.as_deref(),
+            Some(Path::new("/lab/upgrade.sh"))
+        );
+        assert_eq!(c.hooks.timeout.as_millis(), 2500);
+        let zero = format!("{WTPD}[hooks]\ntimeout = 0\n");
+        let e = WtpdConfig::parse(&zero, Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hooks.timeout"), "{e}");
     }
 
     #[test]

@@ -33,4 +33,5 @@ pub mod rng;
 pub mod runtime;
 pub mod status;
 pub mod time;
+pub mod uci;
 pub mod wtp;

@@ -1264,3 +1264,100 @@ fn upgrade_onto_a_simulated_nand_slot_skips_its_bad_block() {
     assert!(b[4 * es..5 * es].iter().any(|&x| x != 0xFF));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Slot mode with the real binaries: a board whose download directory is far smaller than the
+/// image (a 1 MiB tmpfs when this runs as root; else a directory that cannot even be created:
+/// `tmp` is a regular file) upgrades anyway, the image streamed into slot b as it arrives,
+/// read back, switched in one write; tmp/part.tar never exists.
+#[test]
+fn slot_mode_upgrades_a_board_whose_download_dir_is_too_small_for_the_image() {
+    let dir = lab("slot-mode");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let tmp = dir.join("tmp");
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            tmp.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        std::fs::remove_dir(&tmp).unwrap();
+        std::fs::write(&tmp, b"not a directory").unwrap();
+    }
+    struct Unmount(PathBuf, bool);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = Command::new("umount").arg(&self.0).status();
+            }
+        }
+    }
+    let _unmount = Unmount(tmp.clone(), mounted);
+    let out = Command::new(acsim())
+        .args([
+            "demo",
+            "--scenario",
+            "upgrade",
+            "--download-mode",
+            "slot",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .env("WTPD_BIN", wtpd())
+        .output()
+        .expect("run acsim demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Result         : OK"), "{stdout}");
+    assert!(stdout.contains("no tmp/part.tar"), "{stdout}");
+    let log = read(&dir.join("wtpd.log"));
+    let size = std::fs::metadata(dir.join("images/ap1g8")).unwrap().len();
+    assert!(
+        size > 8 << 20,
+        "the image ({size} bytes) is larger than the 1 MiB tmpfs"
+    );
+    assert_in_order(
+        &log,
+        &[
+            "Download mode slot: images stream into the inactive slot",
+            "upgrade.sh: Script called with args:[PRECHECK]",
+            "upgrade.sh: slot b size: OK available 65536",
+            "wtpOpenImgFile: request ap1g8, local slot b (",
+            "Image manifest verified at byte",
+            "Streaming rootfs.img",
+            "Slot b read back: SHA-256",
+            "Image transfer completed",
+            "Image signing verify success. (17.9.4.27",
+            "Switched to slot b (17.9.4.27) in one environment write",
+            "Booted slot b (17.9.4.27), on trial",
+            "Slot b (17.9.4.27) marked good",
+        ],
+    );
+    assert!(!log.contains("part.tar"), "{log}");
+    assert!(
+        !log.contains("Image manifest checked at byte 262144"),
+        "{log}"
+    );
+    if mounted {
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "tmp holds nothing"
+        );
+    }
+    let env = get_env(&dir);
+    assert_eq!(env.get("boot_slot"), Some("b"));
+    assert_eq!(env.get("slot_b_state"), Some("good"));
+    drop(_unmount);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -418,13 +418,26 @@ fn resigned(l: &Lab, edit: impl Fn(&mut wtpd::image::manifest::Manifest)) -> Vec
     out
 }
 
-/// Every kind of bad image of issue 11 (a signed head with a bad body, a version the
-/// controller did not announce), and installs while the board has no spare good slot: the
-/// install is refused before the first write, and both slots and the environment are
-/// byte-identical afterwards.
-#[test]
-fn refused_images_leave_slots_and_environment_untouched() {
-    let l = lab("refused");
+/// An image refused by the board, with the policy and environment it is tried under and a
+/// word of the refusal.
+type Case = (
+    &'static str,
+    Vec<u8>,
+    TrustPolicy,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+const TRIAL: &[(&str, &str)] = &[
+    ("upgrade_available", "1"),
+    ("bootcount", "1"),
+    ("bootlimit", "3"),
+];
+const NOT_GOOD: &[(&str, &str)] = &[("slot_a_state", "new")];
+
+/// The refusals of issue 11: a signed head with a bad body (the first eleven), a head this
+/// board refuses, and installs while the board has no spare good slot (the last five).
+fn refusal_cases(l: &Lab) -> Vec<Case> {
     let m = members(&l.image);
     assert_eq!(
         m.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
@@ -459,28 +472,15 @@ fn refused_images_leave_slots_and_environment_untouched() {
     extra.extend_from_slice(&wtpd::image::pack::ustar_header("extra.img", 5, 0).unwrap());
     extra.extend_from_slice(b"extra");
     extra.resize(extra.len().div_ceil(512) * 512 + 1024, 0);
-    let size_plus = resigned(&l, |m| m.payloads[0].size += 1);
-    let size_minus = resigned(&l, |m| m.payloads[0].size -= 1);
-    let other_digest = resigned(&l, |m| m.payloads[0].sha256[0] ^= 1);
+    let size_plus = resigned(l, |m| m.payloads[0].size += 1);
+    let size_minus = resigned(l, |m| m.payloads[0].size -= 1);
+    let other_digest = resigned(l, |m| m.payloads[0].sha256[0] ^= 1);
 
     let announced_other = TrustPolicy {
         expected_version: Some("17.9.4.28".into()),
         ..l.policy.clone()
     };
-    let trial = [
-        ("upgrade_available", "1"),
-        ("bootcount", "1"),
-        ("bootlimit", "3"),
-    ];
-    let not_good = [("slot_a_state", "new")];
-    type Case<'a> = (
-        &'a str,
-        Vec<u8>,
-        TrustPolicy,
-        &'a [(&'a str, &'a str)],
-        &'a str,
-    );
-    let cases: Vec<Case> = vec![
+    vec![
         ("payload byte", flipped, l.policy.clone(), &[], "SHA-256"),
         (
             "last payload byte",
@@ -583,17 +583,37 @@ fn refused_images_leave_slots_and_environment_untouched() {
             "booted slot on trial",
             l.image.clone(),
             l.policy.clone(),
-            &trial,
+            TRIAL,
             "on trial",
         ),
         (
             "booted slot not good",
             l.image.clone(),
             l.policy.clone(),
-            &not_good,
+            NOT_GOOD,
             "is new, not good",
         ),
-    ];
+    ]
+}
+
+/// The cases of [`refusal_cases`] refused at the signed head or the A/B rules, before a byte
+/// of the payload.
+const HEAD_REFUSALS: [&str; 5] = [
+    "wrong hardware type",
+    "downgrade",
+    "version not announced",
+    "booted slot on trial",
+    "booted slot not good",
+];
+
+/// Every kind of bad image of issue 11 (a signed head with a bad body, a version the
+/// controller did not announce), and installs while the board has no spare good slot: the
+/// install is refused before the first write, and both slots and the environment are
+/// byte-identical afterwards.
+#[test]
+fn refused_images_leave_slots_and_environment_untouched() {
+    let l = lab("refused");
+    let cases = refusal_cases(&l);
     for (what, image, policy, env_vars, why) in cases {
         let mut d = fresh_disk(&l, None, 3);
         if !env_vars.is_empty() {
@@ -664,30 +684,266 @@ fn predownload_stages_then_activates_with_one_write() {
     );
 }
 
-// ---- Slots on raw flash: the real `Disk` over simulated MTD partitions (SimFlash, a fake
-// named as one), the environment on a file. ----
+// ---- Slot mode (`download.mode = "slot"`): the image streamed into the slot as it arrives.
 
-use wtpd::flash::sim::Cut;
+use wtpd::image::install::verify_image;
+use wtpd::image::stream::{commit, stream_install, SlotStream};
+
+/// The environment's variables other than the target slot's state, and that state.
+fn env_but_b_state(l: &Lab, d: &mut MemDisk) -> (Vec<(String, String)>, Option<String>) {
+    let (env, _) = read_with(d, &l.env_cfg).unwrap();
+    let mut vars: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| *k != "slot_b_state")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.sort();
+    (vars, env.get("slot_b_state").map(str::to_string))
+}
+
+#[test]
+fn slot_mode_streams_in_any_piece_size_and_switches_in_one_write() {
+    let l = lab("stream");
+    for piece in [1, 511, 1024, 5000, 1 << 20] {
+        let mut d = fresh_disk(&l, None, 5);
+        let r = stream_install(
+            &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+        )
+        .unwrap_or_else(|e| panic!("pieces of {piece}: {e}"));
+        assert_eq!((r.slot.as_str(), r.sha256), ("b", l.payload_sha));
+        assert_eq!(
+            boot(&l, &mut d),
+            Boot::Slot {
+                name: "b".into(),
+                trial: true
+            }
+        );
+        assert_boots_a_verified_slot(&l, &mut d, 0);
+    }
+}
+
+/// Every refusal of the whole-image verifier, on the stream: a bad body is found after the
+/// slot was marked invalid (and partly written), and then the boot variables and slot a are
+/// byte-identical and slot b is `invalid`; a head this board refuses writes nothing at all.
+#[test]
+fn slot_mode_refuses_tampered_images_leaving_the_booted_slot_and_boot_variables() {
+    let l = lab("stream-refused");
+    for (what, image, policy, env_vars, why) in refusal_cases(&l) {
+        for piece in [1000, 4096] {
+            let mut d = fresh_disk(&l, None, 3);
+            if !env_vars.is_empty() {
+                let (mut env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+                for (k, v) in env_vars {
+                    env.set(*k, *v).unwrap();
+                }
+                write_with(&mut d, &l.env_cfg, &env).unwrap();
+                d.writes = 0;
+            }
+            let before = d.files.clone();
+            let (vars, _) = env_but_b_state(&l, &mut d);
+            let e = stream_install(&l.board, &l.env_cfg, &mut d, &image, &policy, true, piece)
+                .unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(why), "{what}: {text}");
+            let a = Path::new("/mem/a.img");
+            assert!(d.files[a] == before[a], "{what}: slot a changed");
+            if HEAD_REFUSALS.contains(&what) {
+                assert_eq!(d.writes, 0, "{what}: refused before the first write");
+                assert!(d.files == before, "{what}: something changed");
+                continue;
+            }
+            let (after, b_state) = env_but_b_state(&l, &mut d);
+            assert_eq!(after, vars, "{what}: boot variables changed");
+            assert_eq!(b_state.as_deref(), Some("invalid"), "{what}");
+            assert_eq!(
+                boot(&l, &mut d),
+                Boot::Slot {
+                    name: "a".into(),
+                    trial: false
+                },
+                "{what}"
+            );
+            assert_boots_a_verified_slot(&l, &mut d, 0);
+        }
+    }
+}
+
+/// The stream and the whole-image verifier agree on single-byte changes (every 97th byte of
+/// the head, the payload's header and the end of the archive; every 4999th of the payload's
+/// own bytes) and every 997th truncation: both refuse.
+#[test]
+fn slot_mode_refuses_exactly_what_the_whole_image_verifier_refuses() {
+    let l = lab("stream-diff");
+    let mut d = fresh_disk(&l, None, 6);
+    let snapshot = d.files.clone();
+    verify_image(&l.board, &l.env_cfg, &mut d, &l.image[..], &l.policy).unwrap();
+    let m = members(&l.image);
+    let payload = m[3].1 + 512..m[3].1 + 512 + m[3].2;
+    let mut flips = 0;
+    for at in (0..l.image.len()).step_by(97) {
+        if payload.contains(&at) && (at - payload.start) % 4999 > 96 {
+            continue;
+        }
+        let mut bad = l.image.clone();
+        bad[at] ^= 0x10;
+        assert!(
+            verify_image(&l.board, &l.env_cfg, &mut d, &bad[..], &l.policy).is_err(),
+            "verifier took byte {at}"
+        );
+        d.files = snapshot.clone();
+        d.writes = 0;
+        let r = stream_install(&l.board, &l.env_cfg, &mut d, &bad, &l.policy, true, 1024);
+        assert!(r.is_err(), "stream took a change at byte {at}");
+        let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+        assert_eq!(env.get("boot_slot"), Some("a"), "byte {at}");
+        flips += 1;
+    }
+    for len in (0..l.image.len()).step_by(997) {
+        d.files = snapshot.clone();
+        let mut s = SlotStream::new(&l.board, &l.env_cfg, l.policy.clone());
+        let r = s
+            .push(&mut d, &l.image[..len])
+            .and_then(|_| s.finish(&mut d));
+        assert!(r.is_err(), "truncated at {len}");
+    }
+    eprintln!("{flips} single-byte changes refused by the stream and the verifier alike");
+}
+
+/// Power lost at every write of a slot-mode install (the invalid mark, every payload piece,
+/// the switch), torn: every cut boots a slot that verifies, and the agent, restarted,
+/// streams the image again and switches.
+#[test]
+fn power_cut_at_every_write_of_a_slot_mode_install_never_bricks() {
+    let l = lab("stream-cut");
+    let piece = 5000;
+    let mut d = fresh_disk(&l, None, 1);
+    stream_install(
+        &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+    )
+    .unwrap();
+    let total = d.writes;
+    assert!(
+        total >= 60,
+        "invalid mark + payload pieces + switch: {total}"
+    );
+    let mut booted_new = 0;
+    for k in 1..=total {
+        let mut d = fresh_disk(&l, Some(k), k as u64);
+        let r = stream_install(
+            &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+        );
+        assert!(r.is_err(), "cut {k} of {total} must interrupt the install");
+        d.powered = true;
+        let name = assert_boots_a_verified_slot(&l, &mut d, k);
+        if name == "b" {
+            booted_new += 1;
+        } else {
+            let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+            let ab = AbState::read(&l.board, &env).unwrap();
+            assert!(
+                k == 1 || ab.backup().is_none(),
+                "cut {k}: a half-written slot b offered as backup"
+            );
+            stream_install(
+                &l.board, &l.env_cfg, &mut d, &l.image, &l.policy, true, piece,
+            )
+            .unwrap_or_else(|e| panic!("cut {k}: the retried install: {e}"));
+            assert_boots_a_verified_slot(&l, &mut d, k);
+        }
+        assert_eq!(
+            mark_good(&l.board, &l.env_cfg, &mut d).unwrap().as_deref(),
+            Some("b"),
+            "cut {k}"
+        );
+    }
+    assert!(booted_new <= 1, "{booted_new}");
+    eprintln!("slot mode: power cut at each of {total} writes, every cut booted a verified slot");
+}
+
+/// A predownload in slot mode writes the slot and stages it as a good backup; the activation
+/// is the one environment write that switches.
+#[test]
+fn slot_mode_predownload_stages_then_activates_with_one_write() {
+    let l = lab("stream-stage");
+    let mut d = fresh_disk(&l, None, 4);
+    let mut s = SlotStream::new(&l.board, &l.env_cfg, l.policy.clone());
+    for p in l.image.chunks(1024) {
+        s.push(&mut d, p).unwrap();
+    }
+    let streamed = s.finish(&mut d).unwrap();
+    let writes = d.writes;
+    let r = commit(&l.board, &l.env_cfg, &mut d, &streamed, false).unwrap();
+    assert!(!r.activated);
+    assert_eq!(d.writes, writes + 1, "staging is one environment write");
+    let (env, _) = read_with(&mut d, &l.env_cfg).unwrap();
+    let ab = AbState::read(&l.board, &env).unwrap();
+    assert_eq!(
+        (ab.primary().as_deref(), ab.backup().as_deref()),
+        (Some("17.3.3.26"), Some("17.9.4.27"))
+    );
+    // Committing twice is refused: the slot is no longer the one the stream marked invalid.
+    assert!(commit(&l.board, &l.env_cfg, &mut d, &streamed, true).is_err());
+    let writes = d.writes;
+    activate(&l.board, &l.env_cfg, &mut d, "17.9.4.27").unwrap();
+    assert_eq!(d.writes, writes + 1, "the switch is one environment write");
+    assert_eq!(
+        boot(&l, &mut d),
+        Boot::Slot {
+            name: "b".into(),
+            trial: true
+        }
+    );
+    assert_boots_a_verified_slot(&l, &mut d, 0);
+}
+
+// ---- Slots on raw flash: the real `Disk` over simulated MTD partitions (SimFlash, a fake
+// named as one), the environment on a simulated NOR device through the same DeviceStorage code
+// the board's /dev/mtdN goes through (SimOpener instead of MtdOpener). ----
+
+use wtpd::flash::sim::{Cut, SimFlash};
 use wtpd::flash::writer::FlashError;
+use wtpd::image::bootenv::{DeviceStorage, SimOpener};
 use wtpd::image::install::{Disk, InstallError};
 
-/// The real Disk, with the power of its simulated flash: once a slot's device is dead, the
-/// environment (a file here) cannot be written either.
+/// The environment's NOR device: 64 KiB erase blocks, one 8 KiB copy in each of the first two.
+fn env_flash_info() -> wtpd::flash::FlashInfo {
+    SimFlash::nor(4 * 0x10000, 0x10000)
+}
+
+/// The real Disk for the slots and the environment on simulated NOR, with one power supply:
+/// once any device is dead (a cut), no other can be written either.
 struct FlashDisk {
     disk: Disk,
+    env: DeviceStorage<SimOpener>,
+    env_dev: PathBuf,
     slots: Vec<Slot>,
 }
 
 impl FlashDisk {
+    fn env_flash(&mut self) -> &mut SimFlash {
+        self.env
+            .opener()
+            .device(&self.env_dev)
+            .expect("the env device")
+    }
+
     fn dead(&mut self) -> bool {
         let slots = self.slots.clone();
-        slots.iter().any(|s| {
-            self.disk
-                .simulated(s)
-                .ok()
-                .flatten()
-                .is_some_and(|f| f.is_dead())
-        })
+        self.env_flash().is_dead()
+            || slots.iter().any(|s| {
+                self.disk
+                    .simulated(s)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|f| f.is_dead())
+            })
+    }
+
+    fn powered(&mut self) -> io::Result<()> {
+        if self.dead() {
+            return Err(io::Error::other("power is off"));
+        }
+        Ok(())
     }
 }
 
@@ -696,12 +952,15 @@ impl SlotStorage for FlashDisk {
         self.disk.check_fit(slot, len)
     }
     fn begin(&mut self, slot: &Slot, len: u64) -> io::Result<()> {
+        self.powered()?;
         self.disk.begin(slot, len)
     }
     fn write_at(&mut self, slot: &Slot, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.powered()?;
         SlotStorage::write_at(&mut self.disk, slot, offset, data)
     }
     fn sync(&mut self, slot: &Slot) -> io::Result<()> {
+        self.powered()?;
         self.disk.sync(slot)
     }
     fn read_at(&mut self, slot: &Slot, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -711,16 +970,18 @@ impl SlotStorage for FlashDisk {
 
 impl EnvStorage for FlashDisk {
     fn read_at(&mut self, loc: &EnvLocation) -> io::Result<Vec<u8>> {
-        EnvStorage::read_at(&mut self.disk, loc)
+        EnvStorage::read_at(&mut self.env, loc)
     }
     fn write_at(&mut self, loc: &EnvLocation, data: &[u8]) -> io::Result<()> {
-        if self.dead() {
-            return Err(io::Error::other("power is off"));
-        }
-        EnvStorage::write_at(&mut self.disk, loc, data)
+        self.powered()?;
+        EnvStorage::write_at(&mut self.env, loc, data)
     }
     fn medium(&mut self, loc: &EnvLocation) -> io::Result<wtpd::image::bootenv::Medium> {
-        self.disk.medium(loc)
+        self.env.medium(loc)
+    }
+    fn mark_obsolete(&mut self, loc: &EnvLocation) -> io::Result<()> {
+        self.powered()?;
+        self.env.mark_obsolete(loc)
     }
 }
 
@@ -754,20 +1015,22 @@ fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
     )
     .unwrap();
     let env_path = dir.join("template/env.bin");
-    std::fs::write(&env_path, vec![0xffu8; 0x4000]).unwrap();
+    SimFlash::create(&env_path, env_flash_info()).unwrap();
     let env_cfg = EnvConfig::new(
         vec![
             EnvLocation {
                 path: env_path.clone(),
                 offset: 0,
                 size: 0x2000,
-                ..Default::default()
+                sector_size: 0x10000,
+                sectors: 1,
             },
             EnvLocation {
                 path: env_path,
-                offset: 0x2000,
+                offset: 0x10000,
                 size: 0x2000,
-                ..Default::default()
+                sector_size: 0x10000,
+                sectors: 1,
             },
         ],
         ByteOrder::Little,
@@ -782,7 +1045,12 @@ fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
         let sim = s.sim.as_ref().unwrap();
         wtpd::flash::sim::SimFlash::create(&s.device, sim.info(s.size)).unwrap();
     }
-    let mut d = Disk::new();
+    let mut d = FlashDisk {
+        disk: Disk::new(),
+        env: env_storage(&dir),
+        env_dev: dir.join("template/env.bin"),
+        slots: board.slots.clone(),
+    };
     for s in &board.slots {
         d.begin(s, old.len() as u64).unwrap();
         SlotStorage::write_at(&mut d, s, 0, &old).unwrap();
@@ -808,6 +1076,21 @@ fn flash_lab(name: &str, size: u64, sim_a: &str, sim_b: &str) -> FlashLab {
     }
 }
 
+/// The environment's device after a (re)boot: reopened, no cut armed.
+fn env_storage(dir: &Path) -> DeviceStorage<SimOpener> {
+    let dev = dir.join("template/env.bin");
+    let flash = SimFlash::open(&dev, env_flash_info(), &[]).unwrap();
+    DeviceStorage::with_opener(SimOpener::new().with(dev, flash))
+}
+
+/// How an install gets its image: verified whole from a file, then written (`tmp`), or
+/// streamed into the slot as it arrives (`slot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Tmp,
+    Slot,
+}
+
 impl FlashLab {
     /// A copy of the template board in `run/` (slots and environment), and a Disk on it:
     /// the paths stay the template's, so the copy goes back over them.
@@ -827,11 +1110,29 @@ impl FlashLab {
     fn reboot(&self) -> FlashDisk {
         FlashDisk {
             disk: Disk::new(),
+            env: env_storage(&self.dir),
+            env_dev: self.dir.join("template/env.bin"),
             slots: self.board.slots.clone(),
         }
     }
 
     fn install(&self, d: &mut FlashDisk, chunk: usize) -> Result<(), InstallError> {
+        self.install_in(Mode::Tmp, d, chunk)
+    }
+
+    fn install_in(&self, mode: Mode, d: &mut FlashDisk, chunk: usize) -> Result<(), InstallError> {
+        if mode == Mode::Slot {
+            return stream_install(
+                &self.board,
+                &self.env_cfg,
+                d,
+                &self.lab.image,
+                &self.lab.policy,
+                true,
+                chunk,
+            )
+            .map(drop);
+        }
         install_chunked(
             &self.board,
             &self.env_cfg,
@@ -876,52 +1177,82 @@ impl FlashLab {
     }
 }
 
-/// Power lost after and during every erase and page write of an install onto slot b; after
-/// each cut the board boots a slot whose contents match its image, slot b is never offered as
-/// a good backup while it holds a partial write, and the agent's next install succeeds.
-fn every_cut(fl: &FlashLab, chunk: usize) -> u64 {
+/// Power lost after and during every erase and page write of an install: those of slot b and
+/// those of the environment's NOR device (the invalid mark before the slot is written, the
+/// switch after it: each an erase of the copy's sector, its writes and the old copy's flag
+/// marked obsolete). After each cut the board boots a slot whose contents match its image,
+/// slot b is never offered as a good backup while it holds a partial write, and the agent's
+/// next install succeeds. Returns the cuts of the slot and of the environment.
+fn every_cut(fl: &FlashLab, mode: Mode, chunk: usize) -> (u64, u64) {
     let b = fl.slot("b");
     let mut d = fl.fresh();
-    fl.install(&mut d, chunk).unwrap();
-    let total = d.disk.simulated(&b).unwrap().unwrap().ops();
-    assert!(total > 10, "{total}");
-    let mut cuts = 0;
-    for k in 1..=total {
-        for cut in [Cut::After(k), Cut::During(k)] {
-            let what = format!("{cut:?} of {total}");
-            let mut d = fl.fresh();
-            d.disk.simulated(&b).unwrap().unwrap().cut(cut);
-            let r = fl.install(&mut d, chunk);
-            let completed = cut == Cut::After(total);
-            assert_eq!(r.is_ok(), completed, "{what}: {r:?}");
-            if !completed {
-                assert!(d.dead(), "{what}: the cut must have happened");
-            }
-            let mut d = fl.reboot();
-            let booted = fl.boot_and_check(&mut d, &what);
-            let (env, _) = read_with(&mut d, &fl.env_cfg).unwrap();
-            let ab = AbState::read(&fl.board, &env).unwrap();
-            if completed {
-                assert_eq!(booted, "b", "{what}");
-            } else {
-                assert_eq!(booted, "a", "{what}");
+    fl.install_in(mode, &mut d, chunk).unwrap();
+    let slot_total = d.disk.simulated(&b).unwrap().unwrap().ops();
+    let env_total = d.env_flash().ops();
+    assert!(slot_total > 10, "{slot_total}");
+    assert!(
+        env_total >= 4,
+        "two environment writes, erases included: {env_total}"
+    );
+    let mut cuts = (0, 0);
+    for (on_env, total) in [(false, slot_total), (true, env_total)] {
+        for k in 1..=total {
+            for cut in [Cut::After(k), Cut::During(k)] {
+                let device = if on_env { "environment" } else { "slot b" };
+                let what = format!("{mode:?} mode, {device}: {cut:?} of {total}");
+                let mut d = fl.fresh();
+                if on_env {
+                    d.env_flash().cut(cut);
+                } else {
+                    d.disk.simulated(&b).unwrap().unwrap().cut(cut);
+                }
+                let r = fl.install_in(mode, &mut d, chunk);
+                let completed = cut == Cut::After(total);
+                assert_eq!(r.is_ok(), completed, "{what}: {r:?}");
+                if !completed {
+                    assert!(d.dead(), "{what}: the cut must have happened");
+                }
+                let mut d = fl.reboot();
+                let booted = fl.boot_and_check(&mut d, &what);
+                let (env, _) = read_with(&mut d, &fl.env_cfg).unwrap();
+                let ab = AbState::read(&fl.board, &env).unwrap();
+                if completed {
+                    assert_eq!(booted, "b", "{what}");
+                } else if booted == "a" {
+                    if ab.backup().is_some() {
+                        // Only while the invalid mark has not landed: slot b is untouched.
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let got = hash_slot(&mut d, &b, fl.old.len() as u64, &mut buf).unwrap();
+                        assert_eq!(
+                            got,
+                            openssl::sha::sha256(&fl.old),
+                            "{what}: a half-written slot b offered as backup"
+                        );
+                    }
+                    fl.install_in(mode, &mut d, chunk)
+                        .unwrap_or_else(|e| panic!("{what}: retried install: {e}"));
+                    assert_eq!(fl.boot_and_check(&mut d, &what), "b");
+                } else {
+                    // A cut inside the switch's environment write after the new copy was
+                    // complete: the switch took, and slot b verified above.
+                    assert!(
+                        on_env,
+                        "{what}: slot b booted after a cut in the slot write"
+                    );
+                }
                 assert_eq!(
-                    ab.backup(),
-                    None,
-                    "{what}: a half-written slot b offered as backup"
+                    mark_good(&fl.board, &fl.env_cfg, &mut d)
+                        .unwrap()
+                        .as_deref(),
+                    Some("b"),
+                    "{what}"
                 );
-                fl.install(&mut d, chunk)
-                    .unwrap_or_else(|e| panic!("{what}: retried install: {e}"));
-                assert_eq!(fl.boot_and_check(&mut d, &what), "b");
+                if on_env {
+                    cuts.1 += 1;
+                } else {
+                    cuts.0 += 1;
+                }
             }
-            assert_eq!(
-                mark_good(&fl.board, &fl.env_cfg, &mut d)
-                    .unwrap()
-                    .as_deref(),
-                Some("b"),
-                "{what}"
-            );
-            cuts += 1;
         }
     }
     cuts
@@ -938,8 +1269,11 @@ fn power_cut_at_every_erase_and_page_write_of_a_nand_slot_never_bricks() {
         "{ type = \"nand\", page = 2048, bad_blocks = [2, 6] }",
     );
     // Chunks that split pages, so the writer's page buffer is cut too.
-    let cuts = every_cut(&fl, 5000);
-    eprintln!("NAND: {cuts} cuts (after and during every erase and page write), all booted");
+    let (slot, env) = every_cut(&fl, Mode::Tmp, 5000);
+    eprintln!(
+        "NAND: {slot} cuts in the slot and {env} in the environment (after and during every \
+         erase and write), all booted"
+    );
     let _ = std::fs::remove_dir_all(&fl.dir);
 }
 
@@ -951,8 +1285,25 @@ fn power_cut_at_every_erase_and_write_of_a_nor_slot_never_bricks() {
         "{ type = \"nor\", erase_size = 65536 }",
         "{ type = \"nor\", erase_size = 65536 }",
     );
-    let cuts = every_cut(&fl, install_chunk());
-    eprintln!("NOR: {cuts} cuts (after and during every erase and write), all booted");
+    let (slot, env) = every_cut(&fl, Mode::Tmp, install_chunk());
+    eprintln!(
+        "NOR: {slot} cuts in the slot and {env} in the environment (after and during every \
+         erase and write), all booted"
+    );
+    let _ = std::fs::remove_dir_all(&fl.dir);
+}
+
+#[test]
+fn power_cut_at_every_erase_and_page_write_of_a_slot_mode_install_on_nand_never_bricks() {
+    let fl = flash_lab(
+        "nand-slot-mode",
+        8 * 128 * 1024,
+        "{ type = \"nand\", page = 2048, bad_blocks = [1] }",
+        "{ type = \"nand\", page = 2048, bad_blocks = [2, 6] }",
+    );
+    // Image Data blocks of 1024 bytes, pushed as they arrive: pages are filled across pieces.
+    let (slot, env) = every_cut(&fl, Mode::Slot, 1024);
+    eprintln!("NAND, slot mode: {slot} cuts in the slot and {env} in the environment, all booted");
     let _ = std::fs::remove_dir_all(&fl.dir);
 }
 

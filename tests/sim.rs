@@ -22,8 +22,8 @@ use wtpd::image::store::{ImageStore, MemStore, Space, StoreError};
 use wtpd::rng::Rng;
 use wtpd::time::Instant;
 use wtpd::wtp::{
-    Action, Channel, DownloadPolicy, Identity, RetryState, State, Target, TargetKind, Timers,
-    Versions, Wtp, WtpConfig,
+    Action, Channel, DownloadPolicy, HookStage, Identity, RetryState, State, Target, TargetKind,
+    Timers, Versions, Wtp, WtpConfig,
 };
 
 const AC: &str = "10.0.0.1:5246";
@@ -118,6 +118,8 @@ fn new_wtp(seed: u64, primary: &str, store: &Shared) -> Wtp {
             can_switch: false,
             hold: None,
             seed,
+            // Half the seeds run with an upgrade hook whose PRECHECK says yes at once.
+            hooks: seed % 2 == 0,
         },
         Box::new(store.clone()),
     )
@@ -208,6 +210,11 @@ fn run_net(
                         wtp = new_wtp(seed.wrapping_add(reboots as u64), "2.0", &store);
                         dtls_pending = false;
                         wtp.start(now);
+                    }
+                    Action::Hook(call) => {
+                        if call.stage == HookStage::Precheck {
+                            wtp.precheck_done(Ok(()), now);
+                        }
                     }
                     Action::ActivateImage { .. } | Action::Exit => {
                         panic!("seed {seed}: unexpected {a:?}")

@@ -146,6 +146,39 @@ fn a_verified_image_is_installed_and_an_install_failure_sends_no_event_in_image_
         .contains("I/O error"));
 }
 
+/// Slot mode writes the other slot as the image arrives, so a download that fails after its
+/// first bytes leaves no backup there: the WTP stops announcing the old backup version (the
+/// Join's image information, `wtpd status`) instead of offering an activation it would refuse.
+#[test]
+fn a_failed_download_that_overwrote_the_backup_slot_forgets_the_backup() {
+    for slot_like in [false, true] {
+        let mut store = wtpd::image::store::MemStore::new(1 << 20);
+        store.writes_the_backup_slot = slot_like;
+        let mut d = Driver::with_store(config(None), store);
+        d.join("2.0");
+        let mut w = d.w;
+        let req = sent(&mut w);
+        assert!(req.is_empty(), "{req:?}");
+        assert_eq!(w.config().versions.backup.as_deref(), Some("0.9"));
+        send_block(&mut w, 1, image_data_type::DATA, &[7; 1024], 5_200);
+        drain(&mut w);
+        send_block(&mut w, 2, image_data_type::LAST, &[7; 100], 5_300);
+        assert!(matches!(&actions(&mut w)[..], [Action::VerifyImage { .. }]));
+        let refusal = InstallError::Verify(VerifyError::NotAnnounced {
+            announced: "2.0".into(),
+            manifest: "2.1".into(),
+        });
+        w.image_verified(Err(refusal), at(5_400));
+        assert_eq!(w.state(), State::DtlsTeardown);
+        let expected = if slot_like { None } else { Some("0.9") };
+        assert_eq!(
+            w.config().versions.backup.as_deref(),
+            expected,
+            "slot-like store: {slot_like}"
+        );
+    }
+}
+
 #[test]
 fn a_download_refused_early_answers_the_acs_next_request() {
     let mut w = downloading();
@@ -228,4 +261,72 @@ fn a_board_that_cannot_install_never_downloads_and_a_release_does_not_restart_it
         .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
     w.release_hold(at(6_000));
     assert_eq!(w.state(), State::Configure, "not a trial: nothing released");
+}
+
+/// With an upgrade hook, the Image Data Request waits for PRECHECK's verdict: yes sends it, no
+/// fails the download before a byte is asked for (ABORT follows, the teardown and retry as for
+/// a full /tmp), and a teardown while the script runs calls ABORT too.
+#[test]
+fn an_upgrade_hook_gates_the_download_at_precheck() {
+    use wtpd::wtp::HookStage;
+    let hooked = || {
+        let mut cfg = config(None);
+        cfg.hooks = true;
+        Driver::new(cfg)
+    };
+    let stages = |a: &[Action]| -> Vec<HookStage> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Hook(c) => Some(c.stage),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Yes: the request goes out only after the verdict.
+    let mut d = hooked();
+    let after = d.join("2.0");
+    assert!(after
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
+    let a = d.actions();
+    assert_eq!(stages(&a), [HookStage::Precheck]);
+    match &a[0] {
+        Action::Hook(c) => assert_eq!(c.version.as_deref(), Some("2.0")),
+        other => panic!("{other:?}"),
+    }
+    d.w.precheck_done(Ok(()), at(5_050));
+    d.expect(MessageType::ImageDataRequest);
+
+    // No: no request, the reason recorded, ABORT, and the teardown.
+    let mut d = hooked();
+    d.join("2.0");
+    d.actions();
+    d.w.precheck_done(
+        Err("upgrade.sh PRECHECK failed (exit status 1): busy".into()),
+        at(5_050),
+    );
+    assert!(d
+        .sent()
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
+    assert_eq!(stages(&d.actions()), [HookStage::Abort]);
+    assert_eq!(d.w.state(), State::DtlsTeardown);
+    let st = d.w.download_status(at(5_050));
+    assert_eq!(
+        st.last_error.as_deref(),
+        Some("image download cannot start: upgrade.sh PRECHECK failed (exit status 1): busy")
+    );
+
+    // A teardown while PRECHECK runs: ABORT, and a late verdict changes nothing.
+    let mut d = hooked();
+    d.join("2.0");
+    d.actions();
+    d.w.dtls_closed(at(5_050));
+    assert_eq!(stages(&d.actions()), [HookStage::Abort]);
+    d.w.precheck_done(Ok(()), at(5_060));
+    assert!(d
+        .sent()
+        .iter()
+        .all(|s| s.msg_type != MessageType::ImageDataRequest as u32));
 }

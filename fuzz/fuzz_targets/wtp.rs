@@ -190,6 +190,7 @@ impl Harness {
                 can_switch: case.can_switch,
                 hold,
                 seed: 7,
+                hooks: false,
             },
             Box::new(MemStore::new(1 << 20)),
         );
@@ -308,7 +309,7 @@ impl Harness {
                 }
                 Action::VerifyImage { .. } => self.verify_pending = true,
                 Action::InstallImage { .. } => self.install_pending = true,
-                Action::ActivateImage { .. } => {}
+                Action::ActivateImage { .. } | Action::Hook(_) => {}
                 Action::Reboot { .. } | Action::Exit => self.stopped = true,
             }
         }

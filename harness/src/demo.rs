@@ -45,6 +45,9 @@ pub struct DemoOptions {
     /// Where acsim takes the image from: its folder, or a real TFTP, SFTP or HTTPS server
     /// that the demo starts on loopback (`--source`).
     pub source: wtpd::fetch::spool::DownloadMode,
+    /// Where the AP puts the image while it arrives (`--download-mode`): tmp/part.tar, or
+    /// straight into its inactive slot.
+    pub download_mode: wtpd::config::DownloadMode,
 }
 
 impl Default for DemoOptions {
@@ -56,6 +59,7 @@ impl Default for DemoOptions {
             scenario: Scenario::Upgrade,
             image_size: 8 * 1024 * 1024 + 601,
             source: wtpd::fetch::spool::DownloadMode::Local,
+            download_mode: wtpd::config::DownloadMode::Tmp,
         }
     }
 }
@@ -84,7 +88,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
 }
 
 /// A PSK for the lab (not a secret: it is written in the lab's files).
-const LAB_PSK_HEX: &str = "6c61622d6f6e6c792d7073b02d6b6579";
+pub const LAB_PSK_HEX: &str = "6c61622d6f6e6c792d7073b02d6b6579";
 
 /// A UDP port P on 127.0.0.1 with P + 1 free too (control and data channel).
 pub fn free_port_pair() -> std::io::Result<u16> {
@@ -151,6 +155,10 @@ pub fn write_lab(dir: &Path, dtls: DemoDtls, port: u16) -> Result<SocketAddr, De
          discovery_interval = 1\n\
          data_channel_keep_alive = 2\n\
          data_channel_dead_interval = 6\n\n\
+         # The board's upgrade hook, the seed's upgrade.sh (docs/configuration.md):\n\
+         # [hooks]\n\
+         # upgrade = \"/usr/libexec/wtpd/upgrade.sh\"\n\
+         # timeout = 30\n\n\
          [log]\ntarget = \"{}\"\n",
         dir.join("wtpd.log").display()
     );
@@ -390,6 +398,12 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
     let port = free_port_pair().map_err(io("pick a UDP port"))?;
     let listen = write_lab(&dir, opts.dtls, port)?;
     prepare_scenario(&dir, opts.scenario, opts.image_size)?;
+    if opts.download_mode == wtpd::config::DownloadMode::Slot && opts.scenario != Scenario::Join {
+        // [download] is the last table prepare_scenario wrote.
+        let p = dir.join("wtpd.toml");
+        let w = std::fs::read_to_string(&p).map_err(io("read wtpd.toml"))?;
+        std::fs::write(&p, format!("{w}mode = \"slot\"\n")).map_err(io("write wtpd.toml"))?;
+    }
     // The image server, when the image comes from one; it stops when the demo ends.
     let _server = match opts.source {
         wtpd::fetch::spool::DownloadMode::Local => None,
@@ -669,7 +683,19 @@ fn compare_download(dir: &Path, notes: &mut Vec<String>) -> String {
     let image_type = wtpd::board::Board::load(&dir.join("board.toml"))
         .map(|b| b.image_type)
         .unwrap_or_else(|_| LAB_IMAGE_TYPE.to_string());
-    let got = sha256_file(&dir.join("tmp").join("part.tar"));
+    let part = dir.join("tmp").join("part.tar");
+    let slot_mode = std::fs::read_to_string(dir.join("wtpd.toml"))
+        .is_ok_and(|w| w.lines().any(|l| l.trim() == "mode = \"slot\""));
+    if slot_mode {
+        if part.exists() {
+            notes.push("slot mode, yet tmp/part.tar was created".into());
+            return String::new();
+        }
+        return "Download check : streamed into the inactive slot (read back by the AP); no \
+                tmp/part.tar\n"
+            .into();
+    }
+    let got = sha256_file(&part);
     let want = sha256_file(&dir.join("images").join(&image_type));
     match (got, want) {
         (Ok(g), Ok(w)) if g == w => format!(

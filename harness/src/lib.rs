@@ -11,4 +11,5 @@ pub mod bins;
 pub mod bootloader;
 pub mod demo;
 pub mod lab;
+pub mod load;
 pub mod pki;

@@ -94,7 +94,12 @@ pub struct AcConfig {
     /// Name the image in Join Responses, so that APs on another version download it at Join;
     /// when false, APs join as they are and get it by predownload.
     pub image_at_join: bool,
+    /// WTPs joined at once; a Join beyond it is refused with Result Code 4, Join Failure
+    /// (Resource Depletion) (RFC 5415 §4.6.35: the RFC's code for an AC that is full).
     pub max_wtps: u16,
+    /// Image transfers under way at once; further WTPs get their Image Data Response and wait
+    /// (shown as Initiated) until one ends.
+    pub max_transfers: u32,
     /// PSK mode (for the AC Descriptor's security bits).
     pub psk: bool,
     /// The Result Code every Join Response carries: 0 accepts, anything else refuses.
@@ -116,6 +121,7 @@ impl Default for AcConfig {
             image_version: None,
             image_at_join: true,
             max_wtps: 1000,
+            max_transfers: 10,
             psk: false,
             join_result: 0,
             control_address: None,

@@ -71,6 +71,10 @@ pub struct AcDownload {
     /// The backup version the WTP reported before this predownload completed and took its
     /// place, to put back if the WTP then says it could not keep the image.
     pub(super) replaced_backup: Option<String>,
+    /// Waiting for one of the `max_transfers` transfers to end (shown as Initiated).
+    pub queued: bool,
+    /// Counted among the transfers under way.
+    pub(super) queued_pass: bool,
 }
 
 impl AcDownload {
@@ -312,6 +316,55 @@ impl Ac {
         }
     }
 
+    /// Transfers under way: counted against `max_transfers`.
+    fn active_transfers(
+        sessions: &std::collections::BTreeMap<SocketAddr, super::WtpSession>,
+    ) -> usize {
+        sessions
+            .values()
+            .filter_map(|s| s.download.as_ref())
+            .filter(|d| d.queued_pass && !d.halted)
+            .count()
+    }
+
+    /// Starts queued transfers, oldest first, while fewer than `max_transfers` are under way.
+    /// Runs after an event that may have ended a transfer (a scan of all sessions, not per
+    /// block).
+    pub fn start_queued(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.transfer_ended) || !self.queued_transfers {
+            return;
+        }
+        let mut queued: Vec<(Option<Instant>, SocketAddr)> = self
+            .sessions
+            .iter()
+            .filter_map(|(p, s)| {
+                let d = s.download.as_ref()?;
+                (d.queued && !d.halted).then_some((d.started, *p))
+            })
+            .collect();
+        if queued.is_empty() {
+            self.queued_transfers = false;
+            return;
+        }
+        queued.sort();
+        let limit = self.cfg.max_transfers as usize;
+        let mut active = Self::active_transfers(&self.sessions);
+        for (_, peer) in queued {
+            if active >= limit {
+                break;
+            }
+            self.pump_image(peer, now);
+            if self
+                .sessions
+                .get(&peer)
+                .and_then(|s| s.download.as_ref())
+                .is_some_and(|d| d.queued_pass)
+            {
+                active += 1;
+            }
+        }
+    }
+
     fn image_failed(&mut self, peer: SocketAddr, reason: &str, now: Instant) {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
@@ -320,6 +373,7 @@ impl Ac {
         d.status = format!("Failed: {reason}");
         d.halted = true;
         d.finished = Some(now);
+        self.transfer_ended = true;
         info!("AP Event: {} AP Image Download Failed", display_name(s));
     }
 
@@ -334,6 +388,26 @@ impl Ac {
         let Some(d) = s.download.as_mut() else { return };
         if d.halted || d.waiting || s.requester.busy() {
             return;
+        }
+        if d.blocks == 0 && !d.queued_pass {
+            // A transfer that has not started waits its turn: at most max_transfers at once.
+            let limit = self.cfg.max_transfers as usize;
+            let active = Self::active_transfers(&self.sessions);
+            let Some(s) = self.sessions.get_mut(&peer) else {
+                return;
+            };
+            let Some(d) = s.download.as_mut() else { return };
+            if active >= limit {
+                if !d.queued {
+                    info!("Image transfer to {name} queued: {active} transfers under way (max_transfers {limit})");
+                }
+                d.queued = true;
+                self.queued_transfers = true;
+                return;
+            }
+            d.queued = false;
+            d.queued_pass = true;
+            return self.pump_image(peer, now);
         }
         let n = d.blocks + 1;
         if faults.stall_after_blocks.is_some_and(|k| d.blocks >= k) {
@@ -436,6 +510,7 @@ impl Ac {
             self.image_failed(peer, &reason, now);
         } else if abort {
             info!("Aborting the transfer to {name} at block {n} (fault switch)");
+            self.transfer_ended = true;
             d.halted = true;
             d.status = "Failed: aborted by the AC".into();
         }
@@ -481,6 +556,7 @@ impl Ac {
             d.halted = true;
             d.finished = Some(now);
             d.status = "Complete".into();
+            self.transfer_ended = true;
             info!(
                 "AP Event: {name} AP Image Download Success ({} bytes in {} blocks)",
                 d.sent, d.blocks
@@ -642,6 +718,7 @@ impl Ac {
         d.status = format!("Failed: {reason}");
         d.halted = true;
         d.finished = Some(now);
+        self.transfer_ended = true;
     }
 
     /// Marks an unfinished transfer as failed when the session ends.

@@ -127,6 +127,10 @@ pub struct Ac {
     block_buf: Vec<u8>,
     /// WTPs whose session ended, by name: what they last did, for the status table.
     departed: BTreeMap<String, WtpSession>,
+    /// Some transfer waits for one of the `max_transfers` to end.
+    queued_transfers: bool,
+    /// A transfer ended (or a session left) since queued transfers were last looked at.
+    transfer_ended: bool,
 }
 
 impl Ac {
@@ -135,6 +139,8 @@ impl Ac {
             source,
             block_buf: Vec::new(),
             departed: BTreeMap::new(),
+            queued_transfers: false,
+            transfer_ended: false,
             cfg,
             sessions: BTreeMap::new(),
             builder: PacketBuilder::new(),
@@ -260,7 +266,13 @@ impl Ac {
     /// Keeps what a WTP whose session ended last did, for the status table.
     fn depart(&mut self, mut s: WtpSession, reason: &str) {
         self.stats.teardowns += 1;
+        self.transfer_ended = true;
         Self::abandon_download(&mut s, reason);
+        // What the status table shows stays; the copies of the last request and response go.
+        let t = &self.cfg.timers;
+        s.requester = Requester::new(t.retransmit_interval, t.max_retransmit, t.echo_interval, 0);
+        s.responder = Responder::new();
+        s.info.session_id = Vec::new();
         if !s.info.name.is_empty() {
             if self.departed.len() >= 4 * self.cfg.max_wtps as usize {
                 self.departed.pop_first();
@@ -321,6 +333,11 @@ impl Ac {
     // ----- timers --------------------------------------------------------------------------
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+        self.start_queued(now);
+    }
+
+    fn expire(&mut self, now: Instant) {
         let peers: Vec<SocketAddr> = self.sessions.keys().copied().collect();
         for peer in peers {
             let mut expire: Option<String> = None;
@@ -406,6 +423,11 @@ impl Ac {
 
     /// A control packet; `secure` says whether it came through DTLS.
     pub fn handle_control(&mut self, from: SocketAddr, bytes: &[u8], secure: bool, now: Instant) {
+        self.control(from, bytes, secure, now);
+        self.start_queued(now);
+    }
+
+    fn control(&mut self, from: SocketAddr, bytes: &[u8], secure: bool, now: Instant) {
         let pkt = match Packet::parse(bytes) {
             Ok(p) => p,
             Err(e) => return self.malformed(from, "control packet", &e),
@@ -665,8 +687,17 @@ impl Ac {
             }
         }
         let refuse = self.cfg.join_result;
+        let joined = self
+            .sessions
+            .values()
+            .filter(|s| s.state != SessionState::Join)
+            .count();
         let code = if info.session_id.len() != 16 {
             ResultCode::FailureMissingMandatoryElement as u32
+        } else if refuse == 0 && joined >= self.cfg.max_wtps as usize {
+            // Full: RFC 5415 §4.6.35 has no "too many WTPs"; Resource Depletion is the AC's
+            // way to say it cannot take one more.
+            ResultCode::JoinFailureResourceDepletion as u32
         } else {
             refuse
         };

@@ -13,6 +13,8 @@ USAGE:
     wtpd status --config FILE [--json]              the AP's image status (show ap image)
     wtpd fetch URL --config FILE [FETCH OPTIONS]     download an image into the download
                                                     directory (tftp://, sftp://, https://)
+    wtpd uci FILE                                   print the wtpd.toml an OpenWrt UCI file
+                                                    (/etc/config/wtpd) says (docs/init.md)
     wtpd --help | --version
 
 OPTIONS:
@@ -32,7 +34,10 @@ FETCH OPTIONS (override the [fetch] table of the configuration):
 
 The agent runs until SIGTERM or SIGINT (DTLS close_notify, exit 0). After a Reset it
 reboots the board as its configuration says (reboot = \"syscall\"), or exits with
-status 75 for a supervisor to restart it (reboot = \"exit\", the simulated board).
+status 75 for its supervisor to reboot or restart it (reboot = \"exit\": the init
+scripts of board/ reboot in order; the simulated board restarts). Under systemd
+(NOTIFY_SOCKET) it sends READY=1 once its configuration and state are read and
+WATCHDOG=1 every half WATCHDOG_USEC.
 ";
 
 fn main() -> ExitCode {
@@ -53,6 +58,21 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     let mut status = false;
     let mut fetch: Option<Option<String>> = None;
     let mut fetch_opts: Vec<(String, Option<String>)> = Vec::new();
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "uci") {
+        let file: PathBuf = args
+            .next()
+            .ok_or("uci needs a FILE (/etc/config/wtpd)")?
+            .into();
+        if args.next().is_some() {
+            return Err("uci takes one FILE".into());
+        }
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let toml = wtpd::uci::to_toml(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        print!("{toml}");
+        return Ok(0);
+    }
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {

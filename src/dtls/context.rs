@@ -35,7 +35,9 @@ pub(crate) enum Role {
     Server,
 }
 
-/// An OpenSSL context for one role, built once and shared by sessions.
+/// An OpenSSL context for one role, built once and shared by sessions (a clone shares the
+/// same OpenSSL context: many agents in one process, as `acsim load` runs them, use one).
+#[derive(Clone)]
 pub struct DtlsContext {
     pub(crate) ctx: SslContext,
     pub(crate) role: Role,
@@ -199,6 +201,19 @@ impl DtlsContext {
         };
         ssl.set_mtu(self.dtls_mtu)
             .map_err(|e| ossl("SSL_set_mtu", e))?;
+        // OpenSSL frees a session's record buffers (about 16 KiB each way) while it has
+        // nothing buffered: a controller's thousand idle sessions do not keep 32 MiB.
+        const SSL_CTRL_MODE: i32 = 33;
+        const SSL_MODE_RELEASE_BUFFERS: libc::c_long = 0x10;
+        // SAFETY: a valid SSL; SSL_CTRL_MODE only sets mode bits.
+        unsafe {
+            openssl_sys::SSL_ctrl(
+                super::session::ssl_ptr(ssl),
+                SSL_CTRL_MODE,
+                SSL_MODE_RELEASE_BUFFERS,
+                std::ptr::null_mut(),
+            )
+        };
         if let Some(name) = &self.peer_name {
             let param = ssl.param_mut();
             match name.parse::<IpAddr>() {

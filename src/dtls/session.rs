@@ -129,8 +129,6 @@ pub struct DtlsSession {
     state: State,
     events: VecDeque<DtlsEvent>,
     plaintext: VecDeque<Vec<u8>>,
-    /// Where `SSL_read` decrypts to; allocated at the first record, then reused.
-    read_buf: Vec<u8>,
     retransmits: u32,
 }
 
@@ -158,7 +156,6 @@ impl DtlsSession {
             state: State::Handshaking,
             events: VecDeque::new(),
             plaintext: VecDeque::new(),
-            read_buf: Vec::new(),
             retransmits: 0,
         }
     }
@@ -384,15 +381,27 @@ impl DtlsSession {
     }
 
     fn read_records(&mut self) {
-        if self.read_buf.len() < READ_BUF {
-            self.read_buf = vec![0u8; READ_BUF];
+        // One decryption buffer per thread, not per session: a controller holds a thousand
+        // sessions, and 16 KiB each was a quarter of its memory per AP.
+        thread_local! {
+            static READ: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        READ.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.len() < READ_BUF {
+                *b = vec![0u8; READ_BUF];
+            }
+            self.read_records_into(&mut b)
+        })
+    }
+
+    fn read_records_into(&mut self, read_buf: &mut [u8]) {
         loop {
-            match self.stream.ssl_read(&mut self.read_buf) {
+            match self.stream.ssl_read(read_buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let mut p = self.stream.get_mut().take_buf();
-                    p.extend_from_slice(&self.read_buf[..n]);
+                    p.extend_from_slice(&read_buf[..n]);
                     self.plaintext.push_back(p);
                 }
                 Err(e) => {

@@ -49,6 +49,11 @@ pub struct SimFlash {
     dead: bool,
     stats: SimStats,
     page: Vec<u8>,
+    /// One bit per program unit ([`SimFlash::unit`]): erased and not written since. A write
+    /// into fresh units needs no read of the old bytes (they are 0xFF), which keeps the
+    /// simulation's cost near that of the file writes themselves. Unknown after `open` (the
+    /// bytes are then read and checked).
+    fresh: Vec<u64>,
 }
 
 impl SimFlash {
@@ -87,7 +92,9 @@ impl SimFlash {
         for b in 0..info.blocks() {
             file.write_all_at(&block, b * u64::from(info.erase_size))?;
         }
-        Self::from_file(file, info, &[])
+        let mut f = Self::from_file(file, info, &[])?;
+        f.set_fresh(0, info.size, true);
+        Ok(f)
     }
 
     /// Opens an existing device file (the next boot after a cut), with these bad blocks
@@ -122,7 +129,38 @@ impl SimFlash {
             dead: false,
             stats: SimStats::default(),
             page: vec![0; info.write_size as usize],
+            fresh: vec![0; (info.size / Self::unit(&info)).div_ceil(64) as usize],
         })
+    }
+
+    /// The unit of the `fresh` bitmap and of a write operation: a NAND page; on NOR, up to
+    /// 4 KiB (a write of CFI buffer writes, as one cut sees it).
+    fn unit(info: &FlashInfo) -> u64 {
+        if info.kind.is_nand() {
+            u64::from(info.write_size)
+        } else {
+            u64::from(info.erase_size.min(4096))
+        }
+    }
+
+    /// Marks the units of `[offset, offset + len)` fresh (`true`) or not.
+    fn set_fresh(&mut self, offset: u64, len: u64, fresh: bool) {
+        let unit = Self::unit(&self.info);
+        for u in offset / unit..(offset + len).div_ceil(unit) {
+            let (w, b) = ((u / 64) as usize, u % 64);
+            if fresh {
+                self.fresh[w] |= 1 << b;
+            } else {
+                self.fresh[w] &= !(1 << b);
+            }
+        }
+    }
+
+    /// True when every unit of `[offset, offset + len)` is fresh.
+    fn is_fresh(&self, offset: u64, len: u64) -> bool {
+        let unit = Self::unit(&self.info);
+        (offset / unit..(offset + len).div_ceil(unit))
+            .all(|u| self.fresh[(u / 64) as usize] & (1 << (u % 64)) != 0)
     }
 
     /// Marks erase blocks bad (NAND only; a NOR device has none).
@@ -195,8 +233,14 @@ impl SimFlash {
         let torn = self.begin_op()?;
         let n = data.len();
         let mut page = std::mem::take(&mut self.page);
-        page.resize(n, 0);
-        self.file.read_exact_at(&mut page, offset)?;
+        page.resize(n, 0xFF);
+        let fresh = self.is_fresh(offset, n as u64);
+        if fresh {
+            page.fill(0xFF);
+        } else {
+            self.file.read_exact_at(&mut page, offset)?;
+        }
+        self.set_fresh(offset, n as u64, false);
         if self.info.kind.is_nand() && page.iter().any(|&b| b != 0xFF) {
             self.page = page;
             return Err(io::Error::other(format!(
@@ -281,6 +325,7 @@ impl Flash for SimFlash {
                 scramble(&mut block, at ^ self.ops.rotate_left(32));
             }
             self.file.write_all_at(&block, at)?;
+            self.set_fresh(at, u64::from(es), !torn);
             self.stats.erases += 1;
             if torn {
                 return Err(Self::dead_error());

@@ -230,7 +230,7 @@ impl std::error::Error for BundleError {
 
 impl BundleError {
     /// A refused tar header, at `offset`.
-    fn header(offset: u64, e: HeaderError) -> Self {
+    pub(crate) fn header(offset: u64, e: HeaderError) -> Self {
         match e {
             HeaderError::BadChecksum { stored, computed } => BundleError::BadChecksum {
                 offset,

@@ -421,7 +421,7 @@ impl From<VerifyError> for InstallError {
 }
 
 /// An I/O error of a slot, as an [`InstallError`]: a [`FlashError`] keeps its variant.
-fn slot_error(what: String, error: io::Error) -> InstallError {
+pub(crate) fn slot_error(what: String, error: io::Error) -> InstallError {
     if !error.get_ref().is_some_and(|e| e.is::<FlashError>()) {
         return InstallError::Io { what, error };
     }
@@ -519,7 +519,7 @@ pub struct InstallReport {
     pub activated: bool,
 }
 
-fn set(env: &mut Env, k: &str, v: &str) -> Result<(), InstallError> {
+pub(crate) fn set(env: &mut Env, k: &str, v: &str) -> Result<(), InstallError> {
     env.set(k, v).map(|_| ()).map_err(InstallError::Env)
 }
 
@@ -764,28 +764,15 @@ pub fn write_image<S: SlotStorage + EnvStorage, R: Read + Seek>(
         hex(&got)
     );
 
-    set(
+    record_written(
+        board,
+        env_cfg,
+        storage,
         &mut env,
-        &format!("slot_{}_version", target.name),
+        &target.name,
         &manifest.version,
+        activate,
     )?;
-    if activate {
-        switch_env(&mut env, board, &target.name)?;
-    } else {
-        set(&mut env, &state_key, "good")?;
-    }
-    write_with(storage, env_cfg, &env)?;
-    if activate {
-        info!(
-            "Switched to slot {} ({}) in one environment write",
-            target.name, manifest.version
-        );
-    } else {
-        info!(
-            "Slot {} holds {} as a good backup, ready to activate",
-            target.name, manifest.version
-        );
-    }
     Ok(InstallReport {
         slot: target.name,
         version: manifest.version.clone(),
@@ -794,6 +781,33 @@ pub fn write_image<S: SlotStorage + EnvStorage, R: Read + Seek>(
         new_time_floor: checked.new_time_floor(),
         activated: activate,
     })
+}
+
+/// The last step of an install, once the slot read back right: ONE environment write that
+/// records the slot's version and either switches to it (`activate`) or stages it as a good
+/// backup (a predownload).
+pub(crate) fn record_written<S: EnvStorage>(
+    board: &Board,
+    env_cfg: &EnvConfig,
+    storage: &mut S,
+    env: &mut Env,
+    slot: &str,
+    version: &str,
+    activate: bool,
+) -> Result<(), InstallError> {
+    set(env, &format!("slot_{slot}_version"), version)?;
+    if activate {
+        switch_env(env, board, slot)?;
+    } else {
+        set(env, &format!("slot_{slot}_state"), "good")?;
+    }
+    write_with(storage, env_cfg, env)?;
+    if activate {
+        info!("Switched to slot {slot} ({version}) in one environment write");
+    } else {
+        info!("Slot {slot} holds {version} as a good backup, ready to activate");
+    }
+    Ok(())
 }
 
 /// Streams the verified rootfs payload of `bundle` into `target` through `buf`, its SHA-256

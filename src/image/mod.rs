@@ -10,6 +10,8 @@
 //! - [`updater`]: one board's A/B policy: its environment at start, the trust policy, the
 //!   early check, install, activation, mark-good (what the runtime used to decide).
 //! - [`store`]: the download directory (PRECHECK, streaming writes, abort).
+//! - [`stream`]: slot mode: an image streamed into the inactive slot as it arrives, checked
+//!   by the same rules on the way.
 //! - [`download`]: one transfer's bookkeeping: counts, digests, checks.
 //! - [`source`]: the images acsim serves.
 //! - [`sha256`]: the one SHA-256 (ring's); OpenSSL only for DTLS and CAPWAP's MD5.
@@ -24,6 +26,7 @@ pub mod pem;
 pub mod sha256;
 pub mod source;
 pub mod store;
+pub mod stream;
 pub mod tar;
 pub mod updater;
 pub mod verify;

@@ -23,6 +23,8 @@ pub enum StoreError {
     DiskFull,
     /// Any other I/O failure, with what was being done.
     Io(String),
+    /// The bytes themselves were refused (slot mode checks the image as it arrives): why.
+    Refused(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -38,7 +40,7 @@ impl std::fmt::Display for StoreError {
                 )
             }
             StoreError::DiskFull => write!(f, "no space left on device"),
-            StoreError::Io(s) => write!(f, "{s}"),
+            StoreError::Io(s) | StoreError::Refused(s) => write!(f, "{s}"),
         }
     }
 }
@@ -54,6 +56,13 @@ pub struct Space {
 
 /// The download directory as the state machine sees it.
 pub trait ImageStore {
+    /// The download about to start is `version`, announced by the controller, on a board
+    /// running `running` (slot mode checks the image's signed head against them).
+    fn begin_image(&mut self, _version: &str, _running: &str) {}
+    /// What PRECHECK measures, for its log lines (`/tmp space` as the seed's `upgrade.sh`).
+    fn room(&self) -> String {
+        "/tmp space".into()
+    }
     /// Removes leftovers of earlier attempts and checks that `required` bytes fit.
     fn precheck(&mut self, required: u64) -> Result<Space, StoreError>;
     /// Creates the download file, empty.
@@ -70,6 +79,11 @@ pub trait ImageStore {
     fn abort(&mut self);
     /// Where the file is, for logs.
     fn location(&self) -> String;
+    /// After a failed download: true when it destroyed the backup the other slot held (slot
+    /// mode marks that slot `invalid` once the signed head has passed). Asking clears it.
+    fn backup_lost(&mut self) -> bool {
+        false
+    }
 }
 
 /// The real download directory.
@@ -235,6 +249,9 @@ pub struct MemStore {
     pub aborts: u32,
     hasher: Option<crate::image::sha256::Sha256>,
     pub sha256: Option<[u8; 32]>,
+    /// Behave like slot mode: a download that wrote anything destroyed the backup slot.
+    pub writes_the_backup_slot: bool,
+    wrote: bool,
 }
 
 impl MemStore {
@@ -247,12 +264,15 @@ impl MemStore {
             aborts: 0,
             hasher: None,
             sha256: None,
+            writes_the_backup_slot: false,
+            wrote: false,
         }
     }
 }
 
 impl ImageStore for MemStore {
     fn precheck(&mut self, required: u64) -> Result<Space, StoreError> {
+        self.wrote = false;
         let space = Space {
             available_kib: self.capacity / 1024,
             required_kib: required.div_ceil(1024),
@@ -281,6 +301,7 @@ impl ImageStore for MemStore {
             return Err(StoreError::DiskFull);
         }
         self.written += data.len() as u64;
+        self.wrote = true;
         if let Some(h) = &mut self.hasher {
             h.update(data);
         }
@@ -301,6 +322,9 @@ impl ImageStore for MemStore {
     }
     fn location(&self) -> String {
         "memory".into()
+    }
+    fn backup_lost(&mut self) -> bool {
+        self.writes_the_backup_slot && std::mem::take(&mut self.wrote)
     }
 }
 

@@ -5,9 +5,11 @@
 //! verify-then-write install, activation and mark-good. The runtime only carries out what
 //! the WTP core asks and hands this module the files.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
@@ -16,6 +18,8 @@ use rustls_pki_types::CertificateDer;
 use super::bootenv::{self, EnvConfig};
 use super::bundle::BundleReader;
 use super::install::{self, AbState, CheckedImage, Disk, InstallError, InstallReport};
+use super::store::{ImageStore, Space, StoreError};
+use super::stream::{self, SlotStream, Streamed};
 use super::verify::{self, TrustPolicy, VerifyError};
 use crate::board::Board;
 
@@ -70,6 +74,12 @@ pub struct Updater {
     checked: Option<(CheckedImage, File)>,
     /// The head of the download under way was checked ([`Updater::early_check`]).
     head_checked: bool,
+    /// The slot the environment booted, when it could be read.
+    booted: Option<String>,
+    /// Slot mode: what the [`SlotStore`] the WTP writes through shares with this updater.
+    slot_mode: Option<Rc<RefCell<SlotShared>>>,
+    /// Slot mode: the streamed image [`Updater::verify`] accepted, for its commit.
+    streamed: Option<Streamed>,
 }
 
 impl Updater {
@@ -92,6 +102,9 @@ impl Updater {
             refused: None,
             checked: None,
             head_checked: false,
+            booted: None,
+            slot_mode: None,
+            streamed: None,
         };
         let env = match bootenv::read_with(&mut u.disk, &u.env_cfg) {
             Ok((env, read)) => {
@@ -142,11 +155,20 @@ impl Updater {
             }
         );
         u.trial = ab.upgrade_available;
+        u.booted = Some(ab.boot_slot.clone());
         Ok(Some((u, running)))
     }
 
     pub fn board(&self) -> &Board {
         &self.board
+    }
+
+    /// The slot the board booted and the other one (the one an install writes), when the
+    /// environment said which runs.
+    pub fn slots(&self) -> Option<(&str, &str)> {
+        let booted = self.booted.as_deref()?;
+        let other = self.board.other_slot(booted)?;
+        Some((booted, other.name.as_str()))
     }
 
     /// The booted slot is on trial (not yet marked good).
@@ -179,21 +201,37 @@ impl Updater {
         current: &str,
         announced: Option<&str>,
     ) -> Result<TrustPolicy, InstallError> {
-        if let Some(r) = &self.refused {
-            return Err(InstallError::Refused(r.clone()));
+        trust_policy(
+            &self.board,
+            &self.policy,
+            self.refused.as_deref(),
+            current,
+            announced,
+        )
+    }
+
+    /// Slot mode (`download.mode = "slot"`): the store the WTP writes the download through,
+    /// straight into the inactive slot ([`stream`]). [`Updater::verify`] and
+    /// [`Updater::install_checked`] then take what it streamed.
+    pub fn slot_store(&mut self) -> SlotStore {
+        let shared = Rc::new(RefCell::new(SlotShared {
+            board: self.board.clone(),
+            env_cfg: self.env_cfg.clone(),
+            policy: self.policy.clone(),
+            refused: self.refused.clone(),
+            disk: Disk::new(),
+            image: None,
+            stream: None,
+            done: None,
+            invalidated: false,
+        }));
+        self.slot_mode = Some(shared.clone());
+        SlotStore {
+            shared,
+            buf: Vec::with_capacity(SLOT_BUFFER),
+            error: None,
+            slot: None,
         }
-        let anchors = self.anchors()?;
-        let now = clock_now();
-        Ok(TrustPolicy {
-            anchors,
-            hardware_type: self.board.image_type.clone(),
-            board: self.board.name.clone(),
-            not_before_floor: self.read_time_floor(now),
-            now,
-            allow_downgrade: self.policy.allow_downgrade,
-            current_version: Some(current.to_string()),
-            expected_version: announced.map(str::to_string),
-        })
     }
 
     /// Verifies the whole downloaded image at `location` without writing anything, and keeps
@@ -205,6 +243,27 @@ impl Updater {
         announced: Option<&str>,
     ) -> Result<(), InstallError> {
         self.checked = None;
+        self.streamed = None;
+        if let Some(shared) = &self.slot_mode {
+            // The stream checked every byte on the way and read the slot back.
+            let streamed = shared
+                .borrow_mut()
+                .done
+                .take()
+                .ok_or(InstallError::NotVerified)?;
+            if announced.is_some_and(|v| v != streamed.version()) {
+                return Err(InstallError::NotVerified);
+            }
+            info!(
+                "{} ({}, signed by {}, streamed into slot {} and read back)",
+                super::verify::VERIFY_SUCCESS,
+                streamed.version(),
+                streamed.signer(),
+                streamed.slot().name
+            );
+            self.streamed = Some(streamed);
+            return Ok(());
+        }
         let policy = self.trust_policy(current, announced)?;
         let mut file = File::open(location).map_err(|error| InstallError::Io {
             what: location.to_string(),
@@ -228,6 +287,21 @@ impl Updater {
     /// Writes the image [`Updater::verify`] accepted: switches to it (`activate`) or stages it
     /// as a good backup (a predownload).
     pub fn install_checked(&mut self, activate: bool) -> Result<InstallReport, InstallError> {
+        if let Some(streamed) = self.streamed.take() {
+            let report = stream::commit(
+                &self.board,
+                &self.env_cfg,
+                &mut self.disk,
+                &streamed,
+                activate,
+            )?;
+            if let Some(shared) = &self.slot_mode {
+                // The slot holds the new image now: no backup was lost.
+                shared.borrow_mut().invalidated = false;
+            }
+            self.save_time_floor(report.new_time_floor);
+            return Ok(report);
+        }
         let (checked, file) = self.checked.take().ok_or(InstallError::NotVerified)?;
         let report = install::write_image(
             &self.board,
@@ -282,6 +356,10 @@ impl Updater {
         current: &str,
         announced: Option<&str>,
     ) -> Option<HeadCheck> {
+        if self.slot_mode.is_some() {
+            // The stream checks the head itself, before the first byte is written.
+            return None;
+        }
         match bytes {
             Some(b) if b >= EARLY_CHECK_AT => {}
             _ => {
@@ -344,39 +422,8 @@ impl Updater {
         }
     }
 
-    /// The persisted time floor; garbage or a floor beyond what the agent accepts
-    /// ([`verify::plausible_floor`]) is logged, naming the file, and ignored.
     fn read_time_floor(&self, now: Option<u64>) -> u64 {
-        let Some(path) = self.policy.state_dir.as_ref().map(|d| d.join("time_floor")) else {
-            return 0;
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
-            Err(e) => {
-                warn!("{}: unreadable ({e}); time floor ignored", path.display());
-                return 0;
-            }
-        };
-        let Ok(floor) = text.trim().parse::<u64>() else {
-            warn!(
-                "{}: {:?} is not unix seconds; time floor ignored",
-                path.display(),
-                text.trim().chars().take(40).collect::<String>()
-            );
-            return 0;
-        };
-        match verify::plausible_floor(floor, now) {
-            Some(f) => f,
-            None => {
-                warn!(
-                    "{}: time floor {floor} is later than the latest time accepted ({}); ignored",
-                    path.display(),
-                    verify::latest_accepted_time(now)
-                );
-                0
-            }
-        }
+        read_time_floor(&self.policy, now)
     }
 
     fn save_time_floor(&self, floor: u64) {
@@ -393,6 +440,74 @@ impl Updater {
     }
 }
 
+/// The trust policy for an image announced as `announced` on a board running `current`
+/// ([`Updater::trust_policy`]).
+fn trust_policy(
+    board: &Board,
+    policy: &UpdatePolicy,
+    refused: Option<&str>,
+    current: &str,
+    announced: Option<&str>,
+) -> Result<TrustPolicy, InstallError> {
+    if let Some(r) = refused {
+        return Err(InstallError::Refused(r.to_string()));
+    }
+    let anchors = TrustPolicy::anchors_from_files(&policy.trust)?;
+    if anchors.is_empty() {
+        return Err(VerifyError::Anchors {
+            path: None,
+            reason: "no image trust anchors configured ([image] trust)".into(),
+        }
+        .into());
+    }
+    let now = clock_now();
+    Ok(TrustPolicy {
+        anchors,
+        hardware_type: board.image_type.clone(),
+        board: board.name.clone(),
+        not_before_floor: read_time_floor(policy, now),
+        now,
+        allow_downgrade: policy.allow_downgrade,
+        current_version: Some(current.to_string()),
+        expected_version: announced.map(str::to_string),
+    })
+}
+
+/// The persisted time floor; garbage or a floor beyond what the agent accepts
+/// ([`verify::plausible_floor`]) is logged, naming the file, and ignored.
+fn read_time_floor(policy: &UpdatePolicy, now: Option<u64>) -> u64 {
+    let Some(path) = policy.state_dir.as_ref().map(|d| d.join("time_floor")) else {
+        return 0;
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            warn!("{}: unreadable ({e}); time floor ignored", path.display());
+            return 0;
+        }
+    };
+    let Ok(floor) = text.trim().parse::<u64>() else {
+        warn!(
+            "{}: {:?} is not unix seconds; time floor ignored",
+            path.display(),
+            text.trim().chars().take(40).collect::<String>()
+        );
+        return 0;
+    };
+    match verify::plausible_floor(floor, now) {
+        Some(f) => f,
+        None => {
+            warn!(
+                "{}: time floor {floor} is later than the latest time accepted ({}); ignored",
+                path.display(),
+                verify::latest_accepted_time(now)
+            );
+            0
+        }
+    }
+}
+
 /// The clock, or `None` on a board without a set real-time clock: a clock before 2020 stands
 /// for that, and the persisted floor and the manifest's build time stand in for it (never
 /// "anything goes in 1970").
@@ -402,4 +517,200 @@ fn clock_now() -> Option<u64> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     verify::set_clock(Some(now))
+}
+
+/// Bytes a [`SlotStore`] gathers before it hands them to the stream (the slot write happens
+/// in the WTP's idle work once half of it is full, as the file store's).
+const SLOT_BUFFER: usize = 64 * 1024;
+
+/// What the [`SlotStore`] in the WTP and the [`Updater`] in the runtime share in slot mode.
+pub struct SlotShared {
+    board: Board,
+    env_cfg: EnvConfig,
+    policy: UpdatePolicy,
+    refused: Option<String>,
+    disk: Disk,
+    /// The version announced for the download under way, and the running one.
+    image: Option<(String, String)>,
+    stream: Option<SlotStream>,
+    /// The last stream that completed and read back, until [`Updater::verify`] takes it.
+    done: Option<Streamed>,
+    /// The download under way got past the signed head, so the inactive slot was marked
+    /// `invalid`: whatever backup it held is gone until an install succeeds.
+    invalidated: bool,
+}
+
+impl SlotShared {
+    /// The inactive slot, if the environment lets it be written now.
+    fn target(&mut self) -> Result<crate::board::Slot, InstallError> {
+        if let Some(r) = &self.refused {
+            return Err(InstallError::Refused(r.clone()));
+        }
+        let (env, _) = bootenv::read_with(&mut self.disk, &self.env_cfg)?;
+        let ab = AbState::read(&self.board, &env)?;
+        install::check_fallback(&ab)?;
+        let name = ab.other().ok_or(InstallError::NoSlots)?;
+        self.board.slot(name).cloned().ok_or(InstallError::NoSlots)
+    }
+}
+
+/// The download store of slot mode: the image goes into the inactive slot as it arrives
+/// ([`stream::SlotStream`]), never to a file. PRECHECK checks that the slot may be written and
+/// reports its size instead of /tmp's room.
+pub struct SlotStore {
+    shared: Rc<RefCell<SlotShared>>,
+    /// Blocks not handed to the stream yet (at most [`SLOT_BUFFER`], allocated once).
+    buf: Vec<u8>,
+    /// An error met in idle work, returned by the next write or finish.
+    error: Option<StoreError>,
+    /// The slot PRECHECK found, for logs (read once: the WTP asks for it often).
+    slot: Option<(String, String)>,
+}
+
+fn refused(e: InstallError) -> StoreError {
+    StoreError::Refused(e.to_string())
+}
+
+impl SlotStore {
+    /// Hands the gathered blocks to the stream.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut sh = self.shared.borrow_mut();
+        let SlotShared {
+            stream,
+            disk,
+            invalidated,
+            ..
+        } = &mut *sh;
+        let s = stream
+            .as_mut()
+            .ok_or_else(|| StoreError::Io("write before open".into()))?;
+        let r = s.push(disk, &self.buf);
+        *invalidated |= s.slot().is_some();
+        self.buf.clear();
+        r.map_err(refused)
+    }
+}
+
+impl ImageStore for SlotStore {
+    fn begin_image(&mut self, version: &str, running: &str) {
+        self.shared.borrow_mut().image = Some((version.to_string(), running.to_string()));
+    }
+
+    fn room(&self) -> String {
+        match &self.slot {
+            Some((name, _)) => format!("slot {name} size"),
+            None => "slot size".into(),
+        }
+    }
+
+    fn precheck(&mut self, _required: u64) -> Result<Space, StoreError> {
+        self.buf.clear();
+        self.error = None;
+        let mut sh = self.shared.borrow_mut();
+        sh.stream = None;
+        sh.done = None;
+        sh.invalidated = false;
+        self.slot = None;
+        let slot = sh.target().map_err(refused)?;
+        self.slot = Some((slot.name.clone(), slot.device.display().to_string()));
+        // The image's size is checked against the slot when the controller announces it, and
+        // the payload's (the manifest's) when the signed head has arrived.
+        Ok(Space {
+            available_kib: slot.size / 1024,
+            required_kib: 0,
+        })
+    }
+
+    fn open(&mut self) -> Result<(), StoreError> {
+        let mut sh = self.shared.borrow_mut();
+        let (version, running) = sh
+            .image
+            .clone()
+            .ok_or_else(|| StoreError::Io("open before the image was named".into()))?;
+        let policy = trust_policy(
+            &sh.board,
+            &sh.policy,
+            sh.refused.as_deref(),
+            &running,
+            Some(&version),
+        )
+        .map_err(refused)?;
+        sh.stream = Some(SlotStream::new(&sh.board, &sh.env_cfg, policy));
+        sh.done = None;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        if self.buf.len() + data.len() > self.buf.capacity() {
+            self.flush()?;
+        }
+        if data.len() > self.buf.capacity() {
+            self.buf.extend_from_slice(data);
+            return self.flush();
+        }
+        self.buf.extend_from_slice(data);
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn idle(&mut self) {
+        if self.buf.len() >= self.buf.capacity() / 2 {
+            if let Err(e) = self.flush() {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        let mut sh = self.shared.borrow_mut();
+        let SlotShared {
+            stream, disk, done, ..
+        } = &mut *sh;
+        let s = stream
+            .take()
+            .ok_or_else(|| StoreError::Io("finish before open".into()))?;
+        *done = Some(s.finish(disk).map_err(refused)?);
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        self.buf.clear();
+        self.error = None;
+        let mut sh = self.shared.borrow_mut();
+        if let Some(slot) = sh.stream.take().and_then(|s| s.slot().cloned()) {
+            info!(
+                "upgrade.sh: Cleanup ... slot {} stays marked invalid; slot {} stays the one \
+                 that boots",
+                slot.name,
+                sh.board
+                    .slots
+                    .iter()
+                    .find(|s| s.name != slot.name)
+                    .map(|s| s.name.as_str())
+                    .unwrap_or("?")
+            );
+        }
+        sh.done = None;
+    }
+
+    fn backup_lost(&mut self) -> bool {
+        std::mem::take(&mut self.shared.borrow_mut().invalidated)
+    }
+
+    fn location(&self) -> String {
+        match &self.slot {
+            Some((name, device)) => format!("slot {name} ({device})"),
+            None => "the inactive slot".into(),
+        }
+    }
 }

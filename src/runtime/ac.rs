@@ -23,6 +23,11 @@ use crate::image::source::{FolderSource, ImageSource};
 use crate::pcap::PcapWriter;
 use crate::time::Instant;
 
+/// Receive buffer of the controller's sockets: a join storm of a thousand APs sends a
+/// ClientHello each at once (the kernel caps it at net.core.rmem_max; the default 208 KiB held
+/// about a hundred).
+const RECV_BUFFER: usize = 4 << 20;
+
 /// A handshake that has not finished after this long is dropped (WaitDTLS).
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 
@@ -115,7 +120,19 @@ struct Controller {
     out: Vec<u8>,
     last_status: String,
     last_status_at: Option<Instant>,
+    /// Peers whose session may have something to send or report: only they are driven after
+    /// a datagram (driving every session per datagram made each datagram cost O(APs)).
+    touched: Vec<SocketAddr>,
+    /// Sessions dropped since the memory was last handed back.
+    dropped: usize,
+    /// The loop's deadline and when it was computed: the scan over every session and
+    /// handshake runs at most every [`DEADLINE_REUSE`] while the loop is busy.
+    deadline_cache: Option<(Instant, tokio::time::Instant)>,
 }
+
+/// How long a computed deadline is reused while datagrams keep the loop busy; timers fire at
+/// most this late.
+const DEADLINE_REUSE: Duration = Duration::from_millis(50);
 
 impl Controller {
     /// Builds the DTLS context and listener, binds the sockets, opens the capture, picks the
@@ -139,6 +156,14 @@ impl Controller {
         let listen = ctl.local_addr().map_err(io_err("local address"))?;
         let data_addr = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
         let data = Udp::bind(data_addr).map_err(io_err(format!("bind {data_addr}")))?;
+        for s in [&ctl, &data] {
+            if let Err(e) = s
+                .set_recv_buffer(RECV_BUFFER)
+                .and_then(|_| s.set_send_buffer(RECV_BUFFER))
+            {
+                warn!("cannot enlarge the socket buffers: {e}");
+            }
+        }
         let writer = match &cfg.pcap {
             Some(p) => {
                 Some(PcapWriter::create(p).map_err(io_err(format!("create {}", p.display())))?)
@@ -188,6 +213,9 @@ impl Controller {
             out: Vec::with_capacity(2048),
             last_status: String::new(),
             last_status_at: None,
+            touched: Vec::new(),
+            dropped: 0,
+            deadline_cache: None,
         })
     }
 
@@ -204,8 +232,19 @@ impl Controller {
             self.carry_out_turn().await;
             self.write_status();
             let now = self.clock.now();
-            self.expire_handshakes(now);
-            let deadline = self.deadline(now);
+            let deadline = match self.deadline_cache {
+                Some((at, d))
+                    if !timer.is_elapsed() && now.saturating_since(at) < DEADLINE_REUSE =>
+                {
+                    d.min(self.clock.to_tokio(at + DEADLINE_REUSE))
+                }
+                _ => {
+                    self.expire_handshakes(now);
+                    let d = self.deadline(now);
+                    self.deadline_cache = Some((now, d));
+                    d
+                }
+            };
             if timer.is_elapsed() || timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
@@ -235,13 +274,14 @@ impl Controller {
                 }
                 Wake::Data(Err(e)) => limited_warn!("data socket error", None, "data socket: {e}"),
                 Wake::Timer => {
-                    for p in self
+                    for (addr, p) in self
                         .peers
-                        .values_mut()
-                        .chain(self.restarts.values_mut())
-                        .filter(|p| !p.up)
+                        .iter_mut()
+                        .chain(self.restarts.iter_mut())
+                        .filter(|(_, p)| !p.up)
                     {
                         p.session.handle_timeout();
+                        self.touched.push(*addr);
                     }
                     self.ac.handle_timeout(self.clock.now());
                 }
@@ -258,6 +298,8 @@ impl Controller {
     /// neither has more.
     async fn carry_out_turn(&mut self) {
         loop {
+            // A session that left may have freed one of the max_transfers.
+            self.ac.start_queued(self.clock.now());
             let mut busy = self.carry_out_actions().await;
             busy |= self.send_packets().await;
             let (driven, gone) = self.drive_sessions().await;
@@ -278,6 +320,7 @@ impl Controller {
             match a {
                 AcAction::DtlsClose { peer } => {
                     if let Some(mut p) = self.peers.remove(&peer) {
+                        self.dropped += 1;
                         p.session.close();
                         flush(&self.ctl, peer, &mut p.session).await;
                     }
@@ -305,6 +348,7 @@ impl Controller {
                     self.capture.record(self.listen, t.to, &self.out, false);
                     match self.peers.get_mut(&t.to) {
                         Some(p) if p.up => {
+                            self.touched.push(t.to);
                             if let Err(e) = p.session.send(&self.out) {
                                 limited_warn!(
                                     "DTLS send failed",
@@ -335,7 +379,13 @@ impl Controller {
     async fn drive_sessions(&mut self) -> (bool, Vec<Ended>) {
         let mut busy = false;
         let mut gone = Vec::new();
-        for (addr, p) in self.peers.iter_mut() {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for addr in &touched {
+            let Some(p) = self.peers.get_mut(addr) else {
+                continue;
+            };
             flush(&self.ctl, *addr, &mut p.session).await;
             while let Some(ev) = p.session.poll_event() {
                 busy = true;
@@ -396,6 +446,7 @@ impl Controller {
         match outcome {
             Ok(summary) => {
                 p.up = true;
+                self.touched.push(addr);
                 if let Some(old) = self.peers.insert(addr, p) {
                     if old.up {
                         self.ac.dtls_closed(
@@ -430,6 +481,7 @@ impl Controller {
         for addr in orphans {
             if let Some(p) = self.restarts.remove(&addr) {
                 self.peers.insert(addr, p);
+                self.touched.push(addr);
                 any = true;
             }
         }
@@ -446,6 +498,7 @@ impl Controller {
                 continue;
             }
             if let Some(mut p) = self.peers.remove(&addr) {
+                self.dropped += 1;
                 flush(&self.ctl, addr, &mut p.session).await;
                 if p.up {
                     self.ac.dtls_closed(addr, &reason);
@@ -471,6 +524,12 @@ impl Controller {
         }
         warnings::flush();
         self.last_status_at = Some(self.clock.now());
+        if self.dropped > 0 {
+            // Sessions that left give their memory back (at most once a second).
+            self.dropped = 0;
+            shrink(&mut self.peers);
+            release_freed_memory();
+        }
         let status = status_table(&self.ac, self.clock.now());
         if status != self.last_status {
             if let Some(p) = &self.cfg.status_file {
@@ -584,7 +643,10 @@ impl Controller {
             }
         }
         match self.peers.get_mut(&from) {
-            Some(p) => p.session.handle_datagram(bytes),
+            Some(p) => {
+                p.session.handle_datagram(bytes);
+                self.touched.push(from);
+            }
             None => log::debug!("DTLS datagram from {from} without a session dropped"),
         }
     }
@@ -622,7 +684,7 @@ impl Controller {
                         "New DTLS handshake from {from} while its session is up (the WTP restarted?): the old session stays until the new one completes"
                     );
                     self.restarts.insert(from, p);
-                } else if self.peers.len() >= 2 * self.ac.config().max_wtps as usize {
+                } else if self.peers.len() >= 2 * self.ac.config().max_wtps as usize + 16 {
                     limited_warn!(
                         "too many DTLS sessions",
                         Some(from),
@@ -630,6 +692,7 @@ impl Controller {
                     );
                 } else {
                     self.peers.insert(from, p);
+                    self.touched.push(from);
                 }
             }
         }

@@ -5,6 +5,8 @@
 mod warnings;
 pub mod ac;
 mod fetch;
+pub mod hooks;
+pub mod notify;
 mod udp;
 pub mod wtp;
 

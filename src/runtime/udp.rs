@@ -41,6 +41,40 @@ impl Udp {
         self.fd.get_ref().local_addr()
     }
 
+    /// Asks for a receive buffer of `bytes` (the kernel caps it at net.core.rmem_max): a
+    /// controller's socket must hold the burst of a join storm, or the handshakes whose
+    /// datagrams it drops wait out a DTLS retransmission (1 s, then 2 s, ...).
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.set_buffer(libc::SO_RCVBUF, bytes)
+    }
+
+    /// Asks for a send buffer of `bytes` (capped at net.core.wmem_max): on loopback a sent
+    /// datagram counts against it until the peer reads it, so answering a thousand APs at once
+    /// filled the default one, and a full buffer makes a send wait (see [`Udp::send_to`]).
+    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.set_buffer(libc::SO_SNDBUF, bytes)
+    }
+
+    fn set_buffer(&self, option: libc::c_int, bytes: usize) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let v = bytes.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: a valid socket descriptor and an int option of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.get_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
         self.fd.get_ref().set_broadcast(on)
     }

@@ -5,23 +5,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use log::{error, info, warn};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use super::hooks::{env_for, BoardFacts, HookResult, Hooks};
 use super::udp::Udp;
 use super::{earliest, io_err, Clock, RuntimeError};
 use crate::board::Board;
 use crate::capwap::header::{preamble, Preamble};
 use crate::capwap::CONTROL_PORT;
-use crate::config::DownloadSection;
+use crate::config::{DownloadMode, DownloadSection};
 use crate::config::{InstallMethod, RebootMethod, WtpdConfig};
 use crate::dtls::{DtlsContext, DtlsError, DtlsEvent, DtlsSession};
 use crate::image::install::InstallError;
-use crate::image::store::FileStore;
+use crate::image::store::{FileStore, ImageStore};
 use crate::image::updater::{HeadCheck, UpdatePolicy, Updater};
 use crate::status::WtpStatus;
 use crate::wtp::image::StatusKey;
 use crate::wtp::{
-    Action, Channel, DtlsFailure, Hold, RetryState, Target, TargetKind, Versions, Wtp, WtpConfig,
+    Action, Channel, DtlsFailure, Hold, HookCall, HookStage, RetryState, Target, TargetKind,
+    Versions, Wtp, WtpConfig,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -170,9 +172,55 @@ pub async fn run(
     config_path: &Path,
     extra_controllers: Vec<String>,
 ) -> Result<i32, RuntimeError> {
-    Agent::start(cfg, config_path, extra_controllers)?
-        .run()
+    run_embedded(cfg, config_path, extra_controllers, Embedding::default()).await
+}
+
+/// What a process that runs many agents in one runtime (`acsim load`) gives each of them in
+/// place of what wtpd owns alone: a stop notice instead of SIGTERM and SIGINT, one DTLS
+/// context for all, and a channel that reports the agent's CAPWAP state as it changes.
+#[derive(Default)]
+pub struct Embedding {
+    /// The agent stops (as on SIGTERM) when this turns true; `None`: the process's signals.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Used instead of a context built from `[dtls]` (DTLS on only).
+    pub ctx: Option<DtlsContext>,
+    /// Receives the state after every turn that changed it.
+    pub state: Option<tokio::sync::watch::Sender<crate::wtp::State>>,
+}
+
+/// [`run`] with an [`Embedding`].
+pub async fn run_embedded(
+    cfg: WtpdConfig,
+    config_path: &Path,
+    extra_controllers: Vec<String>,
+    mut embedding: Embedding,
+) -> Result<i32, RuntimeError> {
+    let ctx = embedding.ctx.take();
+    Agent::start(cfg, config_path, extra_controllers, ctx)?
+        .run(embedding)
         .await
+}
+
+/// Waits for the stop notice, or for SIGTERM or SIGINT when there is none.
+async fn stop_requested(
+    notice: &mut Option<tokio::sync::watch::Receiver<bool>>,
+    signals: &mut Option<(Signal, Signal)>,
+) {
+    match (notice, signals) {
+        (Some(rx), _) => {
+            // A sender gone without a word stops nothing.
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        (None, Some((term, int))) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        (None, None) => std::future::pending().await,
+    }
 }
 
 /// What woke the event loop.
@@ -180,6 +228,8 @@ enum Wake {
     Control(std::io::Result<(usize, SocketAddr)>),
     Data(std::io::Result<(usize, SocketAddr)>),
     Timer,
+    Hook(HookResult),
+    Watchdog,
     Stop,
 }
 
@@ -200,6 +250,13 @@ struct Agent {
     status_key: Option<StatusKey>,
     /// The packet being sent (the state machine copies each one here).
     out: Vec<u8>,
+    /// The board's upgrade hook (`[hooks] upgrade`), and what its environment says of the
+    /// board.
+    hooks: Hooks,
+    facts: BoardFacts,
+    /// systemd's notification socket (`$NOTIFY_SOCKET`), and the watchdog's ping interval.
+    notifier: Option<super::notify::Notifier>,
+    watchdog: Option<Duration>,
 }
 
 impl Agent {
@@ -208,6 +265,7 @@ impl Agent {
         cfg: WtpdConfig,
         config_path: &Path,
         extra_controllers: Vec<String>,
+        ctx: Option<DtlsContext>,
     ) -> Result<Agent, RuntimeError> {
         let mut cfg = cfg;
         let (versions, updater, download) = prepare(&mut cfg)?;
@@ -219,6 +277,7 @@ impl Agent {
             info!("Image trust anchors: {} certificate(s)", anchors.len());
         }
         let ctx = match cfg.dtls.to_dtls(config_path)? {
+            Some(_) if ctx.is_some() => ctx,
             Some(c) => Some(DtlsContext::client(&c)?),
             None => {
                 warn!("DTLS is OFF: CAPWAP control messages travel in clear. Lab use only.");
@@ -246,7 +305,55 @@ impl Agent {
                 retry.last_error.as_deref().unwrap_or("-")
             );
         }
-        let store = FileStore::new(&download.dir, download.file.clone(), download.margin);
+        if let Some(script) = &mut cfg.hooks.upgrade {
+            // A bare file name would be looked up on PATH: the configuration means this one.
+            *script = std::path::absolute(&*script)
+                .map_err(io_err(format!("upgrade hook {}", script.display())))?;
+            check_hook(script)?;
+            info!(
+                "Upgrade hook: {} (timeout {}s)",
+                script.display(),
+                cfg.hooks.timeout.as_secs_f64()
+            );
+        }
+        let (slot_booted, slot_target) = updater
+            .as_ref()
+            .and_then(|u| u.slots())
+            .map(|(b, t)| (b.to_string(), t.to_string()))
+            .unwrap_or_default();
+        let facts = BoardFacts {
+            running_version: versions.primary.clone(),
+            image_type: cfg.wtp.image_type.clone(),
+            board: updater
+                .as_ref()
+                .map(|u| u.board().name.clone())
+                .unwrap_or_else(|| cfg.wtp.model.clone()),
+            slot_booted,
+            slot_target,
+            download_dir: std::path::absolute(&download.dir)
+                .unwrap_or_else(|_| download.dir.clone())
+                .display()
+                .to_string(),
+            required_kib: download.required_bytes.div_ceil(1024),
+        };
+        let mut updater = updater;
+        let store: Box<dyn ImageStore> = match (download.mode, updater.as_mut()) {
+            (DownloadMode::Tmp, _) => Box::new(FileStore::new(
+                &download.dir,
+                download.file.clone(),
+                download.margin,
+            )),
+            (DownloadMode::Slot, Some(u)) => {
+                info!("Download mode slot: images stream into the inactive slot, no /tmp file");
+                Box::new(u.slot_store())
+            }
+            (DownloadMode::Slot, None) => {
+                return Err(env_error(
+                    "[download] mode",
+                    "\"slot\" needs a board with A/B slots and a U-Boot environment",
+                ))
+            }
+        };
         let wtp = Wtp::new(
             WtpConfig {
                 identity: cfg.wtp.clone(),
@@ -257,10 +364,23 @@ impl Agent {
                 download: download.policy(),
                 retry,
                 seed: crate::rng::Rng::from_entropy().next_u64(),
+                hooks: cfg.hooks.upgrade.is_some(),
             },
-            Box::new(store),
+            store,
         );
+        let hooks = Hooks::new(cfg.hooks.upgrade.clone(), cfg.hooks.timeout);
+        let notifier = super::notify::Notifier::from_env().unwrap_or_else(|e| {
+            warn!("{e}: no notifications to the init system");
+            None
+        });
+        let watchdog = notifier
+            .as_ref()
+            .and_then(|_| super::notify::watchdog_interval());
         Ok(Agent {
+            notifier,
+            watchdog,
+            hooks,
+            facts,
             cfg,
             extra_controllers,
             ctx,
@@ -279,15 +399,39 @@ impl Agent {
 
     /// The event loop: carry out what was decided, do the work that may wait, sleep until a
     /// datagram, the next deadline or a signal.
-    async fn run(mut self) -> Result<i32, RuntimeError> {
-        let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    async fn run(mut self, embedding: Embedding) -> Result<i32, RuntimeError> {
+        let mut notice = embedding.stop;
+        let mut signals = match notice {
+            Some(_) => None,
+            None => Some((
+                signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?,
+                signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?,
+            )),
+        };
+        let state_tx = embedding.state;
         // One timer for the loop, moved when the deadline moves (cheaper than a new one per
         // turn).
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut buf = vec![0u8; 65536];
         let mut dbuf = vec![0u8; 2048];
+        // Configuration, board, environment and state are read, the sockets bound: ready.
+        self.notify(&format!(
+            "READY=1\nSTATUS=WTP {} running {}",
+            self.cfg.wtp.name,
+            self.wtp.config().versions.primary
+        ));
+        // WATCHDOG=1 from this loop: a loop that hangs stops the pings, and systemd restarts
+        // the agent.
+        let mut watchdog = self.watchdog.map(|every| {
+            info!(
+                "systemd watchdog: WATCHDOG=1 every {}s",
+                every.as_secs_f64()
+            );
+            let mut i = tokio::time::interval(every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         self.wtp.start(self.clock.now());
         loop {
             // An image this board would refuse stops as soon as its manifest is on disk.
@@ -298,6 +442,10 @@ impl Agent {
                 return Ok(code);
             }
             self.after_turn();
+            if let Some(tx) = &state_tx {
+                let state = self.wtp.state();
+                tx.send_if_modified(|s| std::mem::replace(s, state) != state);
+            }
             let deadline = self.deadline();
             if timer.is_elapsed() || timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
@@ -306,8 +454,9 @@ impl Agent {
                 r = self.sock.recv_from(&mut buf) => Wake::Control(r),
                 r = self.data.recv_from(&mut dbuf) => Wake::Data(r),
                 _ = &mut timer => Wake::Timer,
-                _ = sigterm.recv() => Wake::Stop,
-                _ = sigint.recv() => Wake::Stop,
+                r = self.hooks.next_done() => Wake::Hook(r),
+                _ = tick(&mut watchdog) => Wake::Watchdog,
+                _ = stop_requested(&mut notice, &mut signals) => Wake::Stop,
             };
             let now = self.clock.now();
             match wake {
@@ -328,7 +477,18 @@ impl Agent {
                     }
                     self.wtp.handle_timeout(now);
                 }
-                Wake::Stop => self.wtp.shutdown(now),
+                Wake::Hook(r) => {
+                    if r.stage == HookStage::Precheck {
+                        self.wtp.precheck_done(r.outcome, now);
+                    }
+                }
+                Wake::Watchdog => self.notify("WATCHDOG=1"),
+                Wake::Stop => {
+                    self.notify("STOPPING=1");
+                    // A stop notice is told once; signals may come again.
+                    notice = None;
+                    self.wtp.shutdown(now)
+                }
             }
         }
     }
@@ -341,8 +501,15 @@ impl Agent {
             let mut busy = self.send_packets().await;
             // One action a turn: what it makes the state machine send (the answer to the AC's
             // last Image Data Request, a failure report) goes out before the next action (a
-            // DTLS close) runs.
-            if let Some(a) = self.wtp.poll_action() {
+            // DTLS close) runs. An action after a hook call that holds it (PREDOWNLOAD before
+            // the verification, UPGRADE before the write, ACTIVATE before the reboot) waits
+            // for the script; the loop goes on meanwhile.
+            let next = if self.hooks.holding() {
+                None
+            } else {
+                self.wtp.poll_action()
+            };
+            if let Some(a) = next {
                 busy = true;
                 if let Some(code) = self.carry_out(a).await? {
                     return Ok(Some(code));
@@ -408,28 +575,64 @@ impl Agent {
                 predownload,
             } => {
                 let result = self.install_image(&version, &location, predownload);
+                if result.is_ok() && !predownload && self.updater.is_some() {
+                    // The install switched the boot slot: the reboot follows.
+                    self.runtime_hook(HookStage::Activate, &version);
+                }
                 self.wtp.install_done(result, now);
             }
             Action::ActivateImage { version } => match &mut self.updater {
-                Some(u) => {
-                    if let Err(e) = u.activate(&version) {
-                        warn!("Activation of {version} failed: {e}");
-                    }
-                }
+                Some(u) => match u.activate(&version) {
+                    Ok(_) => self.runtime_hook(HookStage::Activate, &version),
+                    Err(e) => warn!("Activation of {version} failed: {e}"),
+                },
                 None => info!("Activating {version}: this board has no slots to switch"),
             },
+            Action::Hook(call) => self.hook(call),
             Action::Reboot { reason } => {
                 self.save_status();
+                self.hooks.drain().await;
                 return Ok(Some(reboot(&self.cfg.reboot, &reason)?));
             }
             Action::Exit => {
                 self.save_status();
+                self.hooks.drain().await;
                 log_peak_memory();
                 info!("wtpd stopped");
                 return Ok(Some(0));
             }
         }
         Ok(None)
+    }
+
+    /// Tells the init system (sd_notify), if one listens.
+    fn notify(&self, state: &str) {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.notify(state) {
+                limited_warn!("sd_notify failed", None, "sd_notify {state:?}: {e}");
+            }
+        }
+    }
+
+    /// Runs the upgrade hook for a call of the WTP core ([`Action::Hook`]).
+    fn hook(&mut self, call: HookCall) {
+        let mut facts = self.facts.clone();
+        facts.running_version = self.wtp.config().versions.primary.clone();
+        self.hooks.call(call.stage, env_for(&call, &facts));
+    }
+
+    /// One of the moments only the runtime sees (the switch written, the slot marked good):
+    /// its line in the log, and the hook when there is one.
+    fn runtime_hook(&mut self, stage: HookStage, version: &str) {
+        info!("{}", crate::wtp::hook::called_line(stage));
+        let call = HookCall {
+            stage,
+            version: Some(version.to_string()),
+            location: self.wtp.download_location(),
+            predownload: false,
+            reason: None,
+        };
+        self.hook(call);
     }
 
     /// Opens the DTLS session (or the lab's clear channel) with the selected controller.
@@ -565,10 +768,9 @@ impl Agent {
         match u.mark_good_once() {
             Ok(marked) => {
                 if let Some(slot) = marked {
-                    info!(
-                        "Slot {slot} ({}) marked good",
-                        self.wtp.config().versions.primary
-                    );
+                    let running = self.wtp.config().versions.primary.clone();
+                    info!("Slot {slot} ({running}) marked good");
+                    self.runtime_hook(HookStage::MarkGood, &running);
                 }
                 self.wtp.release_hold(self.clock.now());
             }
@@ -594,6 +796,31 @@ impl Agent {
             &mut self.status_key,
         );
     }
+}
+
+/// The next watchdog tick; never without a watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The upgrade hook must be there and executable: a script that cannot run would refuse every
+/// download at PRECHECK, so the agent refuses to start instead.
+fn check_hook(script: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(script).map_err(io_err(format!("upgrade hook {}", script.display())))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(RuntimeError::Io {
+            what: format!("upgrade hook {}", script.display()),
+            error: std::io::Error::other("not an executable file"),
+        });
+    }
+    Ok(())
 }
 
 fn refuse_install() -> InstallError {

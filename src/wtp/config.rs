@@ -173,6 +173,11 @@ pub struct WtpConfig {
     pub hold: Option<Hold>,
     /// Seed for jitter and the Session ID.
     pub seed: u64,
+    /// The board has an upgrade hook (`[hooks] upgrade`): emit [`Action::Hook`] at its
+    /// moments, and let PRECHECK's verdict decide whether a download starts.
+    ///
+    /// [`Action::Hook`]: super::Action::Hook
+    pub hooks: bool,
 }
 
 #[cfg(test)]

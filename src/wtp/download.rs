@@ -99,6 +99,9 @@ pub struct Download {
     /// The version the AC asked to predownload, and when to try again after a failure.
     pub predownload_version: Option<String>,
     pub predownload_retry: Option<(String, Instant)>,
+    /// PRECHECK's hook runs for this version (and predownload flag): the download starts, or
+    /// is refused, with its verdict ([`super::Wtp::precheck_done`]).
+    pub prechecking: Option<(String, bool)>,
 }
 
 impl Download {
@@ -120,6 +123,7 @@ impl Download {
             deferred_version: None,
             predownload_version: None,
             predownload_retry: None,
+            prechecking: None,
         }
     }
 

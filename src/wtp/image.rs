@@ -10,11 +10,12 @@ use std::time::Duration;
 use log::{debug, info, warn};
 
 use super::timer::Timer;
-use super::{AfterTeardown, State, Wtp};
+use super::{AfterTeardown, HookCall, HookStage, State, Wtp};
 use crate::capwap::element::image_data_type;
 use crate::capwap::{ControlMessage, Element, MessageType, ResultCode};
 use crate::image::download::{hex, DownloadError, Transfer};
 use crate::image::install::InstallError;
+use crate::image::store::StoreError;
 use crate::time::Instant;
 
 /// Vendor Specific element id under our vendor id: an image download failure, text follows.
@@ -81,15 +82,56 @@ impl Wtp {
         true
     }
 
-    /// PRECHECK, open the download file, send the Image Data Request.
+    /// PRECHECK: the board's hook first, when it has one ([`Wtp::precheck_done`] goes on),
+    /// then [`Wtp::open_download`].
     pub(super) fn start_download(&mut self, version: &str, predownload: bool, now: Instant) {
-        let image = self.cfg.identity.image_type.clone();
-        info!("upgrade.sh: Script called with args:[PRECHECK]");
         if let Some(t) = self.download.transfer.take() {
             warn!("Dropping unfinished transfer of {}", t.image);
             self.download.store.abort();
         }
         self.download.predownloaded = None;
+        self.hook(
+            HookStage::Precheck,
+            Some(version.to_string()),
+            predownload,
+            None,
+        );
+        if self.cfg.hooks {
+            self.download.prechecking = Some((version.to_string(), predownload));
+            self.download.version = Some(version.to_string());
+            self.download.state = DownloadState::Initiated;
+            return;
+        }
+        self.open_download(version, predownload, now);
+    }
+
+    /// The driver's answer to PRECHECK's [`Action::Hook`](super::Action::Hook): `Err(why)`
+    /// when the script refused (non-zero exit, killed at its timeout), which refuses the
+    /// download as a full /tmp does. Ignored when the download was given up meanwhile.
+    pub fn precheck_done(&mut self, result: Result<(), String>, now: Instant) {
+        let Some((version, predownload)) = self.download.prechecking.take() else {
+            debug!("PRECHECK verdict with no download waiting for it ignored");
+            return;
+        };
+        match result {
+            Ok(()) => self.open_download(&version, predownload, now),
+            Err(why) => {
+                self.fail_download(
+                    &format!("image download cannot start: {why}"),
+                    predownload,
+                    true,
+                    now,
+                );
+            }
+        }
+    }
+
+    /// The agent's own PRECHECK (room in the download directory), open the download file,
+    /// send the Image Data Request.
+    fn open_download(&mut self, version: &str, predownload: bool, now: Instant) {
+        let running = self.cfg.versions.primary.clone();
+        self.download.store.begin_image(version, &running);
+        let image = self.cfg.identity.image_type.clone();
         let space = match self
             .download
             .store
@@ -107,8 +149,10 @@ impl Wtp {
             }
         };
         info!(
-            "upgrade.sh: /tmp space: OK available {}, required {}",
-            space.available_kib, space.required_kib
+            "upgrade.sh: {}: OK available {}, required {}",
+            self.download.store.room(),
+            space.available_kib,
+            space.required_kib
         );
         self.download.space = Some(space);
         if let Err(e) = self.download.store.open() {
@@ -197,7 +241,8 @@ impl Wtp {
             if let Some(space) = self.download.space {
                 if needed_kib > space.available_kib {
                     let reason = format!(
-                        "image download cannot start: /tmp space: NOT OK available {}, required {needed_kib}",
+                        "image download cannot start: {}: NOT OK available {}, required {needed_kib}",
+                        self.download.store.room(),
                         space.available_kib
                     );
                     warn!("{reason}");
@@ -289,7 +334,10 @@ impl Wtp {
             info!(".......... {pct}% ({} bytes)", t.bytes);
         }
         if let Err(e) = self.download.store.write(data) {
-            let reason = format!("cannot write the image: {e}");
+            let reason = match e {
+                StoreError::Refused(why) => why,
+                e => format!("cannot write the image: {e}"),
+            };
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             self.fail_download(&reason, predownload, false, now);
             return false;
@@ -319,7 +367,10 @@ impl Wtp {
             }
         };
         if let Err(e) = self.download.store.finish() {
-            let reason = format!("cannot store the image: {e}");
+            let reason = match e {
+                StoreError::Refused(why) => why,
+                e => format!("cannot store the image: {e}"),
+            };
             self.send_refusal(msg.msg_type, msg.seq, &reason);
             return self.fail_download(&reason, predownload, false, now);
         }
@@ -331,6 +382,12 @@ impl Wtp {
             hex(&digests.sha256),
             digests.size,
             self.download.store.location()
+        );
+        self.hook(
+            HookStage::Predownload,
+            Some(t.version.clone()),
+            predownload,
+            None,
         );
         self.download.verifying = Some(PendingVerdict {
             msg_type: msg.msg_type,
@@ -371,6 +428,12 @@ impl Wtp {
                 } else {
                     self.download.state = DownloadState::CompletedDownloading;
                 }
+                self.hook(
+                    HookStage::Upgrade,
+                    Some(p.version.clone()),
+                    p.predownload,
+                    None,
+                );
                 self.actions.push_back(super::Action::InstallImage {
                     version: p.version,
                     location: self.download.store.location(),
@@ -383,6 +446,28 @@ impl Wtp {
                 self.fail_download(&reason, p.predownload, false, now);
             }
         }
+    }
+
+    /// One of the seed's `upgrade.sh` moments: its line in the log, always (the log reads as
+    /// the seed's), and the board's hook when it has one.
+    pub(super) fn hook(
+        &mut self,
+        stage: HookStage,
+        version: Option<String>,
+        predownload: bool,
+        reason: Option<&str>,
+    ) {
+        info!("{}", super::hook::called_line(stage));
+        if !self.cfg.hooks {
+            return;
+        }
+        self.actions.push_back(super::Action::Hook(HookCall {
+            stage,
+            version,
+            location: self.download.store.location(),
+            predownload,
+            reason: reason.map(str::to_string),
+        }));
     }
 
     /// Answers an AC's Image Data Request with Image Data Error (Other Error) and why.
@@ -484,8 +569,10 @@ impl Wtp {
     ) {
         let image = self.cfg.identity.image_type.clone();
         warn!("Aborting image download({reason}), {image}");
-        info!("upgrade.sh: Script called with args:[ABORT]");
+        let version = self.download.version.clone();
+        self.hook(HookStage::Abort, version, predownload, Some(reason));
         self.download.transfer = None;
+        self.download.prechecking = None;
         self.download.pending_request = false;
         self.download.image_deadline = None;
         self.download.refusal = None;
@@ -508,10 +595,18 @@ impl Wtp {
     }
 
     /// The bookkeeping of every failed download: the partial file removed, the error and the
-    /// retry count recorded, the next attempt scheduled with backoff. Returns the wait.
+    /// retry count recorded, the next attempt scheduled with backoff, the backup forgotten if
+    /// the attempt destroyed it (slot mode). Returns the wait.
     pub(super) fn record_failure(&mut self, reason: &str, now: Instant) -> Duration {
         let wait = self.retry_backoff(self.download.retry_count.saturating_add(1));
         self.download.record_failure(reason, now, wait);
+        if self.download.store.backup_lost() {
+            if let Some(b) = self.cfg.versions.backup.take() {
+                info!(
+                    "The other slot no longer holds {b}: it was marked invalid for this download"
+                );
+            }
+        }
         wait
     }
 
@@ -596,6 +691,11 @@ impl Wtp {
             .transfer
             .as_ref()
             .is_some_and(|t| t.version == version)
+            || self
+                .download
+                .prechecking
+                .as_ref()
+                .is_some_and(|(v, _)| v == version)
         {
             return;
         }

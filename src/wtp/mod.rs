@@ -14,6 +14,7 @@
 pub mod config;
 pub mod discovery;
 mod download;
+pub mod hook;
 pub mod image;
 pub mod messages;
 pub mod state;
@@ -42,6 +43,7 @@ pub use config::{Identity, Timers, Versions, WtpConfig};
 pub use discovery::{Candidate, Target, TargetKind};
 use download::Download;
 pub use download::{DownloadState, DownloadStatus};
+pub use hook::{HookCall, HookStage};
 pub use state::State;
 use timer::{Timer, TimerTable};
 
@@ -86,6 +88,10 @@ pub enum Action {
     },
     /// Switch to the installed image `version` (a Reset Request named it); a reboot follows.
     ActivateImage { version: String },
+    /// Run the board's upgrade hook (the seed's `upgrade.sh`, [`WtpConfig::hooks`]). For
+    /// PRECHECK the download waits for [`Wtp::precheck_done`]; the other stages tell the
+    /// script what happens and do not wait for its verdict.
+    Hook(HookCall),
     /// The agent was asked to stop and has closed its session: exit.
     Exit,
 }
@@ -144,7 +150,21 @@ struct Discovery {
     candidates: heapless::Vec<Candidate, MAX_CANDIDATES>,
     /// AC Name with Priority (§4.6.5) from the last Join Response.
     preferred: Vec<(u8, String)>,
+    /// ACs that refused a Join for want of resources (Result Code 4): not chosen again before
+    /// the time given while another candidate answers (§3.3), and how many times in a row.
+    busy: Vec<BusyAc>,
 }
+
+/// An AC that refused the Join as full.
+#[derive(Debug, Clone, Copy)]
+struct BusyAc {
+    control: SocketAddr,
+    until: Instant,
+    refusals: u32,
+}
+
+/// Longest wait before a WTP tries again an AC that said it was full.
+const BUSY_HOLD_MAX: Duration = Duration::from_secs(300);
 
 /// The WTP side of CAPWAP.
 pub struct Wtp {
@@ -265,11 +285,25 @@ impl Wtp {
         }
         self.stopping = true;
         info!("Shutting down CAPWAP (reason : agent stopped)");
+        let prechecking = self.download.prechecking.take();
         if let Some(t) = self.download.transfer.take() {
             warn!("Aborting image download(agent stopped), {}", t.image);
             self.download.store.abort();
             self.download.state = DownloadState::Failed;
             self.download.last_error = Some("agent stopped during the download".into());
+            self.hook(
+                HookStage::Abort,
+                Some(t.version.clone()),
+                t.predownload,
+                Some("agent stopped during the download"),
+            );
+        } else if let Some((version, predownload)) = prechecking {
+            self.hook(
+                HookStage::Abort,
+                Some(version),
+                predownload,
+                Some("agent stopped before the download started"),
+            );
         }
         if self.state.has_session() || self.state == State::DtlsSetup {
             self.actions.push_back(Action::DtlsClose);
@@ -322,6 +356,46 @@ impl Wtp {
         let half = d / 2;
         let ms = half.as_millis() as u64;
         half + Duration::from_millis(if ms == 0 { 0 } else { self.rng.below(ms) })
+    }
+
+    /// The AC refused the Join as full (Result Code 4, Resource Depletion): it is not chosen
+    /// again for MaxDiscoveryInterval (at least DTLSSessionDelete plus a round), doubling with each refusal in a row up to
+    /// [`BUSY_HOLD_MAX`], with jitter, so that a fleet turned away does not come back at once.
+    fn note_busy_ac(&mut self, now: Instant) {
+        let Some(control) = self.peer.as_ref().map(|p| p.control) else {
+            return;
+        };
+        let refusals = self
+            .discovery
+            .busy
+            .iter()
+            .find(|b| b.control == control)
+            .map_or(0, |b| b.refusals)
+            + 1;
+        // From MaxDiscoveryInterval: longer than the teardown (DTLSSessionDelete) and a round.
+        let t = &self.cfg.timers;
+        let base = t
+            .max_discovery_interval
+            .max(t.dtls_session_delete + t.discovery_interval)
+            .max(Duration::from_secs(1));
+        let hold = self.jitter(
+            base.saturating_mul(1 << (refusals - 1).min(16))
+                .min(BUSY_HOLD_MAX)
+                * 2,
+        );
+        info!(
+            "AC {control} is full: not chosen again for {}s while other ACs answer",
+            hold.as_secs()
+        );
+        self.discovery.busy.retain(|b| b.control != control);
+        if self.discovery.busy.len() >= MAX_CANDIDATES {
+            self.discovery.busy.remove(0);
+        }
+        self.discovery.busy.push(BusyAc {
+            control,
+            until: now + hold,
+            refusals,
+        });
     }
 
     /// §2.3.1 Idle to Discovery (1): DiscoveryInterval set (§4.7.5), what earlier ACs said
@@ -419,8 +493,24 @@ impl Wtp {
     }
 
     fn discovery_timer(&mut self, now: Instant) {
-        let chosen =
-            discovery::select(&self.discovery.candidates, &self.discovery.preferred).cloned();
+        // An AC that said it is full waits out its hold-off; meanwhile the others are chosen
+        // among, and when only full ones answered, discovery goes on with its back-off.
+        let busy = &self.discovery.busy;
+        let free: heapless::Vec<Candidate, MAX_CANDIDATES> = self
+            .discovery
+            .candidates
+            .iter()
+            .filter(|c| !busy.iter().any(|b| b.control == c.control && b.until > now))
+            .cloned()
+            .collect();
+        if free.len() < self.discovery.candidates.len() {
+            info!(
+                "{} of {} answering AC(s) refused a Join as full lately; choosing among the others",
+                self.discovery.candidates.len() - free.len(),
+                self.discovery.candidates.len()
+            );
+        }
+        let chosen = discovery::select(&free, &self.discovery.preferred).cloned();
         match chosen {
             Some(c) => {
                 info!(
@@ -467,14 +557,23 @@ impl Wtp {
         // §2.3.1 (e), (i), (l), (n), (p), (s): to DTLS Teardown; DTLSSessionDelete (§4.7.6).
         self.set_state(State::DtlsTeardown, now);
         let mut after = after;
+        let prechecking = self.download.prechecking.take();
         if let Some(t) = self.download.transfer.take() {
             // The seed's order: the teardown first, then the download it cleans up.
             warn!("Aborting image download(0x0): Dtls cleanup, {}", t.image);
-            info!("upgrade.sh: Script called with args:[ABORT]");
+            self.hook(
+                HookStage::Abort,
+                Some(t.version.clone()),
+                t.predownload,
+                Some(reason),
+            );
             let wait = self.record_failure(reason, now);
             if after == AfterTeardown::Restart {
                 after = AfterTeardown::RetryAfter(wait);
             }
+        } else if let Some((version, predownload)) = prechecking {
+            // The script was told PRECHECK; the download it prepared for will not come.
+            self.hook(HookStage::Abort, Some(version), predownload, Some(reason));
         }
         self.actions.push_back(Action::DtlsClose);
         self.after_teardown = after;
@@ -991,9 +1090,16 @@ impl Wtp {
                         .unwrap_or("unknown");
                     // §2.3.1 Join to DTLS Teardown (e).
                     warn!("AC refused join request with result code: {code} ({why})");
+                    if code == ResultCode::JoinFailureResourceDepletion as u32 {
+                        self.note_busy_ac(now);
+                    }
                     return self.teardown("join refused", AfterTeardown::Restart, now);
                 }
                 info!("AC accepted join request with result code: {code}");
+                if let Some(p) = &self.peer {
+                    let control = p.control;
+                    self.discovery.busy.retain(|b| b.control != control);
+                }
                 self.stats.joins += 1;
                 if !preferred.is_empty() {
                     self.discovery.preferred = preferred;

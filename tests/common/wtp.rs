@@ -62,6 +62,7 @@ pub fn config(hold: Option<Hold>) -> WtpConfig {
         can_switch: true,
         hold,
         seed: 11,
+        hooks: false,
     }
 }
 
@@ -116,7 +117,11 @@ pub struct Driver {
 impl Driver {
     /// A WTP started in Discovery with the AC as its one static target.
     pub fn new(cfg: WtpConfig) -> Driver {
-        let mut w = Wtp::new(cfg, Box::new(MemStore::new(1 << 20)));
+        Self::with_store(cfg, MemStore::new(1 << 20))
+    }
+
+    pub fn with_store(cfg: WtpConfig, store: MemStore) -> Driver {
+        let mut w = Wtp::new(cfg, Box::new(store));
         let now = at(0);
         w.start(now);
         assert_eq!(w.poll_action(), Some(Action::FindControllers));

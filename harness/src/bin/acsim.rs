@@ -19,6 +19,7 @@ USAGE:
                                      send a Reset Request
     acsim demo [--dir DIR] [--dtls certificate|psk] [--scenario NAME] [--hold SECONDS]
                [--image-size BYTES] [--source local|tftp|sftp|https]
+               [--download-mode tmp|slot]
                                      build a lab in DIR (a new temporary folder when not
                                      given) and run a scenario with one wtpd over DTLS:
                                      upgrade (default): the AP runs 17.3.3.26, downloads
@@ -31,6 +32,20 @@ USAGE:
                                      --source tftp|sftp|https: acsim fetches the image
                                        from a real tftpd-hpa, sshd or nginx the demo
                                        starts on loopback (docs/image-servers.md)
+                                     --download-mode slot: the AP streams the image
+                                       into its inactive slot, no tmp/part.tar
+                                       (docs/ab-update.md, Slot mode)
+    acsim load --dir DIR [--n N] [--rate R] [--dtls certificate|psk|off] [--download]
+               [--hold SECONDS] [--controller HOST:PORT]... [--limit SECONDS]
+                                     N simulated APs in this process, each the real agent
+                                     (state machine, runtime, own sockets, own DTLS
+                                     session), against the lab in DIR: all at once (a
+                                     power-outage storm) or R per second; prints when
+                                     each joined (and downloaded), then stops them
+    acsim load --write-lab --dir DIR [--dtls MODE] [--image-size BYTES] [--max-wtps N]
+               [--max-transfers N] [--echo-interval S]
+                                     write such a lab (PKI, images, acsim.toml) and exit;
+                                     start its controller with `acsim run`
     acsim image pack --hardware-type TYPE --version V --rootfs FILE --key KEY
                --chain CERT [--chain CERT]... [--board NAME]... [--algorithm ALG] --out FILE
                                      build one signed image (docs/image-format.md)
@@ -80,6 +95,9 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     if cmd == "image" {
         return image_command(parser);
     }
+    if cmd == "load" {
+        return load_command(parser);
+    }
     let mut config: Option<PathBuf> = None;
     let mut ap: Option<String> = None;
     let mut demo = wtpd_harness::demo::DemoOptions::default();
@@ -93,6 +111,13 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             Long("hold") => demo.hold_secs = parser.value()?.parse()?,
             Long("image-size") => demo.image_size = parser.value()?.parse()?,
             Long("source") => demo.source = parser.value()?.string()?.parse()?,
+            Long("download-mode") => {
+                demo.download_mode = match parser.value()?.string()?.as_str() {
+                    "tmp" => wtpd::config::DownloadMode::Tmp,
+                    "slot" => wtpd::config::DownloadMode::Slot,
+                    other => return Err(format!("--download-mode {other}: use tmp or slot").into()),
+                }
+            }
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(0);
@@ -255,4 +280,64 @@ fn image_command(mut parser: lexopt::Parser) -> Result<i32, Box<dyn std::error::
         }
         other => Err(format!("image {other}: use pack or folder").into()),
     }
+}
+
+/// `acsim load`: the load generator (harness/src/load.rs), or `--write-lab` its lab.
+fn load_command(mut parser: lexopt::Parser) -> Result<i32, Box<dyn std::error::Error>> {
+    use lexopt::prelude::*;
+    use std::time::Duration;
+    use wtpd_harness::load::{self, LoadDtls, LoadLab, LoadOptions};
+    let mut opts = LoadOptions::default();
+    let mut write = false;
+    let mut lab = LoadLab {
+        port: 0,
+        dtls: LoadDtls::Certificate,
+        image_size: None,
+        max_wtps: 1000,
+        max_transfers: None,
+        echo_interval: 1,
+    };
+    let mut dir = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("dir") => dir = Some(PathBuf::from(parser.value()?)),
+            Long("n") => opts.n = parser.value()?.parse()?,
+            Long("rate") => opts.rate = Some(parser.value()?.parse()?),
+            Long("dtls") => {
+                opts.dtls = parser.value()?.string()?.parse()?;
+                lab.dtls = opts.dtls;
+            }
+            Long("download") => opts.download = true,
+            Long("hold") => opts.hold = Duration::from_secs_f64(parser.value()?.parse()?),
+            Long("limit") => opts.limit = Duration::from_secs_f64(parser.value()?.parse()?),
+            Long("controller") => opts.controllers.push(parser.value()?.parse()?),
+            Long("quiet") => opts.progress = false,
+            Long("write-lab") => write = true,
+            Long("image-size") => lab.image_size = Some(parser.value()?.parse()?),
+            Long("max-wtps") => lab.max_wtps = parser.value()?.parse()?,
+            Long("max-transfers") => lab.max_transfers = Some(parser.value()?.parse()?),
+            Long("echo-interval") => lab.echo_interval = parser.value()?.parse()?,
+            Long("port") => lab.port = parser.value()?.parse()?,
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let dir = dir.ok_or("load needs --dir DIR")?;
+    if write {
+        if lab.port == 0 {
+            lab.port = wtpd_harness::demo::free_port_pair()?;
+        }
+        let addr = load::write_load_lab(&dir, &lab)?;
+        println!(
+            "lab written to {}: controller {addr}; start it with `acsim run --config {}`",
+            dir.display(),
+            dir.join("acsim.toml").display()
+        );
+        return Ok(0);
+    }
+    opts.dir = dir;
+    // The agents' own warnings only: a thousand agents' info lines would be the load.
+    wtpd::logging::init(wtpd::logging::LogTarget::Stderr, log::LevelFilter::Warn)?;
+    let report = load::run(opts)?;
+    print!("{}", report.summary());
+    Ok(if report.all_done.is_some() { 0 } else { 1 })
 }
