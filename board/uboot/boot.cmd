@@ -13,15 +13,25 @@
 #   ab_save            how to persist the environment (default: saveenv)
 #   ab_boot            boots the slot named by ${boot_slot}; returns only if that failed
 #
-# Numbers: U-Boot's setexpr and itest work in hexadecimal; bootcount and bootlimit stay below
-# 10 (boot_limit at most 9), where hexadecimal and decimal are written the same.
+# Numbers: U-Boot's itest works in hexadecimal; bootcount and bootlimit stay below 10
+# (boot_limit at most 9), where hexadecimal and decimal are written the same. The count goes
+# up without setexpr, which some U-Boot builds leave out (Debian's maltael, board/uboot/malta.cmd).
 
 if test -z "${boot_slot}"; then setenv boot_slot a; fi
 if test -z "${bootlimit}"; then setenv bootlimit 3; fi
 if test -z "${bootcount}"; then setenv bootcount 0; fi
 
 if test "${upgrade_available}" = "1"; then
-    setexpr bootcount ${bootcount} + 1
+    if test "${bootcount}" = "0"; then setenv bootcount 1
+    elif test "${bootcount}" = "1"; then setenv bootcount 2
+    elif test "${bootcount}" = "2"; then setenv bootcount 3
+    elif test "${bootcount}" = "3"; then setenv bootcount 4
+    elif test "${bootcount}" = "4"; then setenv bootcount 5
+    elif test "${bootcount}" = "5"; then setenv bootcount 6
+    elif test "${bootcount}" = "6"; then setenv bootcount 7
+    elif test "${bootcount}" = "7"; then setenv bootcount 8
+    elif test "${bootcount}" = "8"; then setenv bootcount 9
+    else setenv bootcount a; fi
     if itest ${bootcount} -gt ${bootlimit}; then
         echo "A/B: slot ${boot_slot} was not marked good after ${bootlimit} boots: rolling back"
         setenv slot_${boot_slot}_state invalid

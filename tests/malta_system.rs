@@ -1,0 +1,544 @@
+//! The agent on the QEMU MIPS Malta board with real flash (docs/qemu.md, "The MIPS Malta
+//! board with flash"): Debian's maltael U-Boot runs from the Malta's CFI NOR flash, reads the A/B
+//! environment from the flash (board/uboot/malta.cmd), counts trial boots and boots the common
+//! kernel in flash with the slot's squashfs root, a UBI volume on block2mtd over the IDE disk;
+//! busybox init starts wtpd, which joins the host's acsim through QEMU's user networking.
+//!
+//! All `#[ignore]`d (minutes each; they need the mipsel board build and the Malta kernel): run
+//! them with `scripts/malta-system-test`, which builds what they need first. Each test keeps its
+//! folder, `<target>/malta-system/<test>/`: `serial.log` (the whole serial console), `acsim.log`,
+//! the lab and the image (`image/flash.img`, `image/slots.img`).
+//!
+//! - `malta_boots_slot_a_and_joins`: U-Boot reads the environment from the flash, boots slot a
+//!   (squashfs on ubiblock0_0), Linux lists the flash partitions, wtpd joins and reaches Run.
+//! - `malta_rolls_back_after_bootlimit_failed_boots`: slot a's boot hook writes the A/B switch
+//!   with the board's own fw_setenv -s into /dev/mtd2 (Linux's CFI driver; one write, as the
+//!   agent makes it) and reboots; slot b's image never commits (its agent does not start), its
+//!   trial watchdog reboots, U-Boot counts three trial boots on the flash, then falls back to
+//!   slot a, marks b invalid, and slot a's agent joins.
+//! - `malta_upgrade_installs_slot_b_and_rejoins` and `malta_upgrade_that_never_commits_rolls_back`:
+//!   the same through the agent: download of a signed image whose payload is slot b's squashfs,
+//!   install into UBI volume rootfs_b (UBI_IOCVOLUP), the switch written to the NOR flash's
+//!   environment, reboot; U-Boot boots b, whose agent marks it good, or rolls back.
+//!
+//! The plumbing (Lab) is tests/qemu_system.rs's, with this board's scripts and files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wtpd_harness::demo::{free_port_pair, write_lab, DemoDtls, AP_VERSION, CONTROLLER_VERSION};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Extra top-level keys for the guest's wtpd.toml. None are needed: the lab's wtpd.toml already
+/// names `board = "board.toml"` (the image carries /etc/wtpd/board.toml) and the image-signing
+/// trust anchor `pki/image-root.pem`.
+const INSTALL_TOML: &str = "";
+
+fn acsim() -> &'static str {
+    wtpd_harness::bins::acsim()
+}
+
+fn target_dir() -> PathBuf {
+    Path::new(acsim())
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// The mipsel wtpd for the image: `WTPD_MALTA_BIN`, else the board-profile build.
+fn wtpd_mipsel() -> PathBuf {
+    let p = std::env::var_os("WTPD_MALTA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .join("mipsel-unknown-linux-gnu")
+                .join("board")
+                .join("wtpd")
+        });
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/malta-system-test (it builds it)",
+        p.display()
+    );
+    p
+}
+
+/// Children die with the test process, even when it is killed (no Drop runs then):
+/// PR_SET_PDEATHSIG survives the exec of scripts/malta-run into qemu-system-mipsel.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Stops a child when the test ends, whatever happens.
+struct Killer(Child);
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .unwrap_or_default()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Lab {
+    name: &'static str,
+    dir: PathBuf,
+    port: u16,
+    acsim: Option<Killer>,
+    qemu: Option<Killer>,
+    /// How far the serial log has been checked.
+    seen: usize,
+}
+
+impl Lab {
+    /// A lab folder with the PKI and both configurations (`acsim demo`'s), acsim listening on
+    /// every address: acsim announces its listen address in Discovery Responses (CAPWAP Control
+    /// IPv4 Address), and the agent joins the address announced, so 127.0.0.1 would send the
+    /// guest to its own loopback. 0.0.0.0 announces none, and the agent joins 10.0.2.2.
+    fn new(name: &'static str) -> Lab {
+        let dir = target_dir().join("malta-system").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let port = free_port_pair().unwrap();
+        write_lab(&dir, DemoDtls::Certificate, port).unwrap();
+        let ac = read(&dir.join("acsim.toml")).replace(
+            &format!("listen = \"127.0.0.1:{port}\""),
+            &format!("listen = \"0.0.0.0:{port}\""),
+        );
+        std::fs::write(dir.join("acsim.toml"), ac).unwrap();
+        eprintln!("{name}: lab {}", dir.display());
+        Lab {
+            name,
+            dir,
+            port,
+            acsim: None,
+            qemu: None,
+            seen: 0,
+        }
+    }
+
+    /// /etc/wtpd for the guest: the lab's wtpd.toml made for the board (controller at
+    /// 10.0.2.2, reboot(2), log on the console), the AP's PKI, and `extra` files.
+    fn guest_etc(&self, sub: &str, version: &str, extra: &[(&str, &str)]) -> PathBuf {
+        let etc = self.dir.join(sub);
+        std::fs::create_dir_all(etc.join("pki")).unwrap();
+        for f in ["wtp.pem", "wtp.key", "ca.pem", "image-root.pem"] {
+            std::fs::copy(self.dir.join("pki").join(f), etc.join("pki").join(f)).unwrap();
+        }
+        let w = read(&self.dir.join("wtpd.toml"));
+        let mut out = String::new();
+        out.push_str(INSTALL_TOML);
+        let mut in_software = false;
+        for line in w.lines() {
+            let l = if line.starts_with("bind = ") {
+                "bind = \"0.0.0.0:0\"".to_string()
+            } else if line.starts_with("reboot = ") {
+                "reboot = \"syscall\"".to_string()
+            } else if line.starts_with("target = ") {
+                "target = \"stderr\"".to_string()
+            } else if line.starts_with("name = \"wtp-sim-1\"") {
+                "name = \"wtp-malta-1\"".to_string()
+            } else if line.starts_with("controllers = ") {
+                format!("controllers = [\"10.0.2.2:{}\"]", self.port)
+            } else if in_software && line.starts_with("version = ") {
+                format!("version = \"{version}\"")
+            } else {
+                line.to_string()
+            };
+            if line.starts_with('[') {
+                in_software = line == "[software]";
+            }
+            out.push_str(&l);
+            out.push('\n');
+        }
+        std::fs::write(etc.join("wtpd.toml"), out).unwrap();
+        for (name, text) in extra {
+            std::fs::write(etc.join(name), text).unwrap();
+        }
+        etc
+    }
+
+    fn image_dir(&self) -> PathBuf {
+        self.dir.join("image")
+    }
+
+    /// scripts/malta-image with slot a and slot b.
+    fn build_image(&self, etc_a: &Path, va: &str, etc_b: &Path, vb: &str) {
+        let mut cmd = Command::new(Path::new(REPO).join("scripts/malta-image"));
+        cmd.arg("--etc").arg(etc_a).arg("--etc-b").arg(etc_b);
+        cmd.args(["--version-a", va, "--version-b", vb]);
+        cmd.arg("--wtpd").arg(wtpd_mipsel());
+        cmd.arg("--out").arg(self.image_dir());
+        cmd.env("CARGO_TARGET_DIR", target_dir());
+        run(&mut cmd);
+    }
+
+    fn start_acsim(&mut self) {
+        let child = die_with_parent(&mut Command::new(acsim()))
+            .args(["run", "--config", "acsim.toml"])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.acsim = Some(Killer(child));
+        let t = Instant::now();
+        while !read(&self.dir.join("acsim.log")).contains("listening") {
+            assert!(t.elapsed() < Duration::from_secs(10), "acsim did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn serial(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+
+    fn boot(&mut self) {
+        let child = die_with_parent(&mut Command::new(Path::new(REPO).join("scripts/malta-run")))
+            .arg(self.image_dir())
+            .arg("--serial")
+            .arg(self.serial())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.qemu = Some(Killer(child));
+    }
+
+    fn stop_qemu(&mut self) {
+        self.qemu = None;
+    }
+
+    /// Like `expect`, and returns the rest of the console line after `needle`.
+    fn expect_rest(&mut self, needle: &str, secs: u64) -> String {
+        self.expect(needle, secs);
+        let log = read(&self.serial());
+        log.get(self.seen..)
+            .and_then(|s| s.lines().next())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Waits for `needle` in the serial log after what was already matched.
+    fn expect(&mut self, needle: &str, secs: u64) {
+        let t = Instant::now();
+        loop {
+            let log = read(&self.serial());
+            if let Some(i) = log.get(self.seen..).and_then(|s| s.find(needle)) {
+                self.seen += i + needle.len();
+                eprintln!("{}: [{:>3} s] {needle}", self.name, t.elapsed().as_secs());
+                return;
+            }
+            if let Some(q) = &mut self.qemu {
+                if let Ok(Some(st)) = q.0.try_wait() {
+                    panic!(
+                        "qemu exited ({st}) before '{needle}'; console: {}",
+                        self.serial().display()
+                    );
+                }
+            }
+            if t.elapsed() > Duration::from_secs(secs) {
+                let tail: String = log[self.seen.min(log.len())..]
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!(
+                    "no '{needle}' on the console within {secs} s ({}); last lines:\n{tail}",
+                    self.serial().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// fw_env.config for the host's fw_printenv on the flash image: the two copies of
+    /// board/fw_env/malta.config, as offsets of flash.img (partition "env" is at 0x3e0000).
+    fn fw_config(&self) -> PathBuf {
+        let p = self.dir.join("fw_env.config");
+        let flash = self.image_dir().join("flash.img");
+        std::fs::write(
+            &p,
+            format!("{0} 0x3e0000 0x800\n{0} 0x3f0000 0x800\n", flash.display()),
+        )
+        .unwrap();
+        p
+    }
+
+    fn printenv(&self) -> String {
+        run(Command::new("fw_printenv").arg("-c").arg(self.fw_config()))
+    }
+
+}
+
+fn assert_env(env: &str, want: &[(&str, &str)]) {
+    for (k, v) in want {
+        assert!(
+            env.lines().any(|l| l == format!("{k}={v}")),
+            "{k}={v} not in the environment:\n{env}"
+        );
+    }
+}
+
+/// Slot a's boot hook (rcS runs /etc/wtpd/boot-hook before the agent): while slot b is still
+/// `good`, write the agent's A/B switch in ONE fw_setenv -s on the board's /dev/mtd2, then
+/// reboot. After the rollback slot b is `invalid` and the hook does nothing.
+fn switch_hook(version_b: &str) -> String {
+    format!(
+        "#!/bin/sh\n\
+         [ \"$(fw_printenv -n slot_b_state)\" = good ] || exit 0\n\
+         printf 'boot_slot=b\\nupgrade_available=1\\nbootcount=0\\nslot_b_version={version_b}\\nslot_b_state=new\\n' >/tmp/switch.txt\n\
+         fw_setenv -s /tmp/switch.txt || exit 1\n\
+         echo \"boot-hook: switched to slot b: $(fw_printenv boot_slot upgrade_available bootcount | tr '\\n' ' ')\"\n\
+         sync\n\
+         reboot -f\n"
+    )
+}
+
+#[test]
+#[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test"]
+fn malta_boots_slot_a_and_joins() {
+    let mut lab = Lab::new("join");
+    let etc = lab.guest_etc("etc-a", CONTROLLER_VERSION, &[]);
+    lab.build_image(&etc, CONTROLLER_VERSION, &etc, AP_VERSION);
+    lab.start_acsim();
+    lab.boot();
+    lab.expect("Flash: 4 MiB", 60);
+    lab.expect("A/B: environment copy 0", 30);
+    lab.expect("A/B: booting slot a (upgrade_available=0", 10);
+    lab.expect("Bytes transferred", 60);
+    lab.expect("Linux version 6.1", 60);
+    lab.expect("wtpd-image: booted slot a (trial 0)", 180);
+    lab.expect("\"env\"", 10);
+    lab.expect("\"slots\"", 10);
+    lab.expect("wtpd-image: root /dev/ubiblock0_0", 10);
+    lab.expect(
+        &format!("software {CONTROLLER_VERSION}, control socket 0.0.0.0:"),
+        90,
+    );
+    lab.expect(
+        &format!("DTLS session established with 10.0.2.2:{}", lab.port),
+        120,
+    );
+    lab.expect("CAPWAP State: Run", 90);
+    let t = Instant::now();
+    loop {
+        let st = read(&lab.dir.join("acsim.status"));
+        if st
+            .lines()
+            .any(|l| l.starts_with("wtp-malta-1") && l.contains(" Run "))
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "acsim status:\n{st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.stop_qemu();
+    assert_env(
+        &lab.printenv(),
+        &[("boot_slot", "a"), ("upgrade_available", "0")],
+    );
+}
+
+#[test]
+#[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test"]
+fn malta_rolls_back_after_bootlimit_failed_boots() {
+    let mut lab = Lab::new("rollback");
+    let never = "99.0.0.1";
+    let hook = switch_hook(never);
+    let etc_a = lab.guest_etc("etc-a", CONTROLLER_VERSION, &[("boot-hook", &hook)]);
+    std::fs::set_permissions(
+        etc_a.join("boot-hook"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let etc_b = lab.guest_etc(
+        "etc-b",
+        never,
+        &[("no-start", ""), ("trial_timeout", "5\n")],
+    );
+    lab.build_image(&etc_a, CONTROLLER_VERSION, &etc_b, never);
+    lab.start_acsim();
+    lab.boot();
+    lab.expect("A/B: booting slot a (upgrade_available=0", 60);
+    lab.expect("wtpd-image: booted slot a (trial 0)", 180);
+    lab.expect("boot-hook: switched to slot b: boot_slot=b upgrade_available=1 bootcount=0", 60);
+    for n in 1..=3 {
+        lab.expect(&format!("A/B: trial boot {n} of 3 of slot b"), 120);
+        lab.expect("A/B: environment saved to be3", 30);
+        lab.expect("A/B: booting slot b (upgrade_available=1", 10);
+        lab.expect("wtpd-image: booted slot b (trial 1)", 180);
+        lab.expect("wtpd-image: root /dev/ubiblock0_1", 10);
+        lab.expect("not starting wtpd", 30);
+        lab.expect("not marked good, rebooting", 60);
+    }
+    lab.expect(
+        "A/B: slot b was not marked good after 3 boots: rolling back",
+        120,
+    );
+    lab.expect("A/B: environment saved to be3", 30);
+    lab.expect("A/B: booting slot a (upgrade_available=0", 10);
+    lab.expect("wtpd-image: booted slot a (trial 0)", 180);
+    lab.expect(&format!("software {CONTROLLER_VERSION}"), 90);
+    lab.expect("CAPWAP State: Run", 120);
+    lab.stop_qemu();
+    assert_env(
+        &lab.printenv(),
+        &[
+            ("boot_slot", "a"),
+            ("upgrade_available", "0"),
+            ("bootcount", "0"),
+            ("slot_a_state", "good"),
+            ("slot_b_state", "invalid"),
+            ("slot_b_version", never),
+        ],
+    );
+}
+
+/// Serves a signed image whose rootfs.img is slot b's squashfs (scripts/malta-image
+/// --slot-image), packed for every hardware type with the lab's image-signing chain.
+fn serve_slot_image(lab: &Lab, etc: &Path, version: &str) {
+    let rootfs = lab.dir.join("rootfs-b.squashfs");
+    let mut cmd = Command::new(Path::new(REPO).join("scripts/malta-image"));
+    cmd.arg("--slot-image").arg(&rootfs).arg("--etc").arg(etc);
+    cmd.args(["--version", version])
+        .arg("--wtpd")
+        .arg(wtpd_mipsel());
+    cmd.env("CARGO_TARGET_DIR", target_dir());
+    run(&mut cmd);
+    let pki = lab.dir.join("pki");
+    let spec = wtpd::image::pack::PackSpec::new(
+        "ap1g8",
+        version,
+        &rootfs,
+        &pki.join("image-signer.key"),
+        &[
+            pki.join("image-signer.pem"),
+            pki.join("image-intermediate.pem"),
+        ],
+    );
+    wtpd::image::pack::pack_folder(
+        &wtpd::image::pack::FolderSpec::all_types(spec),
+        &lab.dir.join("images"),
+    )
+    .unwrap();
+    let ac = read(&lab.dir.join("acsim.toml"));
+    std::fs::write(
+        lab.dir.join("acsim.toml"),
+        format!("image_dir = \"images\"\nimage_at_join = true\n{ac}"),
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test all"]
+fn malta_upgrade_installs_slot_b_and_rejoins() {
+    let mut lab = Lab::new("upgrade");
+    let etc_a = lab.guest_etc("etc-a", AP_VERSION, &[]);
+    let etc_new = lab.guest_etc("etc-new", CONTROLLER_VERSION, &[("trial_timeout", "90\n")]);
+    lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
+    serve_slot_image(&lab, &etc_new, CONTROLLER_VERSION);
+    lab.start_acsim();
+    lab.boot();
+    lab.expect("A/B: booting slot a (upgrade_available=0", 60);
+    lab.expect(&format!("software {AP_VERSION}"), 120);
+    lab.expect("CAPWAP State: Join", 60);
+    lab.expect("Image transfer completed", 300);
+    // The install: UBI volume rootfs_b updated and verified, ONE environment write on the NOR
+    // flash (/dev/mtd2), reboot. Before it the agent says how much memory it needed at most.
+    let peak = lab.expect_rest("Peak memory of this run: ", 120);
+    let kib: u64 = peak
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no figure in 'Peak memory of this run: {peak}'"));
+    assert!(kib > 0, "{peak}");
+    eprintln!("upgrade: wtpd's peak RSS on the Malta board: {kib} KiB");
+    lab.expect("A/B: trial boot 1 of 3 of slot b", 120);
+    lab.expect("wtpd-image: booted slot b (trial 1)", 180);
+    lab.expect("wtpd-image: root /dev/ubiblock0_1", 10);
+    lab.expect(&format!("software {CONTROLLER_VERSION}"), 90);
+    lab.expect("CAPWAP State: Run", 90);
+    lab.expect("trial-watchdog: slot b was marked good", 120);
+    lab.stop_qemu();
+    assert_env(
+        &lab.printenv(),
+        &[
+            ("boot_slot", "b"),
+            ("upgrade_available", "0"),
+            ("slot_b_state", "good"),
+            ("slot_b_version", CONTROLLER_VERSION),
+            ("slot_a_version", AP_VERSION),
+        ],
+    );
+}
+
+#[test]
+#[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test all"]
+fn malta_upgrade_that_never_commits_rolls_back() {
+    let mut lab = Lab::new("upgrade-rollback");
+    let etc_a = lab.guest_etc("etc-a", AP_VERSION, &[]);
+    let etc_bad = lab.guest_etc(
+        "etc-bad",
+        CONTROLLER_VERSION,
+        &[("no-start", ""), ("trial_timeout", "5\n")],
+    );
+    lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
+    serve_slot_image(&lab, &etc_bad, CONTROLLER_VERSION);
+    lab.start_acsim();
+    lab.boot();
+    lab.expect("A/B: booting slot a (upgrade_available=0", 60);
+    lab.expect("Image transfer completed", 300);
+    for n in 1..=3 {
+        lab.expect(&format!("A/B: trial boot {n} of 3 of slot b"), 120);
+        lab.expect("not marked good, rebooting", 180);
+    }
+    lab.expect(
+        "A/B: slot b was not marked good after 3 boots: rolling back",
+        120,
+    );
+    lab.expect("wtpd-image: booted slot a (trial 0)", 120);
+    lab.expect(&format!("software {AP_VERSION}"), 60);
+    lab.expect("CAPWAP State: Join", 90);
+    lab.stop_qemu();
+    assert_env(
+        &lab.printenv(),
+        &[
+            ("boot_slot", "a"),
+            ("upgrade_available", "0"),
+            ("slot_b_state", "invalid"),
+        ],
+    );
+}
