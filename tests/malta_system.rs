@@ -300,7 +300,6 @@ impl Lab {
     fn printenv(&self) -> String {
         run(Command::new("fw_printenv").arg("-c").arg(self.fw_config()))
     }
-
 }
 
 fn assert_env(env: &str, want: &[(&str, &str)]) {
@@ -394,7 +393,10 @@ fn malta_rolls_back_after_bootlimit_failed_boots() {
     lab.boot();
     lab.expect("A/B: booting slot a (upgrade_available=0", 60);
     lab.expect("wtpd-image: booted slot a (trial 0)", 180);
-    lab.expect("boot-hook: switched to slot b: boot_slot=b upgrade_available=1 bootcount=0", 60);
+    lab.expect(
+        "boot-hook: switched to slot b: boot_slot=b upgrade_available=1 bootcount=0",
+        60,
+    );
     for n in 1..=3 {
         lab.expect(&format!("A/B: trial boot {n} of 3 of slot b"), 120);
         lab.expect("A/B: environment saved to be3", 30);
