@@ -11,7 +11,7 @@ use log::{info, warn};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
 
-use super::udp::Udp;
+use super::udp::{RecvBatch, Udp};
 use super::{earliest, io_err, warnings, write_atomic, Clock, RuntimeError};
 use crate::ac::{Ac, AcAction, AcConfig};
 use crate::capwap::header::{preamble, Preamble};
@@ -27,6 +27,9 @@ use crate::time::Instant;
 /// ClientHello each at once (the kernel caps it at net.core.rmem_max; the default 208 KiB held
 /// about a hundred).
 const RECV_BUFFER: usize = 4 << 20;
+
+/// Datagrams taken from the control socket per wake-up.
+const RECV_BATCH: usize = 32;
 
 /// A handshake that has not finished after this long is dropped (WaitDTLS).
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
@@ -81,7 +84,8 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
 
 /// What woke the event loop.
 enum Wake {
-    Control(std::io::Result<(usize, SocketAddr)>),
+    /// Datagrams on the control port: how many are in the batch.
+    Control(std::io::Result<usize>),
     Data(std::io::Result<(usize, SocketAddr)>),
     Timer,
     /// A command other than `status` from the control socket's thread.
@@ -234,7 +238,10 @@ impl Controller {
         // turn).
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
-        let mut buf = vec![0u8; 65536];
+        // Up to RECV_BATCH datagrams a wake-up (one recvmmsg), handled before the turn that
+        // carries out what they decided; each slot holds a datagram of any size (the pages
+        // are only touched as far as datagrams reach).
+        let mut batch = RecvBatch::new(RECV_BATCH, 65536);
         let mut dbuf = vec![0u8; 2048];
         loop {
             self.carry_out_turn().await;
@@ -257,7 +264,7 @@ impl Controller {
                 timer.as_mut().reset(deadline);
             }
             let wake = tokio::select! {
-                r = self.ctl.recv_from(&mut buf) => Wake::Control(r),
+                r = self.ctl.recv_batch(&mut batch) => Wake::Control(r),
                 r = self.data.recv_from(&mut dbuf) => Wake::Data(r),
                 _ = &mut timer => Wake::Timer,
                 cmd = self.commands.recv() => Wake::Command(cmd),
@@ -267,7 +274,12 @@ impl Controller {
                 _ = self.sigint.recv() => Wake::Stop,
             };
             match wake {
-                Wake::Control(Ok((n, from))) => self.on_datagram(&buf[..n], from).await,
+                Wake::Control(Ok(n)) => {
+                    for i in 0..n {
+                        let (bytes, from) = batch.datagram(i);
+                        self.on_datagram(bytes, from).await;
+                    }
+                }
                 Wake::Control(Err(e)) => {
                     limited_warn!("control socket error", None, "control socket: {e}")
                 }
