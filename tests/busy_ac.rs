@@ -177,3 +177,192 @@ fn a_real_wtpd_joins_during_a_join_storm() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a download load against an acsim with `max_transfers = 1` showed.
+struct QueueRun {
+    summary: String,
+    /// acsim's log.
+    log: String,
+    /// The most APs `acsim status` showed as Initiated at once (asked every 100 ms).
+    most_initiated: u32,
+    /// The longest an AP waited in the queue (acsim's log: from "queued" to "serving").
+    longest_wait: f64,
+}
+
+/// The time of day of an acsim log line (`[*11/30/2026 07:58:05.2644] ...`), in seconds.
+fn log_seconds(line: &str) -> Option<f64> {
+    let t = line.split(']').next()?.split_whitespace().nth(1)?;
+    let mut f = t.split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// `n` agents download an image of `size` bytes at once from an acsim that allows one
+/// transfer at a time; `acsim_timers` and `wtp_timers` are added to the `[timers]` of each.
+fn queue_run(name: &str, size: u64, n: usize, acsim_timers: &str, wtp_timers: &str) -> QueueRun {
+    use wtpd_harness::load::{self, LoadDtls, LoadLab, LoadOptions};
+    let dir = std::env::temp_dir().join(format!("wtpd-busy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port_pair().unwrap();
+    load::write_load_lab(
+        &dir,
+        &LoadLab {
+            port,
+            dtls: LoadDtls::Certificate,
+            image_size: Some(size),
+            max_wtps: 100,
+            max_transfers: Some(1),
+            echo_interval: 1,
+        },
+    )
+    .unwrap();
+    let cfg =
+        read(&dir.join("acsim.toml")).replace("[timers]\n", &format!("[timers]\n{acsim_timers}"));
+    std::fs::write(dir.join("acsim.toml"), cfg).unwrap();
+    let _ac = start(
+        wtpd_harness::bins::acsim(),
+        &["run", "--config", "acsim.toml"],
+        &dir,
+    );
+    let alog = dir.join("acsim.log");
+    assert!(wait_for(&alog, "listening", Duration::from_secs(10)));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, sock) = (done.clone(), dir.join("acsim.sock"));
+        std::thread::spawn(move || {
+            let mut most = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(t) = wtpd::runtime::ac::control_request(&sock, "status") {
+                    let k = t
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("Initiated"))
+                        .and_then(|v| v.trim().trim_start_matches(':').trim().parse().ok())
+                        .unwrap_or(0);
+                    most = most.max(k);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            most
+        })
+    };
+    let report = load::run(LoadOptions {
+        dir: dir.clone(),
+        n,
+        download: true,
+        limit: Duration::from_secs(120),
+        progress: false,
+        wtp_timers: wtp_timers.into(),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most_initiated = watcher.join().unwrap();
+    let log = read(&alog);
+    let longest_wait = (0..n)
+        .filter_map(|i| {
+            let ap = format!("load-{i:04}");
+            let at = |what: &str| {
+                log.lines()
+                    .find(|l| l.contains(&ap) && l.contains(what))
+                    .and_then(log_seconds)
+            };
+            Some(at(": serving")? - at("queued, its request unanswered")?)
+        })
+        .fold(0.0, f64::max);
+    let run = QueueRun {
+        summary: report.summary(),
+        log,
+        most_initiated,
+        longest_wait,
+    };
+    eprintln!(
+        "{name}: longest wait {:.2} s, at most {most_initiated} shown as Initiated, {} started over max_transfers",
+        run.longest_wait,
+        run.log.matches("starts over max_transfers").count()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    run
+}
+
+/// Every AP got its image, none failed, and the queue was used.
+fn assert_all_downloaded(r: &QueueRun, n: usize) {
+    assert!(
+        r.summary.contains(&format!("load.downloaded {n}\n"))
+            && r.summary.contains("load.errors 0\n"),
+        "{}\n{}",
+        r.summary,
+        r.log
+    );
+    assert!(
+        !r.log.contains("AP Image Download Failed"),
+        "an AP's download failed:\n{}",
+        r.log
+    );
+    assert!(
+        r.log.contains("queued, its request unanswered"),
+        "no transfer was queued:\n{}",
+        r.log
+    );
+}
+
+/// `max_transfers` below the number of APs downloading at once: the extra APs wait with their
+/// Image Data Request unanswered, shown as Initiated, and are served one after the other as
+/// the transfer before ends; all get their image.
+#[test]
+fn queued_transfers_wait_their_turn_and_all_finish() {
+    let r = queue_run("queue", 2 << 20, 4, "", "");
+    assert_all_downloaded(&r, 4);
+    assert!(
+        r.longest_wait > 0.0,
+        "no AP waited in the queue:\n{}",
+        r.log
+    );
+    assert!(
+        r.most_initiated >= 2,
+        "at most {} AP(s) shown as Initiated at once",
+        r.most_initiated
+    );
+    assert!(
+        !r.log.contains("starts over max_transfers"),
+        "a transfer started over the limit within the WTPs' 600 s:\n{}",
+        r.log
+    );
+    // Each AP was served once (none came back after a failure).
+    let served = r
+        .log
+        .lines()
+        .filter(|l| l.contains("Image Data Request from load-") && l.contains(": serving"))
+        .count();
+    assert_eq!(served, 4, "{}", r.log);
+}
+
+/// A queue longer than the WTPs' ImageDataStartTimer (2 s here; wtpd counts it from its
+/// Image Data Request, so holding the answer back does not stop it): acsim, told the WTPs'
+/// timer, starts a queued transfer over `max_transfers` before the WTP would give up, and
+/// every AP gets its image without failing (the transfer of this image takes longer than the
+/// timer, so without that the third AP would restart CAPWAP).
+#[test]
+fn a_queue_longer_than_the_wtps_image_data_start_timer_does_not_fail_them() {
+    let r = queue_run(
+        "queue-timer",
+        16 << 20,
+        3,
+        "image_data_start = 2\n",
+        "image_data_start = 2\n",
+    );
+    assert_all_downloaded(&r, 3);
+    assert!(
+        r.longest_wait < 2.0,
+        "an AP waited {:.2} s, longer than its ImageDataStartTimer",
+        r.longest_wait
+    );
+    assert!(
+        r.log.contains("starts over max_transfers"),
+        "no transfer started over the limit:\n{}",
+        r.log
+    );
+}

@@ -65,6 +65,9 @@ pub struct LoadOptions {
     pub limit: Duration,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Lines added to the agents' `[timers]` (by default they wait 600 s for a transfer to
+    /// start, `image_data_start`, rather than the RFC's 30 s).
+    pub wtp_timers: String,
 }
 
 impl Default for LoadOptions {
@@ -79,6 +82,7 @@ impl Default for LoadOptions {
             hold: Duration::ZERO,
             limit: Duration::from_secs(600),
             progress: true,
+            wtp_timers: String::new(),
         }
     }
 }
@@ -265,10 +269,15 @@ fn agent_template(opts: &LoadOptions) -> Result<(WtpdConfig, PathBuf), DemoError
          [software]\nversion = \"{version}\"\nbackup = \"{}\"\n\
          [discovery]\ncontrollers = []\nbroadcast = false\n\
          [dtls]\n{dtls}\
-         [timers]\ndiscovery_interval = 1\nimage_data_start = 600\n\
+         [timers]\ndiscovery_interval = 1\n{}\n\
          [download]\ndir = \"load-tmp\"\nretry_base = 3\nretry_max = 30\n\
          [log]\nlevel = \"warn\"\n",
-        crate::demo::AP_BACKUP_VERSION
+        crate::demo::AP_BACKUP_VERSION,
+        if opts.wtp_timers.contains("image_data_start") {
+            opts.wtp_timers.clone()
+        } else {
+            format!("image_data_start = 600\n{}", opts.wtp_timers)
+        }
     );
     let path = opts.dir.join("load-wtpd.toml");
     std::fs::write(&path, &text).map_err(io("write load-wtpd.toml"))?;

@@ -28,6 +28,11 @@ pub struct AcTimers {
     #[serde(with = "secs")]
     pub wait_join: Duration,
     pub max_retransmit: u32,
+    /// The WTPs' ImageDataStartTimer (§4.7.9) as the AC assumes it (the RFC default, 30 s; a
+    /// WTP does not tell it): a transfer queued by `max_transfers` starts over the limit
+    /// before a WTP that counts it from its Image Data Request (wtpd does) gives up.
+    #[serde(with = "secs")]
+    pub image_data_start: Duration,
 }
 
 impl AcTimers {
@@ -78,6 +83,7 @@ impl Default for AcTimers {
             retransmit_interval: Duration::from_secs(3),
             wait_join: Duration::from_secs(60),
             max_retransmit: 5,
+            image_data_start: Duration::from_secs(30),
         }
     }
 }
@@ -97,8 +103,9 @@ pub struct AcConfig {
     /// WTPs joined at once; a Join beyond it is refused with Result Code 4, Join Failure
     /// (Resource Depletion) (RFC 5415 §4.6.35: the RFC's code for an AC that is full).
     pub max_wtps: u16,
-    /// Image transfers under way at once; further WTPs get their Image Data Response and wait
-    /// (shown as Initiated) until one ends.
+    /// Image transfers under way at once; further WTPs wait with their Image Data Request
+    /// unanswered (shown as Initiated) until one ends, or until they would give up
+    /// (`ac::image`, `take_transfer_slot`).
     pub max_transfers: u32,
     /// PSK mode (for the AC Descriptor's security bits).
     pub psk: bool,

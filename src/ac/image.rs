@@ -75,6 +75,9 @@ pub struct AcDownload {
     pub queued: bool,
     /// Counted among the transfers under way.
     pub(super) queued_pass: bool,
+    /// Copies of the WTP's Image Data Request that came while it waited unanswered (the
+    /// WTP's retransmissions, RFC 5415 §4.5.3).
+    pub(super) request_copies: u32,
 }
 
 impl AcDownload {
@@ -135,10 +138,21 @@ impl Ac {
             self.image_failed(peer, &format!("refused with result code {code}"), now);
             return self.respond(peer, msg.msg_type, msg.seq, &[Element::ResultCode(code)]);
         }
-        if let Some(d) = self.sessions.get(&peer).and_then(|s| s.download.as_ref()) {
+        let max_retransmit = self.cfg.timers.max_retransmit;
+        if let Some(d) = self
+            .sessions
+            .get_mut(&peer)
+            .and_then(|s| s.download.as_mut())
+        {
             if d.pending_request == Some((msg.msg_type, msg.seq)) {
-                // The WTP repeated its request while the image server has not answered yet:
-                // the answer goes out as soon as it does.
+                // The WTP repeated its request while the image server has not answered yet,
+                // or while it waits for a transfer slot: the answer goes out as soon as it
+                // can. A queued WTP that sent its last retransmission gives up unless this
+                // one is answered: its transfer starts now, over max_transfers.
+                d.request_copies += 1;
+                if d.queued && d.request_copies >= max_retransmit {
+                    self.try_open(peer, now);
+                }
                 return;
             }
         }
@@ -238,6 +252,9 @@ impl Ac {
             }
             _ => None,
         };
+        if !self.take_transfer_slot(peer, now) {
+            return;
+        }
         let budget_run = self.cfg.timers.run_budget();
         let budget_image = self.cfg.timers.image_data_budget();
         let Some(s) = self.sessions.get_mut(&peer) else {
@@ -316,6 +333,100 @@ impl Ac {
         }
     }
 
+    /// Whether the transfer to `peer` may start: true when it holds one of the
+    /// `max_transfers` slots or takes a free one. Otherwise it is queued (shown as Initiated)
+    /// with the WTP's Image Data Request unanswered, and [`Ac::start_queued`] answers it when
+    /// a slot frees.
+    ///
+    /// Why before the answer: the Image Data Response starts the WTP's ImageDataStartTimer
+    /// (§4.7.9, 30 s by default), and a WTP that has no block by then restarts CAPWAP, its
+    /// place in the queue lost. Unanswered, the WTP retransmits its request instead
+    /// (§4.5.3: with the RFC's timers for about a minute). A WTP may count its
+    /// ImageDataStartTimer from its request, though (wtpd does): so the transfer starts even
+    /// over `max_transfers` when the WTP would give up otherwise, a quarter of that timer (at
+    /// most 5 s) before it runs out ([`start_by`]), or when its last retransmission comes
+    /// (MaxRetransmit, the AC's own counter, taken for the WTP's). A late slot is better than
+    /// a WTP that fails, restarts CAPWAP and queues again at the back.
+    fn take_transfer_slot(&mut self, peer: SocketAddr, now: Instant) -> bool {
+        let limit = self.cfg.max_transfers as usize;
+        let max_retransmit = self.cfg.timers.max_retransmit;
+        let image_data_start = self.cfg.timers.image_data_start;
+        let active = Self::active_transfers(&self.sessions);
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return false;
+        };
+        let name = display_name(s);
+        let Some(d) = s.download.as_mut() else {
+            return false;
+        };
+        if d.queued_pass {
+            return true;
+        }
+        if active < limit {
+            d.queued = false;
+            d.queued_pass = true;
+            return true;
+        }
+        let overdue = start_by(d, image_data_start).is_some_and(|t| t <= now);
+        if d.queued && (overdue || d.request_copies >= max_retransmit) {
+            let why = if overdue {
+                format!(
+                    "it has waited {:.1} s of the WTP's ImageDataStartTimer ({} s)",
+                    d.started
+                        .map_or(0.0, |t| now.saturating_since(t).as_secs_f64()),
+                    image_data_start.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "its Image Data Request came {} times more, and the WTP gives up after the next",
+                    d.request_copies
+                )
+            };
+            info!("Image transfer to {name} starts over max_transfers ({active} under way, max {limit}): {why}");
+            d.queued = false;
+            d.queued_pass = true;
+            self.stats.transfers_over_limit += 1;
+            return true;
+        }
+        if !d.queued {
+            info!("Image transfer to {name} queued, its request unanswered: {active} transfers under way (max_transfers {limit})");
+        }
+        d.queued = true;
+        self.queued_transfers = true;
+        false
+    }
+
+    /// When the queued transfers must start, over `max_transfers` if need be, the earliest
+    /// first ([`Ac::take_transfer_slot`]): the state machine's timeout includes it.
+    pub(super) fn queued_start_by(&self) -> Option<Instant> {
+        if !self.queued_transfers {
+            return None;
+        }
+        let t = self.cfg.timers.image_data_start;
+        self.sessions
+            .values()
+            .filter_map(|s| s.download.as_ref())
+            .filter(|d| d.queued && !d.halted)
+            .filter_map(|d| start_by(d, t))
+            .min()
+    }
+
+    /// Starts the queued transfers whose WTPs would give up otherwise.
+    pub(super) fn start_overdue(&mut self, now: Instant) {
+        let t = self.cfg.timers.image_data_start;
+        let due: Vec<SocketAddr> = self
+            .sessions
+            .iter()
+            .filter_map(|(p, s)| {
+                let d = s.download.as_ref()?;
+                (d.queued && !d.halted && start_by(d, t).is_some_and(|b| b <= now)).then_some(*p)
+            })
+            .collect();
+        for peer in due {
+            self.try_open(peer, now);
+        }
+    }
+
     /// Transfers under way: counted against `max_transfers`.
     fn active_transfers(
         sessions: &std::collections::BTreeMap<SocketAddr, super::WtpSession>,
@@ -353,7 +464,7 @@ impl Ac {
             if active >= limit {
                 break;
             }
-            self.pump_image(peer, now);
+            self.try_open(peer, now);
             if self
                 .sessions
                 .get(&peer)
@@ -389,25 +500,10 @@ impl Ac {
         if d.halted || d.waiting || s.requester.busy() {
             return;
         }
-        if d.blocks == 0 && !d.queued_pass {
-            // A transfer that has not started waits its turn: at most max_transfers at once.
-            let limit = self.cfg.max_transfers as usize;
-            let active = Self::active_transfers(&self.sessions);
-            let Some(s) = self.sessions.get_mut(&peer) else {
-                return;
-            };
-            let Some(d) = s.download.as_mut() else { return };
-            if active >= limit {
-                if !d.queued {
-                    info!("Image transfer to {name} queued: {active} transfers under way (max_transfers {limit})");
-                }
-                d.queued = true;
-                self.queued_transfers = true;
-                return;
-            }
-            d.queued = false;
-            d.queued_pass = true;
-            return self.pump_image(peer, now);
+        if !d.queued_pass {
+            // Not answered yet: try_open answers, within max_transfers, and sends the first
+            // block.
+            return;
         }
         let n = d.blocks + 1;
         if faults.stall_after_blocks.is_some_and(|k| d.blocks >= k) {
@@ -731,4 +827,11 @@ impl Ac {
             }
         }
     }
+}
+
+/// When a queued transfer must start: a quarter of the WTP's ImageDataStartTimer (at most 5 s)
+/// before it runs out, counted from the WTP's Image Data Request.
+fn start_by(d: &AcDownload, image_data_start: Duration) -> Option<Instant> {
+    let margin = (image_data_start / 4).min(Duration::from_secs(5));
+    Some(d.started? + image_data_start.saturating_sub(margin))
 }

@@ -111,6 +111,9 @@ pub struct AcStats {
     pub duplicate_requests: u64,
     pub runs: u64,
     pub teardowns: u64,
+    /// Queued transfers started over `max_transfers` because the WTP was about to give its
+    /// Image Data Request up (`ac::image`, `take_transfer_slot`).
+    pub transfers_over_limit: u64,
 }
 
 /// The controller.
@@ -180,6 +183,7 @@ impl Ac {
             .values()
             .flat_map(|s| [s.deadline, s.requester.poll_timeout()])
             .flatten()
+            .chain(self.queued_start_by())
             .min()
     }
 
@@ -335,6 +339,7 @@ impl Ac {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
         self.start_queued(now);
+        self.start_overdue(now);
     }
 
     fn expire(&mut self, now: Instant) {

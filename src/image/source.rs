@@ -103,6 +103,8 @@ struct ReadAhead {
     windows: Vec<Window>,
     /// Counts reads, for the least recently used window.
     tick: u64,
+    /// Windows filled from the file (reads that no window held).
+    fills: u64,
 }
 
 struct Window {
@@ -113,15 +115,19 @@ struct Window {
     used: u64,
 }
 
-/// The size of a window and how many an image keeps (memory: their product per open image).
+/// The size of a window, and how many an image keeps at most (memory: 32 KiB per reader,
+/// up to 4 MiB per open image). Windows are added while every one is in use by a reader:
+/// with a fixed four, the hundred transfers of the scale bench (about fourteen readers per
+/// image) evicted each other's windows, and every 1 KiB block cost a 32 KiB read.
 const WINDOW: usize = 32 * 1024;
-const WINDOWS: usize = 4;
+const WINDOWS: usize = 128;
 
 impl ReadAhead {
     fn new() -> Self {
         ReadAhead {
             windows: Vec::new(),
             tick: 0,
+            fills: 0,
         }
     }
 
@@ -140,6 +146,7 @@ impl ReadAhead {
             Some(i) => i,
             None => {
                 let i = self.slot_for(offset);
+                self.fills += 1;
                 let w = &mut self.windows[i];
                 w.at = offset;
                 w.len = read_full(file, offset, &mut w.buf)?;
@@ -164,7 +171,17 @@ impl ReadAhead {
         {
             return i;
         }
-        if self.windows.len() < WINDOWS {
+        // The least recently used window is still some reader's when it was used within the
+        // last round of reads (readers take turns): then another window is added.
+        let lru = self
+            .windows
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.used)
+            .map(|(i, w)| (i, w.used));
+        let n = self.windows.len() as u64;
+        let live = lru.is_some_and(|(_, used)| self.tick.saturating_sub(used) <= 2 * n);
+        if self.windows.len() < WINDOWS && (lru.is_none() || live) {
             self.windows.push(Window {
                 at: 0,
                 len: 0,
@@ -173,22 +190,23 @@ impl ReadAhead {
             });
             return self.windows.len() - 1;
         }
-        self.windows
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, w)| w.used)
-            .map(|(i, _)| i)
-            .unwrap_or(0)
+        lru.map_or(0, |(i, _)| i)
     }
 }
 
-/// Reads from `offset` until `buf` is full or the file ends. The file's cursor is only used
-/// here (`open` has hashed the file before any read).
+/// Reads from `offset` until `buf` is full or the file ends (pread: one system call, not a
+/// seek and a read).
 fn read_full(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))?;
-    super::read_full(&mut f, buf)
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// A folder of images on disk. The MD5 of each image is computed once (one streaming pass) and
@@ -424,6 +442,38 @@ mod tests {
             assert_eq!(&buf[..n], want, "read of {len} at {offset}");
         }
         assert!(ra.windows.len() <= WINDOWS);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Many readers taking turns, as a hundred transfers at once: each keeps a window, so the
+    /// file is read about once per window of each reader, not once per block.
+    #[test]
+    fn read_ahead_keeps_a_window_per_reader() {
+        let dir = std::env::temp_dir().join(format!("wtpd-ra-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let size = 1 << 20;
+        let data: Vec<u8> = (0..size as u32).map(|i| (i * 7 % 253) as u8).collect();
+        let path = dir.join("img");
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut ra = ReadAhead::new();
+        let readers = 20;
+        let mut buf = [0u8; 1024];
+        for block in 0..size / 1024 {
+            for r in 0..readers {
+                // Each reader starts a little later than the one before.
+                let offset = ((block + r * 3) % (size / 1024)) * 1024;
+                let n = ra.read_at(&file, offset as u64, &mut buf).unwrap();
+                assert_eq!(&buf[..n], &data[offset..offset + 1024]);
+            }
+        }
+        let per_reader = (size / WINDOW) as u64 + 2;
+        assert!(
+            ra.fills <= readers as u64 * per_reader,
+            "{} fills for {readers} readers of {} windows each",
+            ra.fills,
+            size / WINDOW
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

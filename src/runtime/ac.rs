@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
 
-use super::udp::Udp;
+use super::udp::{RecvBatch, Udp};
 use super::{earliest, io_err, warnings, write_atomic, Clock, RuntimeError};
 use crate::ac::{Ac, AcAction, AcConfig};
 use crate::capwap::header::{preamble, Preamble};
@@ -27,6 +27,9 @@ use crate::time::Instant;
 /// ClientHello each at once (the kernel caps it at net.core.rmem_max; the default 208 KiB held
 /// about a hundred).
 const RECV_BUFFER: usize = 4 << 20;
+
+/// Datagrams taken from the control socket per wake-up.
+const RECV_BATCH: usize = 32;
 
 /// A handshake that has not finished after this long is dropped (WaitDTLS).
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
@@ -81,10 +84,14 @@ pub async fn run(cfg: AcsimConfig, config_path: &Path) -> Result<i32, RuntimeErr
 
 /// What woke the event loop.
 enum Wake {
-    Control(std::io::Result<(usize, SocketAddr)>),
+    /// Datagrams on the control port: how many are in the batch.
+    Control(std::io::Result<usize>),
     Data(std::io::Result<(usize, SocketAddr)>),
     Timer,
-    Command(std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>),
+    /// A command other than `status` from the control socket's thread.
+    Command(Option<ControlCommand>),
+    /// `acsim status` asks for a fresh table.
+    StatusWanted,
     Progress,
     Stop,
 }
@@ -114,11 +121,13 @@ struct Controller {
     restarts: HashMap<SocketAddr, Peer>,
     sigterm: Signal,
     sigint: Signal,
-    /// The Unix socket `acsim status|predownload|activate|reset` talk to.
-    control: Option<tokio::net::UnixListener>,
+    /// What the thread that serves the Unix socket `acsim status|predownload|activate|reset`
+    /// talk to shares with the loop ([`ControlShared`]), and the commands it hands over.
+    control: Arc<ControlShared>,
+    commands: tokio::sync::mpsc::UnboundedReceiver<ControlCommand>,
     /// The packet being sent (the state machine copies each one here).
     out: Vec<u8>,
-    last_status: String,
+    last_status: Arc<String>,
     last_status_at: Option<Instant>,
     /// Peers whose session may have something to send or report: only they are driven after
     /// a datagram (driving every session per datagram made each datagram cost O(APs)).
@@ -183,16 +192,18 @@ impl Controller {
         let ac = Ac::new(ac_cfg, source);
         let sigterm = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
         let sigint = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
-        let control = match &cfg.control_socket {
-            Some(p) => {
-                let _ = std::fs::remove_file(p);
-                Some(
-                    tokio::net::UnixListener::bind(p)
-                        .map_err(io_err(format!("bind {}", p.display())))?,
-                )
-            }
-            None => None,
-        };
+        let control = Arc::new(ControlShared::default());
+        let (command_tx, commands) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(p) = &cfg.control_socket {
+            let _ = std::fs::remove_file(p);
+            let listener = std::os::unix::net::UnixListener::bind(p)
+                .map_err(io_err(format!("bind {}", p.display())))?;
+            let shared = control.clone();
+            std::thread::Builder::new()
+                .name("acsim-control".into())
+                .spawn(move || serve_control_socket(listener, shared, command_tx))
+                .map_err(io_err("control socket thread"))?;
+        }
         Ok(Controller {
             cfg,
             ctx,
@@ -210,8 +221,9 @@ impl Controller {
             sigterm,
             sigint,
             control,
+            commands,
             out: Vec::with_capacity(2048),
-            last_status: String::new(),
+            last_status: Arc::new(String::new()),
             last_status_at: None,
             touched: Vec::new(),
             dropped: 0,
@@ -226,7 +238,10 @@ impl Controller {
         // turn).
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
-        let mut buf = vec![0u8; 65536];
+        // Up to RECV_BATCH datagrams a wake-up (one recvmmsg), handled before the turn that
+        // carries out what they decided; each slot holds a datagram of any size (the pages
+        // are only touched as far as datagrams reach).
+        let mut batch = RecvBatch::new(RECV_BATCH, 65536);
         let mut dbuf = vec![0u8; 2048];
         loop {
             self.carry_out_turn().await;
@@ -248,23 +263,23 @@ impl Controller {
             if timer.is_elapsed() || timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
-            let control = self.control.as_ref();
             let wake = tokio::select! {
-                r = self.ctl.recv_from(&mut buf) => Wake::Control(r),
+                r = self.ctl.recv_batch(&mut batch) => Wake::Control(r),
                 r = self.data.recv_from(&mut dbuf) => Wake::Data(r),
                 _ = &mut timer => Wake::Timer,
-                conn = async {
-                    match control {
-                        Some(l) => l.accept().await,
-                        None => std::future::pending().await,
-                    }
-                } => Wake::Command(conn),
+                cmd = self.commands.recv() => Wake::Command(cmd),
+                _ = self.control.wanted.notified() => Wake::StatusWanted,
                 _ = self.progress.notified() => Wake::Progress,
                 _ = self.sigterm.recv() => Wake::Stop,
                 _ = self.sigint.recv() => Wake::Stop,
             };
             match wake {
-                Wake::Control(Ok((n, from))) => self.on_datagram(&buf[..n], from).await,
+                Wake::Control(Ok(n)) => {
+                    for i in 0..n {
+                        let (bytes, from) = batch.datagram(i);
+                        self.on_datagram(bytes, from).await;
+                    }
+                }
                 Wake::Control(Err(e)) => {
                     limited_warn!("control socket error", None, "control socket: {e}")
                 }
@@ -285,7 +300,12 @@ impl Controller {
                     }
                     self.ac.handle_timeout(self.clock.now());
                 }
-                Wake::Command(conn) => self.on_control_socket(conn).await,
+                Wake::Command(Some(cmd)) => self.on_command(cmd),
+                Wake::Command(None) => {}
+                Wake::StatusWanted => {
+                    let table = status_table(&self.ac, self.clock.now());
+                    self.control.publish(Arc::new(table));
+                }
                 Wake::Progress => self.ac.source_progress(self.clock.now()),
                 Wake::Stop => break,
             }
@@ -513,8 +533,10 @@ impl Controller {
         }
     }
 
-    /// The status file: rendered at most once a second (not once per datagram of an image
-    /// transfer), written when it changed.
+    /// The status table: rendered at most once a second (not once per datagram of an image
+    /// transfer), written to the status file when it changed, and handed to the control
+    /// socket's thread (which answers `acsim status` from it when the loop is too busy to
+    /// render a fresh one).
     fn write_status(&mut self) {
         let due = self
             .last_status_at
@@ -531,14 +553,15 @@ impl Controller {
             release_freed_memory();
         }
         let status = status_table(&self.ac, self.clock.now());
-        if status != self.last_status {
+        if status != *self.last_status {
             if let Some(p) = &self.cfg.status_file {
                 if let Err(e) = write_atomic(p, status.as_bytes()) {
                     warn!("cannot write {}: {e}", p.display());
                 }
             }
-            self.last_status = status;
+            self.last_status = Arc::new(status);
         }
+        self.control.publish(self.last_status.clone());
     }
 
     /// Drops the handshakes that did not finish in [`HANDSHAKE_LIMIT`], and gives the memory
@@ -698,14 +721,12 @@ impl Controller {
         }
     }
 
-    /// A connection on the control socket: one command, one answer.
-    async fn on_control_socket(
-        &mut self,
-        conn: std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>,
-    ) {
-        if let Ok((stream, _)) = conn {
-            serve_control(stream, &mut self.ac, &self.clock).await;
-        }
+    /// A command from the control socket: carried out, and its answer handed back to the
+    /// thread that waits for it.
+    fn on_command(&mut self, cmd: ControlCommand) {
+        info!("control: {}", cmd.line);
+        let answer = control_command(&mut self.ac, &cmd.line, self.clock.now());
+        let _ = cmd.answer.send(answer);
     }
 
     /// SIGTERM or SIGINT: every session gets its close_notify.
@@ -828,19 +849,104 @@ pub fn control_request(socket: &Path, line: &str) -> std::io::Result<String> {
     Ok(answer)
 }
 
-/// Reads one command line from a control connection, runs it, writes the answer.
-async fn serve_control(stream: tokio::net::UnixStream, ac: &mut Ac, clock: &Clock) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let (r, mut w) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(r);
-    match tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line)).await {
-        Ok(Ok(_)) => {
-            info!("control: {}", line.trim());
-            let answer = control_command(ac, line.trim(), clock.now());
-            let _ = w.write_all(answer.as_bytes()).await;
+/// A command of the control socket for the loop, and where its answer goes.
+struct ControlCommand {
+    line: String,
+    answer: std::sync::mpsc::Sender<String>,
+}
+
+/// How long `acsim status` waits for the loop to render a fresh table before it answers with
+/// the last one (rendered at most a second before, by [`Controller::write_status`]).
+const STATUS_FRESH_WAIT: Duration = Duration::from_millis(200);
+
+/// How long a command other than `status` waits for the loop to carry it out.
+const COMMAND_WAIT: Duration = Duration::from_secs(10);
+
+/// What the control socket's thread shares with the event loop: the last status table the
+/// loop rendered (with a count that tells a newer one apart), and the wake-up that asks it
+/// for a fresh one.
+///
+/// Why a thread: answered from the loop, `acsim status` waited behind whatever the loop was
+/// doing when it connected; in a join storm of a thousand certificate handshakes that was
+/// 1.7 s. The thread answers from the table; the loop only renders it.
+#[derive(Default)]
+struct ControlShared {
+    table: Mutex<(u64, Arc<String>)>,
+    rendered: Condvar,
+    wanted: Notify,
+}
+
+impl ControlShared {
+    /// A table the loop rendered now.
+    fn publish(&self, table: Arc<String>) {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        t.0 += 1;
+        t.1 = table;
+        self.rendered.notify_all();
+    }
+
+    /// A fresh table when the loop renders one within [`STATUS_FRESH_WAIT`], the last one
+    /// otherwise.
+    fn status(&self) -> Arc<String> {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = t.0;
+        self.wanted.notify_one();
+        let deadline = std::time::Instant::now() + STATUS_FRESH_WAIT;
+        while t.0 == seen {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            t = self
+                .rendered
+                .wait_timeout(t, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        _ => warn!("control connection sent no command"),
+        t.1.clone()
+    }
+}
+
+/// The control socket's thread: one connection at a time, one command line each. `status` is
+/// answered here ([`ControlShared::status`]); the other commands change the state machine, so
+/// the loop carries them out and this thread writes its answer.
+fn serve_control_socket(
+    listener: std::os::unix::net::UnixListener,
+    shared: Arc<ControlShared>,
+    commands: tokio::sync::mpsc::UnboundedSender<ControlCommand>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        let mut w = match stream.try_clone() {
+            Ok(w) => w,
+            Err(_) => continue,
+        };
+        if BufReader::new(stream).read_line(&mut line).is_err() || line.trim().is_empty() {
+            warn!("control connection sent no command");
+            continue;
+        }
+        let line = line.trim().to_string();
+        let answer = if line.split_whitespace().next() == Some("status") {
+            shared.status()
+        } else {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let cmd = ControlCommand {
+                line: line.clone(),
+                answer: tx,
+            };
+            if commands.send(cmd).is_err() {
+                return;
+            }
+            Arc::new(
+                rx.recv_timeout(COMMAND_WAIT)
+                    .unwrap_or_else(|_| format!("acsim did not carry out '{line}' in time\n")),
+            )
+        };
+        let _ = w.write_all(answer.as_bytes());
     }
 }
 
