@@ -29,292 +29,29 @@
 //! The plumbing (Lab) is tests/qemu_system.rs's, with this board's scripts and files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wtpd_harness::demo::{free_port_pair, write_lab, DemoDtls, AP_VERSION, CONTROLLER_VERSION};
+use wtpd_harness::demo::{AP_VERSION, CONTROLLER_VERSION};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+mod common;
+use common::qemu::{assert_env, read, run, target_dir, wtpd_bin, Lab, System, REPO};
 
-/// Extra top-level keys for the guest's wtpd.toml. None are needed: the lab's wtpd.toml already
-/// names `board = "board.toml"` (the image carries /etc/wtpd/board.toml) and the image-signing
-/// trust anchor `pki/image-root.pem`.
-const INSTALL_TOML: &str = "";
-
-fn acsim() -> &'static str {
-    wtpd_harness::bins::acsim()
-}
-
-fn target_dir() -> PathBuf {
-    Path::new(acsim())
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
-/// The mipsel wtpd for the image: `WTPD_MALTA_BIN`, else the board-profile build.
-fn wtpd_mipsel() -> PathBuf {
-    let p = std::env::var_os("WTPD_MALTA_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            target_dir()
-                .join("mipsel-unknown-linux-gnu")
-                .join("board")
-                .join("wtpd")
-        });
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/malta-system-test (it builds it)",
-        p.display()
-    );
-    p
-}
-
-/// Children die with the test process, even when it is killed (no Drop runs then):
-/// PR_SET_PDEATHSIG survives the exec of scripts/malta-run into qemu-system-mipsel.
-fn die_with_parent(cmd: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
-}
-
-/// Stops a child when the test ends, whatever happens.
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read(p)
-        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
-        .unwrap_or_default()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Lab {
-    name: &'static str,
-    dir: PathBuf,
-    port: u16,
-    acsim: Option<Killer>,
-    qemu: Option<Killer>,
-    /// How far the serial log has been checked.
-    seen: usize,
-}
-
-impl Lab {
-    /// A lab folder with the PKI and both configurations (`acsim demo`'s), acsim listening on
-    /// every address: acsim announces its listen address in Discovery Responses (CAPWAP Control
-    /// IPv4 Address), and the agent joins the address announced, so 127.0.0.1 would send the
-    /// guest to its own loopback. 0.0.0.0 announces none, and the agent joins 10.0.2.2.
-    fn new(name: &'static str) -> Lab {
-        let dir = target_dir().join("malta-system").join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        let port = free_port_pair().unwrap();
-        write_lab(&dir, DemoDtls::Certificate, port).unwrap();
-        let ac = read(&dir.join("acsim.toml")).replace(
-            &format!("listen = \"127.0.0.1:{port}\""),
-            &format!("listen = \"0.0.0.0:{port}\""),
-        );
-        std::fs::write(dir.join("acsim.toml"), ac).unwrap();
-        eprintln!("{name}: lab {}", dir.display());
-        Lab {
-            name,
-            dir,
-            port,
-            acsim: None,
-            qemu: None,
-            seen: 0,
-        }
-    }
-
-    /// /etc/wtpd for the guest: the lab's wtpd.toml made for the board (controller at
-    /// 10.0.2.2, reboot(2), log on the console), the AP's PKI, and `extra` files.
-    fn guest_etc(&self, sub: &str, version: &str, extra: &[(&str, &str)]) -> PathBuf {
-        let etc = self.dir.join(sub);
-        std::fs::create_dir_all(etc.join("pki")).unwrap();
-        for f in ["wtp.pem", "wtp.key", "ca.pem", "image-root.pem"] {
-            std::fs::copy(self.dir.join("pki").join(f), etc.join("pki").join(f)).unwrap();
-        }
-        let w = read(&self.dir.join("wtpd.toml"));
-        let mut out = String::new();
-        out.push_str(INSTALL_TOML);
-        let mut in_software = false;
-        for line in w.lines() {
-            let l = if line.starts_with("bind = ") {
-                "bind = \"0.0.0.0:0\"".to_string()
-            } else if line.starts_with("reboot = ") {
-                "reboot = \"syscall\"".to_string()
-            } else if line.starts_with("target = ") {
-                "target = \"stderr\"".to_string()
-            } else if line.starts_with("name = \"wtp-sim-1\"") {
-                "name = \"wtp-malta-1\"".to_string()
-            } else if line.starts_with("controllers = ") {
-                format!("controllers = [\"10.0.2.2:{}\"]", self.port)
-            } else if in_software && line.starts_with("version = ") {
-                format!("version = \"{version}\"")
-            } else {
-                line.to_string()
-            };
-            if line.starts_with('[') {
-                in_software = line == "[software]";
-            }
-            out.push_str(&l);
-            out.push('\n');
-        }
-        std::fs::write(etc.join("wtpd.toml"), out).unwrap();
-        for (name, text) in extra {
-            std::fs::write(etc.join(name), text).unwrap();
-        }
-        etc
-    }
-
-    fn image_dir(&self) -> PathBuf {
-        self.dir.join("image")
-    }
-
-    /// scripts/malta-image with slot a and slot b.
-    fn build_image(&self, etc_a: &Path, va: &str, etc_b: &Path, vb: &str) {
-        let mut cmd = Command::new(Path::new(REPO).join("scripts/malta-image"));
-        cmd.arg("--etc").arg(etc_a).arg("--etc-b").arg(etc_b);
-        cmd.args(["--version-a", va, "--version-b", vb]);
-        cmd.arg("--wtpd").arg(wtpd_mipsel());
-        cmd.arg("--out").arg(self.image_dir());
-        cmd.env("CARGO_TARGET_DIR", target_dir());
-        run(&mut cmd);
-    }
-
-    fn start_acsim(&mut self) {
-        let child = die_with_parent(&mut Command::new(acsim()))
-            .args(["run", "--config", "acsim.toml"])
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.acsim = Some(Killer(child));
-        let t = Instant::now();
-        while !read(&self.dir.join("acsim.log")).contains("listening") {
-            assert!(t.elapsed() < Duration::from_secs(10), "acsim did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn serial(&self) -> PathBuf {
-        self.dir.join("serial.log")
-    }
-
-    fn boot(&mut self) {
-        let child = die_with_parent(&mut Command::new(Path::new(REPO).join("scripts/malta-run")))
-            .arg(self.image_dir())
-            .arg("--serial")
-            .arg(self.serial())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.qemu = Some(Killer(child));
-    }
-
-    fn stop_qemu(&mut self) {
-        self.qemu = None;
-    }
-
-    /// Like `expect`, and returns the rest of the console line after `needle`.
-    fn expect_rest(&mut self, needle: &str, secs: u64) -> String {
-        self.expect(needle, secs);
-        let log = read(&self.serial());
-        log.get(self.seen..)
-            .and_then(|s| s.lines().next())
-            .unwrap_or("")
-            .to_string()
-    }
-
-    /// Waits for `needle` in the serial log after what was already matched.
-    fn expect(&mut self, needle: &str, secs: u64) {
-        let t = Instant::now();
-        loop {
-            let log = read(&self.serial());
-            if let Some(i) = log.get(self.seen..).and_then(|s| s.find(needle)) {
-                self.seen += i + needle.len();
-                eprintln!("{}: [{:>3} s] {needle}", self.name, t.elapsed().as_secs());
-                return;
-            }
-            if let Some(q) = &mut self.qemu {
-                if let Ok(Some(st)) = q.0.try_wait() {
-                    panic!(
-                        "qemu exited ({st}) before '{needle}'; console: {}",
-                        self.serial().display()
-                    );
-                }
-            }
-            if t.elapsed() > Duration::from_secs(secs) {
-                let tail: String = log[self.seen.min(log.len())..]
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                panic!(
-                    "no '{needle}' on the console within {secs} s ({}); last lines:\n{tail}",
-                    self.serial().display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// fw_env.config for the host's fw_printenv on the flash image: the two copies of
-    /// board/fw_env/malta.config, as offsets of flash.img (partition "env" is at 0x3e0000).
-    fn fw_config(&self) -> PathBuf {
-        let p = self.dir.join("fw_env.config");
-        let flash = self.image_dir().join("flash.img");
-        std::fs::write(
-            &p,
-            format!("{0} 0x3e0000 0x800\n{0} 0x3f0000 0x800\n", flash.display()),
-        )
-        .unwrap();
-        p
-    }
-
-    fn printenv(&self) -> String {
-        run(Command::new("fw_printenv").arg("-c").arg(self.fw_config()))
-    }
-}
-
-fn assert_env(env: &str, want: &[(&str, &str)]) {
-    for (k, v) in want {
-        assert!(
-            env.lines().any(|l| l == format!("{k}={v}")),
-            "{k}={v} not in the environment:\n{env}"
-        );
-    }
-}
+/// The Malta board: for the host's fw_printenv, the two copies of board/fw_env/malta.config as
+/// offsets of flash.img (partition "env" is at 0x3e0000).
+static SYSTEM: System = System {
+    dir: "malta-system",
+    bin_env: "WTPD_MALTA_BIN",
+    triple: "mipsel-unknown-linux-gnu",
+    test_script: "scripts/malta-system-test",
+    image_script: "scripts/malta-image",
+    run_script: "scripts/malta-run",
+    wtp_name: "wtp-malta-1",
+    fw_env: |image| {
+        let flash = image.join("flash.img");
+        format!("{0} 0x3e0000 0x800\n{0} 0x3f0000 0x800\n", flash.display())
+    },
+};
 
 /// Slot a's boot hook (rcS runs /etc/wtpd/boot-hook before the agent): while slot b is still
 /// `good`, write the agent's A/B switch in ONE fw_setenv -s on the board's /dev/mtd2, then
@@ -334,7 +71,7 @@ fn switch_hook(version_b: &str) -> String {
 #[test]
 #[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test"]
 fn malta_boots_slot_a_and_joins() {
-    let mut lab = Lab::new("join");
+    let mut lab = Lab::new(&SYSTEM, "join");
     let etc = lab.guest_etc("etc-a", CONTROLLER_VERSION, &[]);
     lab.build_image(&etc, CONTROLLER_VERSION, &etc, AP_VERSION);
     lab.start_acsim();
@@ -379,7 +116,7 @@ fn malta_boots_slot_a_and_joins() {
 #[test]
 #[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test"]
 fn malta_rolls_back_after_bootlimit_failed_boots() {
-    let mut lab = Lab::new("rollback");
+    let mut lab = Lab::new(&SYSTEM, "rollback");
     let never = "99.0.0.1";
     let hook = switch_hook(never);
     let etc_a = lab.guest_etc("etc-a", CONTROLLER_VERSION, &[("boot-hook", &hook)]);
@@ -442,7 +179,7 @@ fn serve_slot_image(lab: &Lab, etc: &Path, version: &str) {
     cmd.arg("--slot-image").arg(&rootfs).arg("--etc").arg(etc);
     cmd.args(["--version", version])
         .arg("--wtpd")
-        .arg(wtpd_mipsel());
+        .arg(wtpd_bin(&SYSTEM));
     cmd.env("CARGO_TARGET_DIR", target_dir());
     run(&mut cmd);
     let pki = lab.dir.join("pki");
@@ -472,7 +209,7 @@ fn serve_slot_image(lab: &Lab, etc: &Path, version: &str) {
 #[test]
 #[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test all"]
 fn malta_upgrade_installs_slot_b_and_rejoins() {
-    let mut lab = Lab::new("upgrade");
+    let mut lab = Lab::new(&SYSTEM, "upgrade");
     let etc_a = lab.guest_etc("etc-a", AP_VERSION, &[]);
     let etc_new = lab.guest_etc("etc-new", CONTROLLER_VERSION, &[("trial_timeout", "90\n")]);
     lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
@@ -515,7 +252,7 @@ fn malta_upgrade_installs_slot_b_and_rejoins() {
 #[test]
 #[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test all"]
 fn malta_upgrade_that_never_commits_rolls_back() {
-    let mut lab = Lab::new("upgrade-rollback");
+    let mut lab = Lab::new(&SYSTEM, "upgrade-rollback");
     let etc_a = lab.guest_etc("etc-a", AP_VERSION, &[]);
     let etc_bad = lab.guest_etc(
         "etc-bad",
@@ -612,7 +349,7 @@ fn log_time(line: &str) -> f64 {
 #[test]
 #[ignore = "qemu-system-mipsel, a minute: scripts/malta-system-test <this test's name>"]
 fn malta_slot_write_speed_against_ubiupdatevol() {
-    let mut lab = Lab::new("slot-speed");
+    let mut lab = Lab::new(&SYSTEM, "slot-speed");
     let etc_a = lab.guest_etc("etc-a", AP_VERSION, &[("boot-hook", SPEED_HOOK)]);
     std::fs::set_permissions(
         etc_a.join("boot-hook"),

@@ -2,4 +2,5 @@
 
 pub mod net;
 pub mod process;
+pub mod qemu;
 pub mod wtp;
