@@ -28,14 +28,14 @@
 //!
 //! The plumbing (Lab) is tests/qemu_system.rs's, with this board's scripts and files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wtpd_harness::demo::{AP_VERSION, CONTROLLER_VERSION};
 
 mod common;
-use common::qemu::{assert_env, read, run, target_dir, wtpd_bin, Lab, System, REPO};
+use common::qemu::{assert_env, read, run, target_dir, Lab, System};
 
 /// The Malta board: for the host's fw_printenv, the two copies of board/fw_env/malta.config as
 /// offsets of flash.img (partition "env" is at 0x3e0000).
@@ -46,6 +46,7 @@ static SYSTEM: System = System {
     test_script: "scripts/malta-system-test",
     image_script: "scripts/malta-image",
     run_script: "scripts/malta-run",
+    slot_file: "rootfs-b.squashfs",
     wtp_name: "wtp-malta-1",
     fw_env: |image| {
         let flash = image.join("flash.img");
@@ -171,41 +172,6 @@ fn malta_rolls_back_after_bootlimit_failed_boots() {
     );
 }
 
-/// Serves a signed image whose rootfs.img is slot b's squashfs (scripts/malta-image
-/// --slot-image), packed for every hardware type with the lab's image-signing chain.
-fn serve_slot_image(lab: &Lab, etc: &Path, version: &str) {
-    let rootfs = lab.dir.join("rootfs-b.squashfs");
-    let mut cmd = Command::new(Path::new(REPO).join("scripts/malta-image"));
-    cmd.arg("--slot-image").arg(&rootfs).arg("--etc").arg(etc);
-    cmd.args(["--version", version])
-        .arg("--wtpd")
-        .arg(wtpd_bin(&SYSTEM));
-    cmd.env("CARGO_TARGET_DIR", target_dir());
-    run(&mut cmd);
-    let pki = lab.dir.join("pki");
-    let spec = wtpd::image::pack::PackSpec::new(
-        "ap1g8",
-        version,
-        &rootfs,
-        &pki.join("image-signer.key"),
-        &[
-            pki.join("image-signer.pem"),
-            pki.join("image-intermediate.pem"),
-        ],
-    );
-    wtpd::image::pack::pack_folder(
-        &wtpd::image::pack::FolderSpec::all_types(spec),
-        &lab.dir.join("images"),
-    )
-    .unwrap();
-    let ac = read(&lab.dir.join("acsim.toml"));
-    std::fs::write(
-        lab.dir.join("acsim.toml"),
-        format!("image_dir = \"images\"\nimage_at_join = true\n{ac}"),
-    )
-    .unwrap();
-}
-
 #[test]
 #[ignore = "qemu-system-mipsel, minutes: scripts/malta-system-test all"]
 fn malta_upgrade_installs_slot_b_and_rejoins() {
@@ -213,7 +179,7 @@ fn malta_upgrade_installs_slot_b_and_rejoins() {
     let etc_a = lab.guest_etc("etc-a", AP_VERSION, &[]);
     let etc_new = lab.guest_etc("etc-new", CONTROLLER_VERSION, &[("trial_timeout", "90\n")]);
     lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
-    serve_slot_image(&lab, &etc_new, CONTROLLER_VERSION);
+    lab.serve_slot_image(&etc_new, CONTROLLER_VERSION);
     lab.start_acsim();
     lab.boot();
     lab.expect("A/B: booting slot a (upgrade_available=0", 60);
@@ -260,7 +226,7 @@ fn malta_upgrade_that_never_commits_rolls_back() {
         &[("no-start", ""), ("trial_timeout", "5\n")],
     );
     lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
-    serve_slot_image(&lab, &etc_bad, CONTROLLER_VERSION);
+    lab.serve_slot_image(&etc_bad, CONTROLLER_VERSION);
     lab.start_acsim();
     lab.boot();
     lab.expect("A/B: booting slot a (upgrade_available=0", 60);
@@ -358,7 +324,7 @@ fn malta_slot_write_speed_against_ubiupdatevol() {
     .unwrap();
     let etc_new = lab.guest_etc("etc-new", CONTROLLER_VERSION, &[]);
     lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
-    serve_slot_image(&lab, &etc_new, CONTROLLER_VERSION);
+    lab.serve_slot_image(&etc_new, CONTROLLER_VERSION);
     // What the hook fetches by TFTP: the image folder is QEMU's TFTP root.
     let payload = lab.dir.join("rootfs-b.squashfs");
     let bytes = std::fs::metadata(&payload).unwrap().len();

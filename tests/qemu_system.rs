@@ -18,14 +18,12 @@
 //!   The agent's own install pipeline does the upgrade (board file and trust anchor come from the
 //!   lab's wtpd.toml: `board`, `[image] trust`).
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wtpd_harness::demo::{AP_VERSION, CONTROLLER_VERSION};
 
 mod common;
-use common::qemu::{assert_env, read, run, target_dir, wtpd_bin, Lab, System, REPO};
+use common::qemu::{assert_env, read, Lab, System};
 
 /// The ARM virt image: the environment at raw offsets of the virtio disk (board/qemu-virt.toml).
 static SYSTEM: System = System {
@@ -35,6 +33,7 @@ static SYSTEM: System = System {
     test_script: "scripts/qemu-system-test",
     image_script: "scripts/qemu-image",
     run_script: "scripts/qemu-run",
+    slot_file: "rootfs-b.img",
     wtp_name: "wtp-qemu-1",
     fw_env: |image| {
         let disk = image.join("disk.img");
@@ -137,41 +136,6 @@ fn rolls_back_after_bootlimit_failed_boots() {
     );
 }
 
-/// Serves a signed image whose rootfs.img is slot b's file system (scripts/qemu-image
-/// --slot-image), packed for every hardware type with the lab's image-signing chain.
-fn serve_slot_image(lab: &Lab, etc: &Path, version: &str) {
-    let rootfs = lab.dir.join("rootfs-b.img");
-    let mut cmd = Command::new(Path::new(REPO).join("scripts/qemu-image"));
-    cmd.arg("--slot-image").arg(&rootfs).arg("--etc").arg(etc);
-    cmd.args(["--version", version])
-        .arg("--wtpd")
-        .arg(wtpd_bin(&SYSTEM));
-    cmd.env("CARGO_TARGET_DIR", target_dir());
-    run(&mut cmd);
-    let pki = lab.dir.join("pki");
-    let spec = wtpd::image::pack::PackSpec::new(
-        "ap1g8",
-        version,
-        &rootfs,
-        &pki.join("image-signer.key"),
-        &[
-            pki.join("image-signer.pem"),
-            pki.join("image-intermediate.pem"),
-        ],
-    );
-    wtpd::image::pack::pack_folder(
-        &wtpd::image::pack::FolderSpec::all_types(spec),
-        &lab.dir.join("images"),
-    )
-    .unwrap();
-    let ac = read(&lab.dir.join("acsim.toml"));
-    std::fs::write(
-        lab.dir.join("acsim.toml"),
-        format!("image_dir = \"images\"\nimage_at_join = true\n{ac}"),
-    )
-    .unwrap();
-}
-
 #[test]
 #[ignore = "qemu-system-arm, minutes: scripts/qemu-system-test all"]
 fn upgrade_installs_slot_b_and_rejoins() {
@@ -179,7 +143,7 @@ fn upgrade_installs_slot_b_and_rejoins() {
     let etc_a = lab.guest_etc("etc-a", AP_VERSION, &[]);
     let etc_new = lab.guest_etc("etc-new", CONTROLLER_VERSION, &[("trial_timeout", "90\n")]);
     lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
-    serve_slot_image(&lab, &etc_new, CONTROLLER_VERSION);
+    lab.serve_slot_image(&etc_new, CONTROLLER_VERSION);
     lab.start_acsim();
     lab.boot();
     lab.expect("A/B: booting slot a (upgrade_available=0", 60);
@@ -225,7 +189,7 @@ fn upgrade_that_never_commits_rolls_back() {
         &[("no-start", ""), ("trial_timeout", "5\n")],
     );
     lab.build_image(&etc_a, AP_VERSION, &etc_a, AP_VERSION);
-    serve_slot_image(&lab, &etc_bad, CONTROLLER_VERSION);
+    lab.serve_slot_image(&etc_bad, CONTROLLER_VERSION);
     lab.start_acsim();
     lab.boot();
     lab.expect("A/B: booting slot a (upgrade_available=0", 60);

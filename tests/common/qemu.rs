@@ -44,6 +44,8 @@ pub struct System {
     pub run_script: &'static str,
     /// The agent's name in the guest (acsim's table shows it).
     pub wtp_name: &'static str,
+    /// The file, in the lab folder, that the image script writes slot b's payload to.
+    pub slot_file: &'static str,
     /// fw_env.config lines for the host's fw_printenv on the image in this folder.
     pub fw_env: fn(&Path) -> String,
 }
@@ -280,6 +282,42 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Serves a signed image whose rootfs.img is slot b's file system (the image script's
+    /// `--slot-image`, with `etc` as its /etc/wtpd and `version`), packed for every hardware
+    /// type with the lab's image-signing chain, from acsim's image folder, offered at Join.
+    pub fn serve_slot_image(&self, etc: &Path, version: &str) {
+        let rootfs = self.dir.join(self.sys.slot_file);
+        let mut cmd = Command::new(Path::new(REPO).join(self.sys.image_script));
+        cmd.arg("--slot-image").arg(&rootfs).arg("--etc").arg(etc);
+        cmd.args(["--version", version])
+            .arg("--wtpd")
+            .arg(wtpd_bin(self.sys));
+        cmd.env("CARGO_TARGET_DIR", target_dir());
+        run(&mut cmd);
+        let pki = self.dir.join("pki");
+        let spec = wtpd::image::pack::PackSpec::new(
+            "ap1g8",
+            version,
+            &rootfs,
+            &pki.join("image-signer.key"),
+            &[
+                pki.join("image-signer.pem"),
+                pki.join("image-intermediate.pem"),
+            ],
+        );
+        wtpd::image::pack::pack_folder(
+            &wtpd::image::pack::FolderSpec::all_types(spec),
+            &self.dir.join("images"),
+        )
+        .unwrap();
+        let ac = read(&self.dir.join("acsim.toml"));
+        std::fs::write(
+            self.dir.join("acsim.toml"),
+            format!("image_dir = \"images\"\nimage_at_join = true\n{ac}"),
+        )
+        .unwrap();
     }
 
     /// fw_env.config for the host's fw_printenv/fw_setenv on the image.
