@@ -30,23 +30,31 @@ fn edit(p: &Path, from: &str, to: &str) {
     std::fs::write(p, text.replace(from, to)).unwrap();
 }
 
-/// `acsim demo --scenario join`, with `extra` options (none: the demo's defaults).
-fn run_demo(extra: &[&str], name: &str) -> PathBuf {
-    let dir = lab(name);
-    let mut args = vec!["demo", "--dir", dir.to_str().unwrap(), "--scenario", "join"];
-    args.extend_from_slice(extra);
+/// `acsim demo --dir DIR ARGS...` in a lab folder that may hold files the demo keeps (a
+/// board.toml); checks that it succeeded with `Result : OK` and returns its output.
+fn demo_in(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(acsim())
-        .args(&args)
+        .args(["demo", "--dir", dir.to_str().unwrap()])
+        .args(args)
         .env("WTPD_BIN", wtpd())
         .output()
         .expect("run acsim demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "demo failed:\n{stdout}\n{}",
+        "demo {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Result         : OK"), "{stdout}");
+    stdout
+}
+
+/// `acsim demo --scenario join`, with `extra` options (none: the demo's defaults).
+fn run_demo(extra: &[&str], name: &str) -> PathBuf {
+    let dir = lab(name);
+    let mut args = vec!["--scenario", "join"];
+    args.extend_from_slice(extra);
+    let stdout = demo_in(&dir, &args);
     assert_status_agrees(&stdout);
     dir
 }
@@ -465,24 +473,7 @@ fn a_wtp_restarted_on_the_same_port_replaces_its_stale_session() {
 /// (the 8 MiB image among them); returns the lab folder and the demo's output.
 fn run_scenario(scenario: &str) -> (PathBuf, String) {
     let dir = lab(scenario);
-    let out = Command::new(acsim())
-        .args([
-            "demo",
-            "--scenario",
-            scenario,
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .env("WTPD_BIN", wtpd())
-        .output()
-        .expect("run acsim demo");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "demo {scenario} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("Result         : OK"), "{stdout}");
+    let stdout = demo_in(&dir, &["--scenario", scenario]);
     assert_status_agrees(&stdout);
     (dir, stdout)
 }
@@ -1227,24 +1218,7 @@ fn upgrade_onto_a_simulated_nand_slot_skips_its_bad_block() {
         );
     assert_eq!(board.matches("kind = \"mtd\"").count(), 2, "{board}");
     std::fs::write(dir.join("board.toml"), board).unwrap();
-    let out = Command::new(acsim())
-        .args([
-            "demo",
-            "--scenario",
-            "upgrade",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .env("WTPD_BIN", wtpd())
-        .output()
-        .expect("run acsim demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("Result         : OK"), "{stdout}");
+    demo_in(&dir, &["--scenario", "upgrade"]);
     let log = read(&dir.join("wtpd.log"));
     assert_in_order(
         &log,
@@ -1302,26 +1276,7 @@ fn slot_mode_upgrades_a_board_whose_download_dir_is_too_small_for_the_image() {
         }
     }
     let _unmount = Unmount(tmp.clone(), mounted);
-    let out = Command::new(acsim())
-        .args([
-            "demo",
-            "--scenario",
-            "upgrade",
-            "--download-mode",
-            "slot",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .env("WTPD_BIN", wtpd())
-        .output()
-        .expect("run acsim demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("Result         : OK"), "{stdout}");
+    let stdout = demo_in(&dir, &["--scenario", "upgrade", "--download-mode", "slot"]);
     assert!(stdout.contains("no tmp/part.tar"), "{stdout}");
     let log = read(&dir.join("wtpd.log"));
     let size = std::fs::metadata(dir.join("images/ap1g8")).unwrap().len();
