@@ -11,10 +11,12 @@
 //! - [`msgtype`]: the message type numbers and result codes.
 //! - [`builder`]: writing a whole control packet into a reusable buffer.
 //! - [`keepalive`]: the Data Channel Keep-Alive, the data channel's one CAPWAP packet.
+//! - [`vendor`] and [`fleet`]: this project's Vendor Specific elements and their values.
 
 pub mod builder;
 pub mod control;
 pub mod element;
+pub mod fleet;
 pub mod fragment;
 pub mod header;
 pub mod keepalive;
