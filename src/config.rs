@@ -320,6 +320,54 @@ impl Default for HooksSection {
     }
 }
 
+/// What the agent does in a fleet upgrade (`[fleet]`, docs/fleet.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetSection {
+    /// Offer out-of-band downloads to the controller: TFTP from the site's primary AP, and
+    /// HTTPS when the binary has it. Off: CAPWAP Image Data only, no fleet element sent.
+    pub enabled: bool,
+    /// Where the TFTP server that serves the staged image to subordinates listens, on the LAN
+    /// (port 69 on a device). Absent: this AP never serves (it cannot be a primary). With an
+    /// unspecified address (0.0.0.0) the address towards the controller is advertised.
+    pub serve: Option<SocketAddr>,
+    /// Subordinates served at once; more get a TFTP "busy" error and try again later.
+    pub max_transfers: usize,
+    /// Out-of-band attempts before asking the controller for CAPWAP Image Data.
+    pub max_retries: u16,
+    /// The random wait between attempts, in seconds: drawn from [backoff_min, backoff_max].
+    #[serde(with = "crate::time::secs")]
+    pub backoff_min: std::time::Duration,
+    #[serde(with = "crate::time::secs")]
+    pub backoff_max: std::time::Duration,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        let p = crate::wtp::fleet::FleetPolicy::default();
+        FleetSection {
+            enabled: false,
+            serve: None,
+            max_transfers: 3,
+            max_retries: p.max_retries,
+            backoff_min: p.backoff_min,
+            backoff_max: p.backoff_max,
+        }
+    }
+}
+
+impl FleetSection {
+    pub fn policy(&self) -> crate::wtp::fleet::FleetPolicy {
+        crate::wtp::fleet::FleetPolicy {
+            enabled: self.enabled,
+            https: cfg!(feature = "https"),
+            max_retries: self.max_retries,
+            backoff_min: self.backoff_min.min(self.backoff_max),
+            backoff_max: self.backoff_max,
+        }
+    }
+}
+
 /// wtpd.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +402,9 @@ pub struct WtpdConfig {
     /// The board's hook scripts.
     #[serde(default)]
     pub hooks: HooksSection,
+    /// Fleet upgrades: out-of-band downloads, serving subordinates.
+    #[serde(default)]
+    pub fleet: FleetSection,
 }
 
 fn any_addr() -> SocketAddr {
@@ -409,6 +460,80 @@ pub struct AcsimConfig {
     pub status_file: Option<PathBuf>,
     #[serde(default)]
     pub log: LogSection,
+    /// Fleet upgrades: sites, primaries, out-of-band HTTPS (docs/fleet.md).
+    #[serde(default)]
+    pub fleet: AcsimFleetSection,
+}
+
+/// acsim.toml `[fleet]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcsimFleetSection {
+    /// Efficient upgrade: per site and hardware type one primary AP downloads from acsim and
+    /// the others from it over TFTP.
+    pub efficient: bool,
+    /// Serve `image_dir` over HTTPS here and tell APs (and primaries) to fetch out of band.
+    pub https_listen: Option<SocketAddr>,
+    /// The HTTPS server's certificate chain (PEM, leaf first) and key; APs trust the leaf by
+    /// its SHA-256, which acsim tells them with the URL.
+    pub https_cert: Option<PathBuf>,
+    pub https_key: Option<PathBuf>,
+    /// The base URL told to APs; `https://<https_listen>` by default.
+    pub https_url: Option<String>,
+    /// The sites; APs no site lists are in site "default".
+    pub site: Vec<AcsimSite>,
+}
+
+/// One `[[fleet.site]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcsimSite {
+    pub name: String,
+    /// AP names or base MAC addresses.
+    pub aps: Vec<String>,
+    /// The operator's primary per hardware type: `{ ap1g8 = "wtp-3" }`.
+    pub primary: std::collections::BTreeMap<String, String>,
+}
+
+impl AcsimFleetSection {
+    /// SHA-256 of the HTTPS certificate's leaf (DER), the trust anchor APs are told.
+    pub fn pin(&self) -> Result<Option<[u8; 32]>, String> {
+        let Some(path) = &self.https_cert else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cert = openssl::x509::X509::from_pem(&pem)
+            .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        let der = cert.to_der().map_err(|e| e.to_string())?;
+        Ok(Some(crate::image::sha256::sha256(&der)))
+    }
+
+    /// The state machine's part.
+    pub fn fleet_config(&self) -> crate::ac::FleetConfig {
+        crate::ac::FleetConfig {
+            efficient: self.efficient,
+            https: self.https_listen.map(|listen| crate::ac::HttpsSource {
+                base: self
+                    .https_url
+                    .clone()
+                    .unwrap_or_else(|| format!("https://{listen}")),
+                pin: self.pin().ok().flatten(),
+            }),
+            sites: self
+                .site
+                .iter()
+                .map(|s| crate::ac::Site {
+                    name: s.name.clone(),
+                    members: s.aps.clone(),
+                    primaries: s
+                        .primary
+                        .iter()
+                        .map(|(t, w)| (t.clone(), w.clone()))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 fn default_ac_name() -> String {
@@ -549,6 +674,24 @@ impl AcsimConfig {
                 what,
             })?;
         c.dtls.to_dtls(path)?;
+        for p in [&mut c.fleet.https_cert, &mut c.fleet.https_key]
+            .into_iter()
+            .flatten()
+        {
+            *p = relative_to(&base, p);
+        }
+        if c.fleet.https_listen.is_some()
+            && (c.fleet.https_cert.is_none() || c.fleet.https_key.is_none())
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                what: "fleet.https_listen needs fleet.https_cert and fleet.https_key".into(),
+            });
+        }
+        c.fleet.pin().map_err(|what| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            what,
+        })?;
         Ok(c)
     }
 
@@ -578,6 +721,7 @@ impl AcsimConfig {
             timers: self.timers.clone(),
             block_size: self.block_size,
             faults: self.faults.clone(),
+            fleet: self.fleet.fleet_config(),
         }
     }
 }

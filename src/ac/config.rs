@@ -117,6 +117,8 @@ pub struct AcConfig {
     /// Bytes of image per Image Data block (RFC 5415 says up to 1024; some send 1377).
     pub block_size: usize,
     pub faults: super::Faults,
+    /// Fleet upgrades: sites, primaries, out-of-band HTTPS (`ac::fleet`).
+    pub fleet: super::FleetConfig,
 }
 
 impl Default for AcConfig {
@@ -135,6 +137,7 @@ impl Default for AcConfig {
             timers: AcTimers::default(),
             block_size: 1024,
             faults: super::Faults::default(),
+            fleet: super::FleetConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 use super::{display_name, Ac, AcTransmit, SessionState};
 use crate::capwap::element::image_data_type;
+use crate::capwap::fleet::{Direction, Method, Offer, Role};
 use crate::capwap::header::Header;
 use crate::capwap::{Channel, ControlMessage, Element, MessageType, ResultCode};
 use crate::image::download::hex;
@@ -115,9 +116,18 @@ impl Ac {
         let mut name = None;
         let mut initiate = false;
         let mut data = false;
+        let mut offer = None;
         for raw in msg.elements() {
             match raw.and_then(Element::parse) {
                 Ok(Element::ImageIdentifier { name: n, .. }) => name = Some(n.to_string()),
+                Ok(Element::VendorSpecific {
+                    vendor,
+                    element_id: crate::capwap::vendor::FLEET_OFFER,
+                    data,
+                }) if vendor == self.cfg.vendor_id => match Offer::parse(data) {
+                    Ok(o) => offer = Some(o),
+                    Err(e) => info!("fleet offer from {peer} ignored: {e}"),
+                },
                 Ok(Element::InitiateDownload) => initiate = true,
                 Ok(Element::ImageData { .. }) => data = true,
                 Ok(_) => {}
@@ -182,9 +192,18 @@ impl Ac {
                 .map(str::to_string)
                 .or_else(|| d.last_error.clone())
         });
+        if let Some(mut o) = offer {
+            // The request's offer is the latest word; the type from the Join stays if absent.
+            if o.image_type.is_none() {
+                o.image_type = s.fleet.offer.as_ref().and_then(|x| x.image_type.clone());
+            }
+            s.fleet.retry = o.retry;
+            s.fleet.offer = Some(o);
+        }
+        s.fleet.ready = false;
         s.download = Some(AcDownload {
             last_error,
-            image: name,
+            image: name.clone(),
             version,
             predownload,
             status: "Initiated".into(),
@@ -192,10 +211,65 @@ impl Ac {
             pending_request: Some((msg.msg_type, msg.seq)),
             ..AcDownload::default()
         });
+        let direction = self.direction_for(peer, &name, predownload);
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            s.fleet.role = direction.as_ref().map(|d| d.role).unwrap_or_default();
+            s.fleet.method = direction.as_ref().map(|d| d.method).unwrap_or_default();
+        }
+        if let Some(d) = direction.filter(|d| d.method != Method::Capwap) {
+            return self.send_out_of_band(peer, &wtp, &name, d, (msg.msg_type, msg.seq));
+        }
         // Downloads that no transfer uses any more are dropped, so that this one starts afresh
         // when it is not in use by another AP.
         self.retain_sources();
         self.try_open(peer, now);
+    }
+
+    /// Answers an Image Data Request whose image comes out of band: Success and the direction;
+    /// no block follows, no transfer slot is taken. The WTP's reports tell how it goes.
+    fn send_out_of_band(
+        &mut self,
+        peer: SocketAddr,
+        wtp: &str,
+        image: &str,
+        d: Direction,
+        (req_type, req_seq): (u32, u8),
+    ) {
+        if let Some(dl) = self
+            .sessions
+            .get_mut(&peer)
+            .and_then(|s| s.download.as_mut())
+        {
+            dl.pending_request = None;
+            dl.halted = true;
+        }
+        let retry = self.sessions.get(&peer).map_or(0, |s| s.fleet.retry);
+        let from = match d.method {
+            Method::Tftp => format!(
+                "TFTP from primary {}",
+                d.server.map(|a| a.to_string()).unwrap_or_default()
+            ),
+            _ => format!("HTTPS {}", d.url.as_deref().unwrap_or("")),
+        };
+        info!(
+            "Image Data Request from {wtp}: {image} by {from} ({}, retry {retry}, predownload)",
+            d.role.column()
+        );
+        let mut v = Vec::with_capacity(128);
+        d.encode(&mut v);
+        self.respond(
+            peer,
+            req_type,
+            req_seq,
+            &[
+                Element::ResultCode(ResultCode::Success as u32),
+                Element::VendorSpecific {
+                    vendor: self.cfg.vendor_id,
+                    element_id: crate::capwap::vendor::FLEET_DIRECTION,
+                    data: &v,
+                },
+            ],
+        );
     }
 
     /// Names the images that transfers are using to the source, which drops the others.
@@ -294,6 +368,20 @@ impl Ac {
         let mut elements = vec![Element::ResultCode(ResultCode::Success as u32)];
         if let Some((file_size, md5)) = announced {
             elements.push(Element::ImageInformation { file_size, md5 });
+        }
+        // A primary that downloads by CAPWAP is told it is one: it serves once it has staged.
+        let mut role = Vec::new();
+        if s.fleet.role == Role::Primary {
+            Direction {
+                role: Role::Primary,
+                ..Direction::default()
+            }
+            .encode(&mut role);
+            elements.push(Element::VendorSpecific {
+                vendor: self.cfg.vendor_id,
+                element_id: crate::capwap::vendor::FLEET_DIRECTION,
+                data: &role,
+            });
         }
         self.respond(peer, req_type, req_seq, &elements);
         self.pump_image(peer, now);

@@ -6,7 +6,9 @@
 //! WTP's requests; the AC's own requests (Reset) go through the same one-outstanding-request rule.
 
 pub mod config;
+pub mod fleet;
 pub mod image;
+mod rollout;
 pub mod status;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -28,6 +30,7 @@ use crate::reliable::{Requester, Responder, RetransmitDecision, SeqOrder};
 use crate::time::Instant;
 
 pub use config::{AcConfig, AcTimers};
+pub use fleet::{FleetConfig, FleetSession, HttpsSource, Site};
 pub use image::{AcDownload, Faults};
 
 /// A packet the AC sends.
@@ -97,6 +100,8 @@ pub struct WtpSession {
     data_addr: Option<SocketAddr>,
     /// The image transfer to this WTP, if one was asked for.
     pub download: Option<AcDownload>,
+    /// Its part in a fleet upgrade (`ac::fleet`).
+    pub fleet: FleetSession,
 }
 
 /// Counters for tests and the status table.
@@ -134,6 +139,12 @@ pub struct Ac {
     queued_transfers: bool,
     /// A transfer ended (or a session left) since queued transfers were last looked at.
     transfer_ended: bool,
+    /// The primary AP of each (site, image type), by name (`ac::fleet`).
+    primaries: BTreeMap<(String, String), String>,
+    /// When to look at the fleet's waiting predownloads and the rolling activation again.
+    fleet_tick: Option<Instant>,
+    /// The rolling activation, running or last run (`ac::rollout`).
+    rollout: Option<rollout::Rollout>,
 }
 
 impl Ac {
@@ -144,6 +155,9 @@ impl Ac {
             departed: BTreeMap::new(),
             queued_transfers: false,
             transfer_ended: false,
+            primaries: BTreeMap::new(),
+            fleet_tick: None,
+            rollout: None,
             cfg,
             sessions: BTreeMap::new(),
             builder: PacketBuilder::new(),
@@ -184,6 +198,7 @@ impl Ac {
             .flat_map(|s| [s.deadline, s.requester.poll_timeout()])
             .flatten()
             .chain(self.queued_start_by())
+            .chain(self.fleet_tick)
             .min()
     }
 
@@ -246,6 +261,7 @@ impl Ac {
             deadline: Some(now + t.wait_join),
             data_addr: None,
             download: None,
+            fleet: FleetSession::default(),
         };
         info!("DTLS session up with {peer}; waiting for its Join Request");
         self.sessions.insert(peer, s);
@@ -340,6 +356,14 @@ impl Ac {
         self.expire(now);
         self.start_queued(now);
         self.start_overdue(now);
+        if self.fleet_tick.is_some_and(|t| t <= now) {
+            self.fleet_tick = None;
+        }
+        self.advance_fleet(now);
+        self.advance_rollout(now);
+        if self.fleet_tick.is_none() && (self.fleet_waiting() || self.rollout_running()) {
+            self.fleet_tick = Some(now + Duration::from_secs(1));
+        }
     }
 
     fn expire(&mut self, now: Instant) {
@@ -625,6 +649,12 @@ impl Ac {
                         element_id, data, ..
                     }) = raw.and_then(Element::parse)
                     {
+                        if element_id == crate::capwap::vendor::FLEET_REPORT {
+                            match crate::capwap::fleet::Report::parse(data) {
+                                Ok(r) => self.on_fleet_report(peer, r, now),
+                                Err(e) => info!("fleet report from {peer} ignored: {e}"),
+                            }
+                        }
                         if element_id == crate::capwap::vendor::DOWNLOAD_FAILURE {
                             let name = self
                                 .sessions
@@ -658,6 +688,8 @@ impl Ac {
 
     fn on_join(&mut self, peer: SocketAddr, msg: &ControlMessage<'_>, now: Instant) {
         let mut info = WtpInfo::default();
+        let mut base_mac: Option<[u8; 6]> = None;
+        let mut offer = None;
         let mut radios = Vec::new();
         for raw in msg.elements() {
             match raw.and_then(Element::parse) {
@@ -673,8 +705,19 @@ impl Ac {
                         match it.typ {
                             0 => info.model = text,
                             1 => info.serial = text,
+                            4 => base_mac = it.data.try_into().ok(),
                             _ => {}
                         }
+                    }
+                }
+                Ok(Element::VendorSpecific {
+                    vendor,
+                    element_id: crate::capwap::vendor::FLEET_OFFER,
+                    data,
+                }) if vendor == self.cfg.vendor_id => {
+                    match crate::capwap::fleet::Offer::parse(data) {
+                        Ok(o) => offer = Some(o),
+                        Err(e) => info!("fleet offer from {peer} ignored: {e}"),
                     }
                 }
                 Ok(Element::WtpDescriptor(d)) => {
@@ -737,6 +780,8 @@ impl Ac {
                 s.deadline = Some(now + self.cfg.timers.change_state_pending);
             }
             s.info = info;
+            s.fleet.base_mac = base_mac;
+            s.fleet.offer = offer;
         }
         self.out.push(
             AcTransmit {

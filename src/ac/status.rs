@@ -113,7 +113,88 @@ pub fn table(ac: &Ac, now: Instant) -> String {
         .map(|w| (w, true))
         .chain(ac.departed().map(|w| (w, false)))
         .collect();
-    render(&rows, now)
+    let mut out = render(&rows, now);
+    if ac.config().fleet.active() {
+        fleet_table(ac, &rows, now, &mut out);
+    }
+    if let Some(r) = ac.rollout() {
+        let _ = writeln!(out, "\n{}", r.describe());
+    }
+    out
+}
+
+/// The column titles of the fleet table, the seed's (its second `show ap image` table and
+/// its first's retry columns), tab-separated as the seed prints them.
+pub const FLEET_COLUMNS: [&str; 11] = [
+    "AP Name",
+    "Site",
+    "Primary Image (AP/Controller)",
+    "Backup Image (AP/Controller)",
+    "Predownload Status",
+    "AP Image Type",
+    "Role",
+    "ETA/Percent Complete(AP)",
+    "ETA/Percent Complete(Controller)",
+    "Retry Count",
+    "Method",
+];
+
+/// The fleet view: each AP's site, hardware type, role, progress and method.
+fn fleet_table(ac: &Ac, rows: &[(&WtpSession, bool)], now: Instant, s: &mut String) {
+    let f = &ac.config().fleet;
+    let _ = writeln!(
+        s,
+        "\nEfficient upgrade: {}; out-of-band HTTPS: {}",
+        if f.efficient { "on" } else { "off" },
+        f.https.as_ref().map(|h| h.base.as_str()).unwrap_or("off")
+    );
+    let _ = writeln!(s, "{}", FLEET_COLUMNS.join("\t"));
+    for (w, _) in rows {
+        let d = w.download.as_ref();
+        let kind = ImageStatus::of(d);
+        let status = match kind {
+            ImageStatus::Predownloaded | ImageStatus::Downloaded => "Complete",
+            k => k.column(),
+        };
+        let ap_eta = match d {
+            Some(d) => format!(
+                "{} {}",
+                d.eta(now)
+                    .map(|e| crate::status::format_eta(e.as_secs()))
+                    .unwrap_or_else(|| "--:--:--".into()),
+                d.percent()
+                    .map(|p| format!("{p}%"))
+                    .unwrap_or_else(|| "-".into())
+            ),
+            None => "NA NA".into(),
+        };
+        let image_type = w
+            .fleet
+            .offer
+            .as_ref()
+            .and_then(|o| o.image_type.clone())
+            .or_else(|| d.map(|d| d.image.clone()).filter(|i| !i.is_empty()))
+            .unwrap_or_else(|| "-".into());
+        let method = if d.is_some() {
+            w.fleet.method.column()
+        } else {
+            "-"
+        };
+        let _ = writeln!(
+            s,
+            "{}\t{}\t{} / NA\t{} / NA\t{}\t{}\t{}\t{}\tNA NA\t{}\t{}",
+            dash(&w.info.name),
+            ac.site_of(w),
+            dash(&w.info.primary_version),
+            dash(&w.info.backup_version),
+            status,
+            image_type,
+            w.fleet.role.column(),
+            ap_eta,
+            w.fleet.retry,
+            method
+        );
+    }
 }
 
 /// Renders rows of (session, still connected).
@@ -224,6 +305,7 @@ mod tests {
             deadline: None,
             data_addr: None,
             download,
+            fleet: Default::default(),
         }
     }
 

@@ -539,10 +539,7 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_errors_not_panics() {
-        assert_eq!(
-            Offer::parse(&[2]),
-            Err(FleetError::Truncated { field: 2 })
-        );
+        assert_eq!(Offer::parse(&[2]), Err(FleetError::Truncated { field: 2 }));
         assert_eq!(
             Offer::parse(&[2, 0, 5, 1]),
             Err(FleetError::Truncated { field: 2 })

@@ -79,6 +79,11 @@ pub trait ImageStore {
     fn abort(&mut self);
     /// Where the file is, for logs.
     fn location(&self) -> String;
+    /// The complete file on the file system, when the store keeps one (a primary AP serves
+    /// it to its subordinates, `wtp::fleet`); a slot-mode store has none.
+    fn file(&self) -> Option<PathBuf> {
+        None
+    }
     /// After a failed download: true when it destroyed the backup the other slot held (slot
     /// mode marks that slot `invalid` once the signed head has passed). Asking clears it.
     fn backup_lost(&mut self) -> bool {
@@ -235,6 +240,10 @@ impl ImageStore for FileStore {
 
     fn location(&self) -> String {
         self.path().display().to_string()
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        Some(self.path())
     }
 }
 

@@ -983,6 +983,23 @@ fn control_command(ac: &mut Ac, line: &str, now: Instant) -> String {
     if cmd == "status" {
         return status_table(ac, now);
     }
+    if cmd == "activate-rolling" {
+        // activate-rolling PERCENT [SITE]
+        let percent = who.parse::<u8>().unwrap_or(25);
+        let site = words.next();
+        return match ac.start_rollout(percent, site, now) {
+            Ok(line) => format!("{line}: started\n"),
+            Err(why) => format!("rolling activation refused: {why}\n"),
+        };
+    }
+    if cmd == "predownload" && who == "all" && ac.config().fleet.active() {
+        // A fleet: primaries first, the others once their primary serves (`ac::fleet`).
+        let mut out = String::new();
+        for line in ac.predownload_fleet(now) {
+            let _ = writeln!(out, "predownload {line}");
+        }
+        return out;
+    }
     let targets: Vec<SocketAddr> = if who == "all" {
         ac.sessions().map(|s| s.peer).collect()
     } else {
@@ -998,7 +1015,9 @@ fn control_command(ac: &mut Ac, line: &str, now: Instant) -> String {
             "activate" => ac.activate(peer, now),
             "reset" => ac.reset(peer, now),
             _ => {
-                return format!("unknown command '{cmd}' (predownload, activate, reset, status)\n")
+                return format!(
+                    "unknown command '{cmd}' (predownload, activate, activate-rolling, reset, status)\n"
+                )
             }
         };
         let name = ac

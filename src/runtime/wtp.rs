@@ -223,12 +223,21 @@ async fn stop_requested(
     }
 }
 
+/// The next event of the fetch under way; never, when there is none.
+async fn next_fetch(f: &mut Option<super::fetch::Fetcher>) -> super::fetch::FetchEvent {
+    match f {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What woke the event loop.
 enum Wake {
     Control(std::io::Result<(usize, SocketAddr)>),
     Data(std::io::Result<(usize, SocketAddr)>),
     Timer,
     Hook(HookResult),
+    Fetch(super::fetch::FetchEvent),
     Watchdog,
     Stop,
 }
@@ -257,6 +266,8 @@ struct Agent {
     /// systemd's notification socket (`$NOTIFY_SOCKET`), and the watchdog's ping interval.
     notifier: Option<super::notify::Notifier>,
     watchdog: Option<Duration>,
+    /// The out-of-band fetch under way (a fleet upgrade).
+    fetcher: Option<super::fetch::Fetcher>,
 }
 
 impl Agent {
@@ -365,6 +376,7 @@ impl Agent {
                 retry,
                 seed: crate::rng::Rng::from_entropy().next_u64(),
                 hooks: cfg.hooks.upgrade.is_some(),
+                fleet: cfg.fleet.policy(),
             },
             store,
         );
@@ -394,6 +406,7 @@ impl Agent {
             last_status: WtpStatus::default(),
             status_key: None,
             out: Vec::with_capacity(2048),
+            fetcher: None,
         })
     }
 
@@ -455,6 +468,7 @@ impl Agent {
                 r = self.data.recv_from(&mut dbuf) => Wake::Data(r),
                 _ = &mut timer => Wake::Timer,
                 r = self.hooks.next_done() => Wake::Hook(r),
+                ev = next_fetch(&mut self.fetcher) => Wake::Fetch(ev),
                 _ = tick(&mut watchdog) => Wake::Watchdog,
                 _ = stop_requested(&mut notice, &mut signals) => Wake::Stop,
             };
@@ -482,6 +496,7 @@ impl Agent {
                         self.wtp.precheck_done(r.outcome, now);
                     }
                 }
+                Wake::Fetch(ev) => self.on_fetch(ev, now),
                 Wake::Watchdog => self.notify("WATCHDOG=1"),
                 Wake::Stop => {
                     self.notify("STOPPING=1");
@@ -589,6 +604,13 @@ impl Agent {
                 None => info!("Activating {version}: this board has no slots to switch"),
             },
             Action::Hook(call) => self.hook(call),
+            Action::FetchImage { url, pin, .. } => self.start_fetch(&url, pin, now),
+            Action::CancelFetch => {
+                if self.fetcher.take().is_some() {
+                    info!("Out-of-band fetch stopped");
+                }
+            }
+            Action::ServeImage { file } => self.serve(file),
             Action::Reboot { reason } => {
                 self.save_status();
                 self.hooks.drain().await;
@@ -603,6 +625,42 @@ impl Agent {
             }
         }
         Ok(None)
+    }
+
+    /// Starts the out-of-band fetch the WTP core asked for ([`Action::FetchImage`]).
+    fn start_fetch(&mut self, url: &str, pin: Option<[u8; 32]>, now: crate::time::Instant) {
+        let url = match crate::fetch::FetchUrl::parse(url) {
+            Ok(u) => u,
+            Err(e) => return self.wtp.fetch_done(Err(e.to_string()), now),
+        };
+        let required = self.wtp.config().download.required_bytes;
+        let opts = self.cfg.fetch.options(required);
+        let _ = pin; // PIN-MERGE
+        self.fetcher = Some(super::fetch::Fetcher::start(url, opts));
+    }
+
+    /// What the fetch thread said.
+    fn on_fetch(&mut self, ev: super::fetch::FetchEvent, now: crate::time::Instant) {
+        use super::fetch::FetchEvent;
+        match ev {
+            FetchEvent::Begin(size) => self.wtp.fetch_begin(size, now),
+            FetchEvent::Data(buf) => {
+                let wanted = self.wtp.fetched(&buf, now);
+                match (&self.fetcher, wanted) {
+                    (Some(f), true) => f.recycle(buf),
+                    _ => self.fetcher = None,
+                }
+            }
+            FetchEvent::Done(result) => {
+                self.fetcher = None;
+                self.wtp.fetch_done(result, now);
+            }
+        }
+    }
+
+    /// What the TFTP server for subordinates serves ([`Action::ServeImage`]).
+    fn serve(&mut self, file: Option<(String, std::path::PathBuf)>) {
+        let _ = file;
     }
 
     /// Tells the init system (sd_notify), if one listens.

@@ -178,6 +178,8 @@ pub struct WtpConfig {
     ///
     /// [`Action::Hook`]: super::Action::Hook
     pub hooks: bool,
+    /// What the WTP does in a fleet upgrade (`wtp::fleet`).
+    pub fleet: super::fleet::FleetPolicy,
 }
 
 #[cfg(test)]

@@ -46,8 +46,9 @@ impl DownloadState {
 /// whole image (RFC 5415 §9.1.2: the Result Code says whether the request was good).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingVerdict {
-    pub msg_type: u32,
-    pub seq: u8,
+    /// The AC's last Image Data Request (type, sequence number), answered with the verdict;
+    /// `None` after an out-of-band fetch (a report tells the AC).
+    pub answer: Option<(u32, u8)>,
     pub version: String,
     pub predownload: bool,
 }
@@ -102,6 +103,8 @@ pub struct Download {
     /// PRECHECK's hook runs for this version (and predownload flag): the download starts, or
     /// is refused, with its verdict ([`super::Wtp::precheck_done`]).
     pub prechecking: Option<(String, bool)>,
+    /// The fleet upgrade's part (`wtp::fleet`).
+    pub fleet: super::fleet::FleetDownload,
 }
 
 impl Download {
@@ -124,6 +127,7 @@ impl Download {
             predownload_version: None,
             predownload_retry: None,
             prechecking: None,
+            fleet: Default::default(),
         }
     }
 
@@ -132,6 +136,7 @@ impl Download {
         [
             self.image_deadline,
             self.predownload_retry.as_ref().map(|(_, at)| *at),
+            self.fleet.retry_at,
         ]
         .into_iter()
         .flatten()

@@ -90,6 +90,7 @@ impl Wtp {
             self.download.store.abort();
         }
         self.download.predownloaded = None;
+        self.fleet_new_download(version);
         self.hook(
             HookStage::Precheck,
             Some(version.to_string()),
@@ -196,11 +197,28 @@ impl Wtp {
             name: &image,
         });
         self.builder.element(&Element::InitiateDownload);
+        self.put_fleet_offer();
         self.send_request(MessageType::ImageDataRequest, now);
-        info!(
-            "Image Data Request sent to {}, fileName [{image}]",
-            peer.ip()
-        );
+        let f = &self.download.fleet;
+        if self.cfg.fleet.enabled {
+            // The seed's words: slaveStatus 1 for an AP that was sent to a primary (it asks
+            // again after an attempt at it failed), 0 otherwise.
+            info!(
+                "Image Data Request sent to {}, fileName [{image}], slaveStatus {}{}",
+                peer.ip(),
+                (f.role == crate::capwap::fleet::Role::Subordinate) as u8,
+                if f.retry > 0 {
+                    format!(", retry {}", f.retry)
+                } else {
+                    String::new()
+                }
+            );
+        } else {
+            info!(
+                "Image Data Request sent to {}, fileName [{image}]",
+                peer.ip()
+            );
+        }
     }
 
     /// The controller's answer to our Image Data Request.
@@ -208,6 +226,7 @@ impl Wtp {
         &mut self,
         result: Option<u32>,
         info: Option<(u32, [u8; 16])>,
+        direction: Option<crate::capwap::fleet::Direction>,
         now: Instant,
     ) {
         let Some(peer) = self.peer.as_ref().map(|p| p.control) else {
@@ -252,6 +271,11 @@ impl Wtp {
             }
         }
         self.download.image_deadline = Some(now + self.cfg.timers.image_data_start);
+        if let Some(d) = direction {
+            if self.download.refusal.is_none() {
+                self.follow_direction(d, now);
+            }
+        }
     }
 
     /// One Image Data Request from the controller: a block, the last block, or an abort.
@@ -390,8 +414,7 @@ impl Wtp {
             None,
         );
         self.download.verifying = Some(PendingVerdict {
-            msg_type: msg.msg_type,
-            seq: msg.seq,
+            answer: Some((msg.msg_type, msg.seq)),
             version: t.version.clone(),
             predownload,
         });
@@ -414,7 +437,9 @@ impl Wtp {
         };
         match result {
             Ok(()) => {
-                self.send_response(p.msg_type, p.seq, Some(ResultCode::Success as u32));
+                if let Some((msg_type, seq)) = p.answer {
+                    self.send_response(msg_type, seq, Some(ResultCode::Success as u32));
+                }
                 self.download.retry_count = 0;
                 self.download.last_error = None;
                 self.download.next_retry = None;
@@ -442,8 +467,14 @@ impl Wtp {
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.send_refusal(p.msg_type, p.seq, &reason);
-                self.fail_download(&reason, p.predownload, false, now);
+                match p.answer {
+                    Some((msg_type, seq)) => {
+                        self.send_refusal(msg_type, seq, &reason);
+                        self.fail_download(&reason, p.predownload, false, now);
+                    }
+                    // Out of band: a WTP Event Request tells the AC.
+                    None => self.fail_download(&reason, p.predownload, true, now),
+                }
             }
         }
     }
@@ -536,6 +567,7 @@ impl Wtp {
                 if let Some(v) = &self.download.predownloaded {
                     self.cfg.versions.backup = Some(v.clone());
                 }
+                self.fleet_staged(now);
             }
             Ok(()) => {
                 // §2.3.1 Image Data to Reset (k); §9.1 Figure 6.
@@ -569,6 +601,7 @@ impl Wtp {
     ) {
         let image = self.cfg.identity.image_type.clone();
         warn!("Aborting image download({reason}), {image}");
+        self.stop_fetch();
         let version = self.download.version.clone();
         self.hook(HookStage::Abort, version, predownload, Some(reason));
         self.download.transfer = None;

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod discovery;
 mod download;
+pub mod fleet;
 pub mod hook;
 pub mod image;
 pub mod messages;
@@ -94,6 +95,20 @@ pub enum Action {
     Hook(HookCall),
     /// The agent was asked to stop and has closed its session: exit.
     Exit,
+    /// Fetch the image out of band (a fleet upgrade, `wtp::fleet`) into the download store's
+    /// place, calling [`Wtp::fetch_begin`], [`Wtp::fetched`] for each piece and
+    /// [`Wtp::fetch_done`] at the end. `pin`: the SHA-256 of the HTTPS server's certificate.
+    FetchImage {
+        url: String,
+        pin: Option<[u8; 32]>,
+        size: Option<u64>,
+    },
+    /// Stop the fetch under way; its end is not reported.
+    CancelFetch,
+    /// Serve this file under this name to subordinates over TFTP (`None`: serve nothing).
+    ServeImage {
+        file: Option<(String, std::path::PathBuf)>,
+    },
 }
 
 /// Why a DTLS session failed to come up.
@@ -549,6 +564,7 @@ impl Wtp {
         if let Some(v) = self.download.verifying.take() {
             debug!("verdict on {} no longer awaited: teardown", v.version);
         }
+        self.stop_fetch();
         self.download.image_deadline = None;
         self.download.predownload_retry = None;
         self.requester.cancel();
@@ -631,6 +647,8 @@ impl Wtp {
             &self.session_id,
             self.local_ip,
         );
+        // What this WTP can do in a fleet upgrade, for the AC's choice of primaries.
+        self.put_fleet_offer();
         self.send_request(MessageType::JoinRequest, now);
         info!("Join Request sent to {}", peer.control);
     }
@@ -774,6 +792,10 @@ impl Wtp {
             }
         }
         self.send_pending_image_request(now);
+        if self.state == State::Run {
+            self.fleet_timer(now);
+        }
+        self.send_pending_report(now);
         // §2.3.1(j) and (q): the EchoInterval timer runs in Image Data and Run.
         if matches!(self.state, State::Run | State::ImageData)
             && self.timers.expire(Timer::Echo, now)
@@ -951,6 +973,9 @@ impl Wtp {
             self.on_request(&msg, now);
         } else {
             self.on_response(&msg, now);
+            // The request that was outstanding is answered: what waited for it goes now.
+            self.send_pending_image_request(now);
+            self.send_pending_report(now);
         }
     }
 
@@ -1052,6 +1077,8 @@ impl Wtp {
         let mut timers: Option<(u8, u8)> = None;
         let mut preferred = Vec::new();
         let mut image_info: Option<(u32, [u8; 16])> = None;
+        let mut direction = None;
+        let vendor_id = self.cfg.identity.vendor_id;
         for raw in msg.elements() {
             match raw.and_then(Element::parse) {
                 Ok(Element::ResultCode(c)) => result = Some(c),
@@ -1068,6 +1095,14 @@ impl Wtp {
                 Ok(Element::AcNameWithPriority { priority, name }) => {
                     preferred.push((priority, name.to_string()))
                 }
+                Ok(Element::VendorSpecific {
+                    vendor,
+                    element_id: crate::capwap::vendor::FLEET_DIRECTION,
+                    data,
+                }) if vendor == vendor_id => match crate::capwap::fleet::Direction::parse(data) {
+                    Ok(d) => direction = Some(d),
+                    Err(e) => warn!("fleet direction from the AC ignored: {e}"),
+                },
                 Ok(_) => {}
                 Err(e) => {
                     let from = self.peer.as_ref().map(|p| p.control);
@@ -1142,7 +1177,7 @@ impl Wtp {
             }
             Some(MessageType::EchoResponse) => debug!("Echo Response from AC"),
             Some(MessageType::ImageDataResponse) if self.download.transfer.is_some() => {
-                self.on_image_response(result, image_info, now)
+                self.on_image_response(result, image_info, direction, now)
             }
             Some(other) => debug!("{} accepted", other.name()),
             None => {}
@@ -1203,7 +1238,7 @@ impl Wtp {
             .download
             .verifying
             .as_ref()
-            .is_some_and(|v| v.seq == msg.seq && v.msg_type == msg.msg_type)
+            .is_some_and(|v| v.answer == Some((msg.msg_type, msg.seq)))
         {
             // The AC repeats its last Image Data Request while the image is being verified:
             // its answer follows the verdict (the responder caches it then).

@@ -15,6 +15,11 @@ USAGE:
                                      ask APs in Run to predownload the served image
     acsim activate --config FILE [--ap NAME]
                                      reset APs into the predownloaded image
+    acsim activate --config FILE --rolling [--wave-percent N] [--site S]
+                                     rolling activation: N% (default 25) of each
+                                     site at a time; the next wave when the last
+                                     has rejoined on the new version; halts on the
+                                     first AP that does not (docs/fleet.md)
     acsim reset --config FILE --ap NAME
                                      send a Reset Request
     acsim demo [--dir DIR] [--dtls certificate|psk] [--scenario NAME] [--hold SECONDS]
@@ -100,12 +105,18 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
     }
     let mut config: Option<PathBuf> = None;
     let mut ap: Option<String> = None;
+    let mut rolling = false;
+    let mut wave_percent: u8 = 25;
+    let mut site: Option<String> = None;
     let mut demo = wtpd_harness::demo::DemoOptions::default();
     while let Some(arg) = parser.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(parser.value()?.into()),
             Long("dir") => demo.dir = Some(parser.value()?.into()),
             Long("ap") => ap = Some(parser.value()?.string()?),
+            Long("rolling") => rolling = true,
+            Long("wave-percent") => wave_percent = parser.value()?.parse()?,
+            Long("site") => site = Some(parser.value()?.string()?),
             Long("scenario") => demo.scenario = parser.value()?.string()?.parse()?,
             Long("dtls") => demo.dtls = parser.value()?.string()?.parse()?,
             Long("hold") => demo.hold_secs = parser.value()?.parse()?,
@@ -151,6 +162,17 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             print!("{text}");
             Ok(0)
         }
+        "activate" if rolling => {
+            let path = config.ok_or("activate needs --config FILE")?;
+            let cfg = AcsimConfig::load(&path)?;
+            let line = format!(
+                "activate-rolling {wave_percent} {}",
+                site.as_deref().unwrap_or("")
+            );
+            let answer = control(&cfg, line.trim_end())?;
+            print!("{answer}");
+            Ok(if answer.contains(": started") { 0 } else { 1 })
+        }
         "predownload" | "activate" | "reset" => {
             let path = config.ok_or_else(|| format!("{cmd} needs --config FILE"))?;
             let cfg = AcsimConfig::load(&path)?;
@@ -161,7 +183,13 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             };
             let answer = control(&cfg, &format!("{cmd} {who}"))?;
             print!("{answer}");
-            Ok(if answer.contains(": sent") { 0 } else { 1 })
+            Ok(
+                if answer.contains(": sent") || answer.contains(": predownload queued") {
+                    0
+                } else {
+                    1
+                },
+            )
         }
         "demo" => Ok(wtpd_harness::demo::run(demo)?),
         other => Err(format!("unknown command '{other}' (see --help)").into()),
