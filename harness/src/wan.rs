@@ -569,6 +569,15 @@ impl Link {
     /// A UDP relay on `listen` (port 0 picks one) toward `upstream`, through this link. Each
     /// client address gets its own upstream socket, so the upstream sees distinct peers.
     pub fn udp(&self, listen: SocketAddr, upstream: SocketAddr) -> io::Result<WanUdp> {
+        self.udp_idle(listen, upstream, UDP_IDLE)
+    }
+
+    fn udp_idle(
+        &self,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        idle: Duration,
+    ) -> io::Result<WanUdp> {
         let sock = UdpSocket::bind(listen)?;
         sock.set_nonblocking(true)?;
         let addr = sock.local_addr()?;
@@ -576,7 +585,7 @@ impl Link {
         self.attach(&relay)?;
         let (sh, r) = (self.inner.shared.clone(), relay.clone());
         let sock = Arc::new(sock);
-        let t = spawn("wan-udp", move || run_udp(sh, r, sock, upstream))?;
+        let t = spawn("wan-udp", move || run_udp(sh, r, sock, upstream, idle))?;
         lock(&relay.threads).push(t);
         Ok(WanUdp {
             link: self.clone(),
@@ -695,7 +704,14 @@ fn upstream_socket(upstream: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s)
 }
 
-fn run_udp(sh: Arc<Shared>, relay: Arc<Relay>, listen: Arc<UdpSocket>, upstream: SocketAddr) {
+fn run_udp(
+    sh: Arc<Shared>,
+    relay: Arc<Relay>,
+    listen: Arc<UdpSocket>,
+    upstream: SocketAddr,
+    idle: Duration,
+) {
+    let sweep = idle.min(Duration::from_secs(1));
     let mut clients: HashMap<SocketAddr, Client> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     let mut fds = Vec::new();
@@ -765,9 +781,9 @@ fn run_udp(sh: Arc<Shared>, relay: Arc<Relay>, listen: Arc<UdpSocket>, upstream:
                 }
             }
         }
-        if now.saturating_duration_since(swept) >= Duration::from_secs(1) {
+        if now.saturating_duration_since(swept) >= sweep {
             swept = now;
-            clients.retain(|_, c| now.saturating_duration_since(c.last) < UDP_IDLE);
+            clients.retain(|_, c| now.saturating_duration_since(c.last) < idle);
         }
         relay.clients.store(clients.len(), Ordering::SeqCst);
     }
@@ -1219,6 +1235,32 @@ mod tests {
         assert!(b_src.iter().all(|s| *s == b_src[0]), "{seen:?}");
         assert_ne!(a_src[0], b_src[0]);
         assert_eq!(wan.clients(), 2);
+    }
+
+    #[test]
+    fn udp_idle_clients_are_forgotten() {
+        let server = UdpServer::start(|s, _, from| {
+            let _ = s.send_to(from.to_string().as_bytes(), from);
+        });
+        let link = Link::new(site(1, None)).unwrap();
+        let wan = link
+            .udp_idle(any(), server.addr, Duration::from_millis(200))
+            .unwrap();
+        let c = client();
+        let source = || {
+            c.send_to(b"?", wan.local_addr()).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, _) = c.recv_from(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        };
+        let first = source();
+        assert_eq!(first, source(), "an active client keeps its mapping");
+        assert_eq!(wan.clients(), 1);
+        assert!(wait_until(Duration::from_secs(3), || wan.clients() == 0));
+        // Back after the expiry: a new upstream socket, so another source port (the kernel
+        // picks ephemeral UDP ports at random; the same one again is a 1 in ~28 000 chance).
+        assert_ne!(source(), first);
+        assert_eq!(wan.clients(), 1);
     }
 
     /// Which of 2000 datagrams arrive through a link with loss 0.1 and `seed`.
