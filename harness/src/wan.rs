@@ -1425,6 +1425,7 @@ mod tests {
             rtts.push(t.elapsed());
             assert_eq!(buf, [i; 10]);
         }
+        eprintln!("TCP RTTs {rtts:?}");
         assert!(
             *rtts.iter().min().unwrap() >= Duration::from_millis(50),
             "{rtts:?}"
