@@ -4,8 +4,9 @@
 //!
 //! [`pki`] makes a lab PKI (DTLS and image-signing chains), [`demo`] writes and runs the lab of
 //! `acsim demo`, [`lab`] starts real image servers (tftpd-hpa, sshd, nginx) on loopback,
-//! [`bootloader`] is the simulated board's U-Boot, and [`bins`] finds the workspace's binaries
-//! for the tests.
+//! [`bootloader`] is the simulated board's U-Boot, [`bins`] finds the workspace's binaries
+//! for the tests, and [`wan`] emulates a site's WAN link (delay, rate cap, loss) in user space
+//! for the fleet bench.
 
 pub mod bins;
 pub mod bootloader;
@@ -13,3 +14,4 @@ pub mod demo;
 pub mod lab;
 pub mod load;
 pub mod pki;
+pub mod wan;
