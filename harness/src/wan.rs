@@ -1257,9 +1257,9 @@ mod tests {
         assert_eq!(first, source(), "an active client keeps its mapping");
         assert_eq!(wan.clients(), 1);
         assert!(wait_until(Duration::from_secs(3), || wan.clients() == 0));
-        // Back after the expiry: a new upstream socket, so another source port (the kernel
-        // picks ephemeral UDP ports at random; the same one again is a 1 in ~28 000 chance).
-        assert_ne!(source(), first);
+        // Back after the expiry: a new mapping (its port is the kernel's pick and may by
+        // chance be the old one, so only the count is checked), and the answers still arrive.
+        assert!(!source().is_empty());
         assert_eq!(wan.clients(), 1);
     }
 
