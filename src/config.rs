@@ -493,6 +493,9 @@ pub struct AcsimSite {
     pub aps: Vec<String>,
     /// The operator's primary per hardware type: `{ ap1g8 = "wtp-3" }`.
     pub primary: std::collections::BTreeMap<String, String>,
+    /// The base URL this site's APs are given for HTTPS (a site proxy); the global one when
+    /// absent.
+    pub https_url: Option<String>,
 }
 
 impl AcsimFleetSection {
@@ -530,6 +533,7 @@ impl AcsimFleetSection {
                         .iter()
                         .map(|(t, w)| (t.clone(), w.clone()))
                         .collect(),
+                    https_url: s.https_url.clone(),
                 })
                 .collect(),
         }

@@ -82,7 +82,7 @@ impl std::fmt::Display for DemoError {
 
 impl std::error::Error for DemoError {}
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     let what = what.into();
     move |error| DemoError::Io { what, error }
 }
@@ -304,7 +304,7 @@ impl Tail {
 }
 
 /// A child process that is killed if the demo ends early.
-struct Proc(Option<Child>);
+pub(crate) struct Proc(pub(crate) Option<Child>);
 
 impl Proc {
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -340,7 +340,7 @@ impl Drop for Proc {
     }
 }
 
-fn sibling_binary(name: &str) -> Result<PathBuf, DemoError> {
+pub(crate) fn sibling_binary(name: &str) -> Result<PathBuf, DemoError> {
     if let Some(p) = std::env::var_os(format!("{}_BIN", name.to_ascii_uppercase())) {
         return Ok(PathBuf::from(p));
     }
@@ -357,7 +357,7 @@ fn sibling_binary(name: &str) -> Result<PathBuf, DemoError> {
     }
 }
 
-fn spawn(bin: &Path, args: &[&str], dir: &Path) -> Result<Proc, DemoError> {
+pub(crate) fn spawn(bin: &Path, args: &[&str], dir: &Path) -> Result<Proc, DemoError> {
     let child = Command::new(bin)
         .args(args)
         .current_dir(dir)
@@ -367,7 +367,7 @@ fn spawn(bin: &Path, args: &[&str], dir: &Path) -> Result<Proc, DemoError> {
     Ok(Proc(Some(child)))
 }
 
-fn log_has(path: &Path, needle: &str) -> bool {
+pub(crate) fn log_has(path: &Path, needle: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle))
 }
 

@@ -47,6 +47,8 @@ pub struct Site {
     pub name: String,
     pub members: Vec<String>,
     pub primaries: Vec<(String, String)>,
+    /// The HTTPS base URL for this site's APs (a site proxy), instead of the global one.
+    pub https_url: Option<String>,
 }
 
 impl FleetConfig {
@@ -182,20 +184,28 @@ impl Ac {
         }
         let s = self.sessions.get(&peer)?;
         let offer = s.fleet.offer.clone()?;
+        let site = self.site_of(s);
+        let base = fleet
+            .sites
+            .iter()
+            .find(|x| x.name == site)
+            .and_then(|x| x.https_url.clone());
         let https = fleet
             .https
             .as_ref()
             .filter(|_| offer.can(CAP_HTTPS_FETCH) && !offer.fallback)
             .map(|h| Direction {
                 method: Method::Https,
-                url: Some(format!("{}/{image}", h.base.trim_end_matches('/'))),
+                url: Some(format!(
+                    "{}/{image}",
+                    base.as_deref().unwrap_or(&h.base).trim_end_matches('/')
+                )),
                 pin: h.pin,
                 ..Direction::default()
             });
         if !fleet.efficient {
             return https;
         }
-        let site = self.site_of(s);
         let primary = self.primary_of(&site, image);
         if primary == Some(peer) {
             return Some(Direction {
