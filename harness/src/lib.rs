@@ -4,12 +4,14 @@
 //!
 //! [`pki`] makes a lab PKI (DTLS and image-signing chains), [`demo`] writes and runs the lab of
 //! `acsim demo`, [`lab`] starts real image servers (tftpd-hpa, sshd, nginx) on loopback,
+//! [`https`] is acsim's own HTTPS image server (out-of-band downloads, ranges to resume),
 //! [`bootloader`] is the simulated board's U-Boot, and [`bins`] finds the workspace's binaries
 //! for the tests.
 
 pub mod bins;
 pub mod bootloader;
 pub mod demo;
+pub mod https;
 pub mod lab;
 pub mod load;
 pub mod pki;
