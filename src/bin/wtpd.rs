@@ -29,6 +29,8 @@ FETCH OPTIONS (override the [fetch] table of the configuration):
         --user NAME --password PW --key FILE          SFTP login
         --known-hosts FILE --host-key SHA256:...      SFTP host key check
         --ca FILE                                     HTTPS trust anchors (PEM)
+        --pin-sha256 HEX                              HTTPS: trust only this server
+                                                      certificate (SHA-256 of its DER)
         --timeout SECONDS --retries N                 per packet / connection
         --blksize N --windowsize N                    TFTP options (RFC 2348, 7440)
 
@@ -80,8 +82,8 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             Value(v) if v == "fetch" && !status && fetch.is_none() => fetch = Some(None),
             Value(v) if matches!(fetch, Some(None)) => fetch = Some(Some(v.string()?)),
             Long(
-                name @ ("user" | "password" | "key" | "known-hosts" | "host-key" | "ca" | "timeout"
-                | "retries" | "blksize" | "windowsize"),
+                name @ ("user" | "password" | "key" | "known-hosts" | "host-key" | "ca"
+                | "pin-sha256" | "timeout" | "retries" | "blksize" | "windowsize"),
             ) if fetch.is_some() => {
                 let name = name.to_string();
                 fetch_opts.push((name, Some(parser.value()?.string()?)));

@@ -131,6 +131,11 @@ pub struct FetchOptions {
     /// HTTPS: the CA certificates (PEM) the server's chain must reach; the system bundle
     /// (/etc/ssl/certs/ca-certificates.crt) when not given.
     pub ca_file: Option<PathBuf>,
+    /// HTTPS: the SHA-256 of the server's end-entity certificate (DER). When set, the server
+    /// is trusted if and only if its certificate hashes to it: `ca_file`, the CA and the host
+    /// name are not checked (the handshake signatures are). A mismatch is a `Tls` error with
+    /// both hashes.
+    pub pin_sha256: Option<[u8; 32]>,
     /// Bytes PRECHECK requires when the server does not say the size ([`fetch_to_store`]).
     pub required_bytes: u64,
 }
@@ -149,6 +154,7 @@ impl Default for FetchOptions {
             host_key_sha256: None,
             accept_any_host_key: false,
             ca_file: None,
+            pin_sha256: None,
             required_bytes: 32 * 1024 * 1024,
         }
     }
@@ -374,6 +380,31 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
     openssl::base64::encode_block(bytes)
 }
 
+/// A certificate's SHA-256 as 64 hex digits, upper or lower case, colons allowed
+/// (`AB:CD:...`, as `openssl x509 -fingerprint -sha256` prints it).
+pub fn parse_sha256_pin(text: &str) -> Result<[u8; 32], String> {
+    let digits: Vec<u8> = text.trim().bytes().filter(|b| *b != b':').collect();
+    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut pin = [0u8; 32];
+    if digits.len() != 64 {
+        return Err(format!("{text:.80}: not a SHA-256 (64 hex digits)"));
+    }
+    for (i, pair) in digits.chunks(2).enumerate() {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(h), Some(l)) => pin[i] = h << 4 | l,
+            _ => return Err(format!("{text:.80}: not a SHA-256 (64 hex digits)")),
+        }
+    }
+    Ok(pin)
+}
+
+fn de_pin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    parse_sha256_pin(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// The `[fetch]` table of wtpd.toml: credentials, trust and timeouts for `wtpd fetch`.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -389,6 +420,10 @@ pub struct FetchSection {
     pub accept_any_host_key: bool,
     /// HTTPS: CA certificates (PEM); the system bundle when not given.
     pub ca_file: Option<PathBuf>,
+    /// HTTPS: the server certificate's SHA-256 instead of a CA ([`FetchOptions::pin_sha256`]),
+    /// 64 hex digits, colons allowed (`openssl x509 -noout -fingerprint -sha256` prints it).
+    #[serde(deserialize_with = "de_pin")]
+    pub pin_sha256: Option<[u8; 32]>,
     #[serde(with = "crate::time::secs")]
     pub timeout: Duration,
     pub retries: u32,
@@ -407,6 +442,7 @@ impl Default for FetchSection {
             host_key_sha256: None,
             accept_any_host_key: false,
             ca_file: None,
+            pin_sha256: None,
             timeout: o.timeout,
             retries: o.retries,
             blksize: o.blksize,
@@ -443,6 +479,7 @@ impl FetchSection {
             host_key_sha256: self.host_key_sha256.clone(),
             accept_any_host_key: self.accept_any_host_key,
             ca_file: self.ca_file.clone(),
+            pin_sha256: self.pin_sha256,
             required_bytes,
         }
     }
@@ -466,6 +503,10 @@ impl FetchSection {
             "known-hosts" => self.known_hosts = Some(PathBuf::from(v()?)),
             "host-key" => self.host_key_sha256 = Some(v()?),
             "ca" => self.ca_file = Some(PathBuf::from(v()?)),
+            "pin-sha256" => {
+                self.pin_sha256 =
+                    Some(parse_sha256_pin(&v()?).map_err(|e| format!("--{name}: {e}"))?)
+            }
             "timeout" => {
                 let s = v()?;
                 let t: f64 = s
@@ -481,5 +522,35 @@ impl FetchSection {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_parse_from_hex_with_or_without_colons() {
+        let hex64: String = (0..32).map(|i| format!("{:02x}", i * 7)).collect();
+        let want: Vec<u8> = (0..32).map(|i| (i * 7) as u8).collect();
+        assert_eq!(parse_sha256_pin(&hex64).unwrap().to_vec(), want);
+        let colons: Vec<String> = (0..32).map(|i| format!("{:02X}", i * 7)).collect();
+        assert_eq!(parse_sha256_pin(&colons.join(":")).unwrap().to_vec(), want);
+        for bad in [
+            "",
+            "abc",
+            &hex64[..62],
+            &format!("{hex64}00"),
+            &hex64.replace('0', "g"),
+        ] {
+            assert!(parse_sha256_pin(bad).is_err(), "{bad}");
+        }
+        let mut f = FetchSection::default();
+        assert!(f.set_option("pin-sha256", Some(hex64.clone())).unwrap());
+        assert_eq!(f.options(0).pin_sha256.map(|p| p.to_vec()), Some(want));
+        assert!(f.set_option("pin-sha256", Some("nope".into())).is_err());
+        let t: FetchSection = toml::from_str(&format!("pin_sha256 = \"{hex64}\"\n")).unwrap();
+        assert!(t.pin_sha256.is_some());
+        assert!(toml::from_str::<FetchSection>("pin_sha256 = \"00\"\n").is_err());
     }
 }

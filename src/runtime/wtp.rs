@@ -634,8 +634,10 @@ impl Agent {
             Err(e) => return self.wtp.fetch_done(Err(e.to_string()), now),
         };
         let required = self.wtp.config().download.required_bytes;
-        let opts = self.cfg.fetch.options(required);
-        let _ = pin; // PIN-MERGE
+        let mut opts = self.cfg.fetch.options(required);
+        if pin.is_some() {
+            opts.pin_sha256 = pin;
+        }
         self.fetcher = Some(super::fetch::Fetcher::start(url, opts));
     }
 
