@@ -13,6 +13,7 @@
 pub mod bins;
 pub mod bootloader;
 pub mod demo;
+pub mod fleet;
 pub mod https;
 pub mod lab;
 pub mod load;

@@ -142,6 +142,25 @@ fn run() -> Result<i32, Box<dyn std::error::Error>> {
             let cfg = AcsimConfig::load(&path)?;
             let (target, level) = cfg.log.resolve("acsim")?;
             wtpd::logging::init(target, level)?;
+            // Out-of-band HTTPS downloads: the image folder over HTTPS (docs/fleet.md).
+            let _https = match (cfg.fleet.https_listen, &cfg.image_dir) {
+                (Some(listen), Some(dir)) => {
+                    let read = |p: &Option<PathBuf>, what: &str| {
+                        let p = p.as_ref().ok_or(format!("fleet.{what} is not set"))?;
+                        std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+                    };
+                    let cert = read(&cfg.fleet.https_cert, "https_cert")?;
+                    let key = read(&cfg.fleet.https_key, "https_key")?;
+                    Some(wtpd_harness::https::HttpsImageServer::start(
+                        listen,
+                        dir.clone(),
+                        &cert,
+                        &key,
+                    )?)
+                }
+                (Some(_), None) => return Err("fleet.https_listen needs image_dir".into()),
+                _ => None,
+            };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
