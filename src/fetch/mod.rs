@@ -15,6 +15,7 @@ pub mod https;
 pub mod sftp;
 pub mod spool;
 pub mod tftp;
+pub mod tftpd;
 pub mod url;
 
 use std::fmt;
