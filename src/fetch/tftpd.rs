@@ -107,10 +107,10 @@ pub enum Refusal {
     NotFound,
     /// `max_transfers` are running.
     Busy(usize),
-    /// The served file cannot be opened.
-    Unreadable(io::ErrorKind),
+    /// The served file cannot be opened (it was removed: `not_found`).
+    Unreadable { not_found: bool, error: String },
     /// No socket or thread for the transfer.
-    NoResources(io::ErrorKind),
+    NoResources(String),
 }
 
 impl Refusal {
@@ -120,12 +120,16 @@ impl Refusal {
             Refusal::Malformed | Refusal::NotARequest(_) => ERR_ILLEGAL,
             Refusal::Write => ERR_ACCESS,
             Refusal::NotFound => ERR_NOT_FOUND,
-            Refusal::Unreadable(io::ErrorKind::NotFound) => ERR_NOT_FOUND,
-            Refusal::Mode(_)
-            | Refusal::NotReady
-            | Refusal::Busy(_)
-            | Refusal::Unreadable(_)
-            | Refusal::NoResources(_) => ERR_UNDEFINED,
+            Refusal::Unreadable { not_found, .. } => {
+                if *not_found {
+                    ERR_NOT_FOUND
+                } else {
+                    ERR_UNDEFINED
+                }
+            }
+            Refusal::Mode(_) | Refusal::NotReady | Refusal::Busy(_) | Refusal::NoResources(_) => {
+                ERR_UNDEFINED
+            }
         }
     }
 }
@@ -140,8 +144,8 @@ impl fmt::Display for Refusal {
             Refusal::NotReady => f.write_str("image not ready"),
             Refusal::NotFound => f.write_str("File not found"),
             Refusal::Busy(n) => write!(f, "server busy ({n} transfers)"),
-            Refusal::Unreadable(k) => write!(f, "image not readable: {k}"),
-            Refusal::NoResources(k) => write!(f, "no resources for a transfer: {k}"),
+            Refusal::Unreadable { error, .. } => write!(f, "image not readable: {error}"),
+            Refusal::NoResources(e) => write!(f, "no resources for a transfer: {e}"),
         }
     }
 }
@@ -795,15 +799,12 @@ fn on_request(
     let file = match File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
         Ok(f) => f,
         Err(e) => {
-            warn!("TFTP: cannot read {}: {e}", path.display());
             drop(active);
-            return refuse_to(
-                shared,
-                sock,
-                peer,
-                Some(&name),
-                &Refusal::Unreadable(e.kind()),
-            );
+            let why = Refusal::Unreadable {
+                not_found: e.kind() == io::ErrorKind::NotFound,
+                error: e.to_string(),
+            };
+            return refuse_to(shared, sock, peer, Some(&name), &why);
         }
     };
     let (file, size) = file;
@@ -813,7 +814,7 @@ fn on_request(
         Ok(s) => s,
         Err(e) => {
             drop(active);
-            let why = Refusal::NoResources(e.kind());
+            let why = Refusal::NoResources(format!("socket: {e}"));
             return refuse_to(shared, sock, peer, Some(&name), &why);
         }
     };
@@ -832,13 +833,8 @@ fn on_request(
         Ok(h) => transfers.push(h),
         Err(e) => {
             lock(&shared.active).remove(&peer);
-            refuse_to(
-                shared,
-                sock,
-                peer,
-                Some(&name),
-                &Refusal::NoResources(e.kind()),
-            );
+            let why = Refusal::NoResources(format!("thread: {e}"));
+            refuse_to(shared, sock, peer, Some(&name), &why);
         }
     }
 }
@@ -906,10 +902,6 @@ fn run_transfer(
         if t.outcome().is_some() {
             break;
         }
-        if shared.stop.load(Ordering::Relaxed) {
-            t.abort();
-            continue;
-        }
         let wait = t
             .poll_timeout()
             .map_or(TICK, |d| d.saturating_since(now()))
@@ -928,6 +920,10 @@ fn run_transfer(
             }
         }
         t.handle_timeout(now());
+        // After what was already received: a final ACK is not lost to a stop.
+        if shared.stop.load(Ordering::Relaxed) {
+            t.abort();
+        }
     }
     let secs = origin.elapsed().as_secs_f64();
     match t.outcome() {
@@ -1023,7 +1019,7 @@ mod tests {
 
         // Smaller than the caps: granted as asked.
         let n = negotiate(&opts(&[("BLKSIZE", "512"), ("windowsize", "4")]), 9, &cfg);
-        assert_eq!((n.blksize, n.windowsize), (1468.min(512), 4));
+        assert_eq!((n.blksize, n.windowsize), (512, 4));
 
         // Invalid values are refused by leaving them out; repeated names count once.
         let n = negotiate(
