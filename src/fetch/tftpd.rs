@@ -164,7 +164,7 @@ pub enum Verdict {
 /// Whether `asked` names the served file: the same name, with or without one leading `/` (a
 /// `tftp://host/ap1g8` URL asks for `/ap1g8`). Nothing else: no folders, no `..`.
 pub fn names_served(asked: &str, served: &str) -> bool {
-    asked.strip_prefix('/').unwrap_or(asked) == served
+    !served.is_empty() && asked.strip_prefix('/').unwrap_or(asked) == served
 }
 
 /// Decides about `datagram` on the listening port. `served`: the name served, `None` when the
@@ -1083,6 +1083,7 @@ mod tests {
                 "{name}"
             );
         }
+        assert_eq!(why(check(&rrq("/", &[]), Some(""), 0)).0, 1);
         let wrq = b"\0\x02ap1g8\0octet\0";
         assert_eq!(why(check(wrq, Some("ap1g8"), 0)).0, 2);
         let ascii = b"\0\x01ap1g8\0netascii\0";
