@@ -2,7 +2,8 @@
 //! RFC 2347-2349 and 7440), SFTP (libssh2) and HTTPS (rustls). Used by acsim, which fetches the
 //! images of other hardware types and forwards them to the APs as they arrive
 //! ([`spool::RemoteSource`]), and by `wtpd fetch`, the AP's own download into its download
-//! directory ([`fetch_to_store`]).
+//! directory ([`fetch_to_store`]). [`tftpd`] is the other side: the TFTP server through which
+//! a site's primary AP passes its staged image on to the subordinate APs of its model.
 //!
 //! The clients are blocking (std sockets with timeouts) and push what arrives into a [`Sink`]:
 //! nothing here holds an image in memory. acsim runs them in a thread; `wtpd fetch` runs one
@@ -15,6 +16,7 @@ pub mod https;
 pub mod sftp;
 pub mod spool;
 pub mod tftp;
+pub mod tftpd;
 pub mod url;
 
 use std::fmt;

@@ -6,6 +6,9 @@
 //! Every wait is bounded: a packet is retransmitted after `timeout`, and after `retries`
 //! retransmissions without progress the download ends with `Timed out`. Block numbers roll
 //! over from 65535 to 0, as tftpd-hpa and atftp do for files above 32 MiB at 512 bytes.
+//!
+//! The packet codec ([`parse`] and the encoders) reads and writes both directions: the server
+//! of [`super::tftpd`] uses it for the requests and acknowledgements it receives.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -15,33 +18,100 @@ use log::{debug, info};
 use super::{resolve, FetchError, FetchErrorKind, FetchOptions, FetchUrl, Sink};
 
 const RRQ: u16 = 1;
+const WRQ: u16 = 2;
 const DATA: u16 = 3;
 const ACK: u16 = 4;
 const ERROR: u16 = 5;
 const OACK: u16 = 6;
 
 /// Error codes (RFC 1350 §5, RFC 2347).
-const ERR_NOT_FOUND: u16 = 1;
-const ERR_UNKNOWN_TID: u16 = 5;
-const ERR_OPTIONS: u16 = 8;
+pub(crate) const ERR_UNDEFINED: u16 = 0;
+pub(crate) const ERR_NOT_FOUND: u16 = 1;
+pub(crate) const ERR_ACCESS: u16 = 2;
+pub(crate) const ERR_ILLEGAL: u16 = 4;
+pub(crate) const ERR_UNKNOWN_TID: u16 = 5;
+pub(crate) const ERR_OPTIONS: u16 = 8;
 
 /// What a received datagram says. Public, with [`parse`] and [`agree`], for the fuzz target
-/// (fuzz/fuzz_targets/tftp.rs): these are the server-controlled inputs of a download.
+/// (fuzz/fuzz_targets/tftp.rs): these are the server-controlled inputs of a download, and the
+/// client-controlled inputs of the server ([`Packet::Request`], [`Packet::Ack`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Packet<'a> {
-    Data { block: u16, data: &'a [u8] },
-    Error { code: u16, message: String },
+    /// RRQ or WRQ.
+    Request(Request),
+    Data {
+        block: u16,
+        data: &'a [u8],
+    },
+    Ack {
+        block: u16,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
     Oack(Vec<(String, String)>),
     Other(u16),
 }
 
-/// Reads one datagram from the server; `None` when it is too short or a malformed OACK.
+/// A read or write request (RFC 1350 §5) with its options (RFC 2347), names lowercased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub write: bool,
+    pub filename: String,
+    /// Lowercased: `octet`, `netascii`, `mail`.
+    pub mode: String,
+    pub options: Vec<(String, String)>,
+}
+
+/// `name\0value\0` pairs, every field NUL-terminated (OACK, and the options of a request);
+/// `None` when a value is missing, a name is empty or the last NUL is.
+fn option_pairs<'a>(mut fields: impl Iterator<Item = &'a [u8]>) -> Option<Vec<(String, String)>> {
+    let mut opts = Vec::new();
+    while let Some(name) = fields.next() {
+        let value = fields.next()?;
+        if name.is_empty() {
+            return None;
+        }
+        opts.push((
+            String::from_utf8_lossy(name).to_ascii_lowercase(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    Some(opts)
+}
+
+/// Reads one datagram; `None` when it is too short or a malformed OACK or request.
 pub fn parse(buf: &[u8]) -> Option<Packet<'_>> {
     if buf.len() < 2 {
         return None;
     }
     let op = u16::from_be_bytes([buf[0], buf[1]]);
     match op {
+        RRQ | WRQ => {
+            // filename\0mode\0, then option pairs.
+            let body = buf[2..].strip_suffix(&[0])?;
+            let mut fields = body.split(|&b| b == 0);
+            let filename = fields.next()?;
+            let mode = fields.next()?;
+            if filename.is_empty() || mode.is_empty() {
+                return None;
+            }
+            Some(Packet::Request(Request {
+                write: op == WRQ,
+                filename: String::from_utf8_lossy(filename).into_owned(),
+                mode: String::from_utf8_lossy(mode).to_ascii_lowercase(),
+                options: option_pairs(fields)?,
+            }))
+        }
+        ACK => {
+            if buf.len() < 4 {
+                return None;
+            }
+            Some(Packet::Ack {
+                block: u16::from_be_bytes([buf[2], buf[3]]),
+            })
+        }
         DATA => {
             if buf.len() < 4 {
                 return None;
@@ -64,51 +134,55 @@ pub fn parse(buf: &[u8]) -> Option<Packet<'_>> {
             })
         }
         OACK => {
-            // name\0value\0 pairs; every field NUL-terminated.
             let body = &buf[2..];
-            let mut opts = Vec::new();
             if body.is_empty() {
-                return Some(Packet::Oack(opts));
+                return Some(Packet::Oack(Vec::new()));
             }
             let body = body.strip_suffix(&[0])?;
-            let mut fields = body.split(|&b| b == 0);
-            while let Some(name) = fields.next() {
-                let value = fields.next()?;
-                if name.is_empty() {
-                    return None;
-                }
-                opts.push((
-                    String::from_utf8_lossy(name).to_ascii_lowercase(),
-                    String::from_utf8_lossy(value).into_owned(),
-                ));
-            }
-            Some(Packet::Oack(opts))
+            option_pairs(body.split(|&b| b == 0)).map(Packet::Oack)
         }
         other => Some(Packet::Other(other)),
     }
 }
 
-fn rrq(path: &str, options: &[(&str, String)]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(64 + path.len());
-    p.extend_from_slice(&RRQ.to_be_bytes());
-    p.extend_from_slice(path.as_bytes());
-    p.push(0);
-    p.extend_from_slice(b"octet\0");
+fn push_options(p: &mut Vec<u8>, options: &[(&str, String)]) {
     for (k, v) in options {
         p.extend_from_slice(k.as_bytes());
         p.push(0);
         p.extend_from_slice(v.as_bytes());
         p.push(0);
     }
+}
+
+pub(crate) fn rrq(path: &str, options: &[(&str, String)]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64 + path.len());
+    p.extend_from_slice(&RRQ.to_be_bytes());
+    p.extend_from_slice(path.as_bytes());
+    p.push(0);
+    p.extend_from_slice(b"octet\0");
+    push_options(&mut p, options);
     p
 }
 
-fn ack(block: u16) -> [u8; 4] {
+/// An OACK with `options` (RFC 2347).
+pub(crate) fn oack(options: &[(&str, String)]) -> Vec<u8> {
+    let mut p = OACK.to_be_bytes().to_vec();
+    push_options(&mut p, options);
+    p
+}
+
+/// The 4-byte header of DATA `block`; the data follows it in the same datagram.
+pub(crate) fn data_header(block: u16) -> [u8; 4] {
+    let b = block.to_be_bytes();
+    [0, DATA as u8, b[0], b[1]]
+}
+
+pub(crate) fn ack(block: u16) -> [u8; 4] {
     let b = block.to_be_bytes();
     [0, ACK as u8, b[0], b[1]]
 }
 
-fn error_packet(code: u16, msg: &str) -> Vec<u8> {
+pub(crate) fn error_packet(code: u16, msg: &str) -> Vec<u8> {
     let mut p = vec![0, ERROR as u8];
     p.extend_from_slice(&code.to_be_bytes());
     p.extend_from_slice(msg.as_bytes());
@@ -396,8 +470,8 @@ impl Client<'_> {
                     return Err(self.err(error_kind(code, message)))
                 }
                 Some(Packet::Oack(_)) => continue, // a late duplicate OACK: our ACK 0 went out
-                Some(Packet::Other(op)) => {
-                    debug!("{}: ignoring TFTP opcode {op}", self.url);
+                Some(other) => {
+                    debug!("{}: ignoring {other:?}", self.url);
                     continue;
                 }
                 None => continue,
@@ -478,6 +552,32 @@ mod tests {
             ]))
         );
         assert_eq!(parse(b"\0\x06tsize\0"), None, "option without value");
+        assert_eq!(parse(&[0, 4, 1, 2]), Some(Packet::Ack { block: 258 }));
+        assert_eq!(parse(&[0, 4, 1]), None);
+        assert_eq!(
+            parse(b"\0\x01ap1g8\0OCTET\0BlkSize\x001468\0tsize\x000\0"),
+            Some(Packet::Request(Request {
+                write: false,
+                filename: "ap1g8".into(),
+                mode: "octet".into(),
+                options: vec![
+                    ("blksize".into(), "1468".into()),
+                    ("tsize".into(), "0".into())
+                ],
+            }))
+        );
+        assert!(matches!(
+            parse(b"\0\x02ap1g8\0octet\0"),
+            Some(Packet::Request(Request { write: true, .. }))
+        ));
+        assert_eq!(parse(b"\0\x01ap1g8\0octet"), None, "no final NUL");
+        assert_eq!(parse(b"\0\x01ap1g8\0"), None, "no mode");
+        assert_eq!(parse(b"\0\x01\0octet\0"), None, "no file name");
+        assert_eq!(
+            parse(b"\0\x01a\0octet\0blksize\0"),
+            None,
+            "option without value"
+        );
         for n in 0..64u8 {
             let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ n).collect();
             let _ = parse(&junk);
@@ -489,6 +589,12 @@ mod tests {
         let p = rrq("/EWC/ap1g8", &[("blksize", "1468".into())]);
         assert_eq!(p, b"\0\x01/EWC/ap1g8\0octet\0blksize\x001468\0");
         assert_eq!(ack(258), [0, 4, 1, 2]);
+        assert_eq!(data_header(65535), [0, 3, 255, 255]);
+        assert_eq!(
+            oack(&[("blksize", "1024".into()), ("tsize", "7".into())]),
+            b"\0\x06blksize\x001024\0tsize\x007\0"
+        );
+        assert_eq!(parse(&oack(&[])), Some(Packet::Oack(vec![])));
     }
 
     #[test]
