@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::demo::{
-    free_port_pair, io, sibling_binary, spawn, write_board_storage, write_image_folder,
-    DemoError, Proc, AP_BACKUP_VERSION, AP_VERSION, CONTROLLER_VERSION, SIM_BOARD,
+    free_port_pair, io, sibling_binary, spawn, write_board_storage, write_image_folder, DemoError,
+    Proc, AP_BACKUP_VERSION, AP_VERSION, CONTROLLER_VERSION, SIM_BOARD,
 };
 use crate::wan::{Link, WanConfig, WanTcp, WanUdp};
 
@@ -45,7 +45,11 @@ impl std::str::FromStr for FleetMethod {
             "efficient" => FleetMethod::Efficient,
             "efficient-https" => FleetMethod::EfficientHttps,
             "https" => FleetMethod::Https,
-            o => return Err(format!("{o}: use capwap, efficient, efficient-https or https")),
+            o => {
+                return Err(format!(
+                    "{o}: use capwap, efficient, efficient-https or https"
+                ))
+            }
         })
     }
 }
@@ -88,7 +92,6 @@ impl Default for FleetOptions {
 }
 
 /// One AP of the lab.
-#[derive(Debug)]
 pub struct FleetAp {
     pub name: String,
     pub site: String,
@@ -136,6 +139,11 @@ pub struct FleetLab {
     tails: Vec<(PathBuf, String, u64)>,
 }
 
+/// The binary next to this one (acsim running the demo), else the tests' and benches'.
+fn binary(name: &str) -> PathBuf {
+    sibling_binary(name).unwrap_or_else(|_| crate::bins::path(name))
+}
+
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {
     std::fs::write(path, text).map_err(io(format!("write {}", path.display())))
 }
@@ -167,7 +175,10 @@ impl FleetLab {
         let ac: SocketAddr = ([127, 0, 0, 1], port).into();
         let https_port = crate::lab::free_port(false).map_err(DemoError::Setup)?;
         let https: SocketAddr = ([127, 0, 0, 1], https_port).into();
-        let uses_https = matches!(opts.method, FleetMethod::EfficientHttps | FleetMethod::Https);
+        let uses_https = matches!(
+            opts.method,
+            FleetMethod::EfficientHttps | FleetMethod::Https
+        );
 
         // The APs, and each site's way to the controller.
         let mut aps = Vec::new();
@@ -264,8 +275,8 @@ impl FleetLab {
             }
         );
         write(&dir.join("acsim.toml"), &acsim)?;
-        let acsim_bin = sibling_binary("acsim")?;
-        let wtpd_bin = sibling_binary("wtpd")?;
+        let acsim_bin = binary("acsim");
+        let wtpd_bin = binary("wtpd");
         let acsim = spawn(&acsim_bin, &["run", "--config", "acsim.toml"], &dir)?;
         let mut tails = vec![(dir.join("acsim.log"), "acsim".to_string(), 0)];
         for ap in &aps {
@@ -318,7 +329,10 @@ impl FleetLab {
                     }
                     p.0 = None;
                 }
-                println!("{}: watchdog: the trial image's agent never joined; reset", self.aps[i].name);
+                println!(
+                    "{}: watchdog: the trial image's agent never joined; reset",
+                    self.aps[i].name
+                );
                 let _ = self.reboot(i);
                 continue;
             }

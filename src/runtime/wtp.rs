@@ -268,6 +268,8 @@ struct Agent {
     watchdog: Option<Duration>,
     /// The out-of-band fetch under way (a fleet upgrade).
     fetcher: Option<super::fetch::Fetcher>,
+    /// The TFTP server that serves the staged image to subordinates (`[fleet] serve`).
+    tftpd: Option<crate::fetch::tftpd::TftpServer>,
 }
 
 impl Agent {
@@ -380,6 +382,26 @@ impl Agent {
             },
             store,
         );
+        let mut wtp = wtp;
+        let tftpd = match cfg.fleet.serve.filter(|_| cfg.fleet.enabled) {
+            Some(bind) => {
+                let server =
+                    crate::fetch::tftpd::TftpServer::start(crate::fetch::tftpd::TftpdConfig {
+                        bind,
+                        max_transfers: cfg.fleet.max_transfers.max(1),
+                        ..crate::fetch::tftpd::TftpdConfig::default()
+                    })
+                    .map_err(io_err(format!("TFTP server on {bind}")))?;
+                let at = server.local_addr();
+                // An unspecified address is advertised as the one towards the controller,
+                // once there is one (`connect`).
+                if !at.ip().is_unspecified() {
+                    wtp.set_fleet_endpoint(Some(at));
+                }
+                Some(server)
+            }
+            None => None,
+        };
         let hooks = Hooks::new(cfg.hooks.upgrade.clone(), cfg.hooks.timeout);
         let notifier = super::notify::Notifier::from_env().unwrap_or_else(|e| {
             warn!("{e}: no notifications to the init system");
@@ -407,6 +429,7 @@ impl Agent {
             status_key: None,
             out: Vec::with_capacity(2048),
             fetcher: None,
+            tftpd,
         })
     }
 
@@ -662,7 +685,13 @@ impl Agent {
 
     /// What the TFTP server for subordinates serves ([`Action::ServeImage`]).
     fn serve(&mut self, file: Option<(String, std::path::PathBuf)>) {
-        let _ = file;
+        match &self.tftpd {
+            Some(t) => t.serve(file),
+            None if file.is_some() => {
+                warn!("asked to serve the image, but no [fleet] serve address is set")
+            }
+            None => {}
+        }
     }
 
     /// Tells the init system (sd_notify), if one listens.
@@ -699,6 +728,13 @@ impl Agent {
     fn connect(&mut self, peer: SocketAddr) {
         if let Some(ip) = local_ip_towards(peer) {
             self.wtp.set_local_ip(ip);
+            if let Some(t) = &self.tftpd {
+                let at = t.local_addr();
+                if at.ip().is_unspecified() {
+                    self.wtp
+                        .set_fleet_endpoint(Some(SocketAddr::new(ip, at.port())));
+                }
+            }
         }
         let now = self.clock.now();
         self.link = match &self.ctx {
