@@ -112,3 +112,104 @@ fn efficient_upgrade_sends_one_image_per_site_and_model_over_the_controller() {
         );
     }
 }
+
+#[test]
+fn a_primary_killed_mid_transfer_is_replaced_and_nothing_is_half_installed() {
+    let mut opts = options("kill", FleetMethod::Efficient);
+    opts.per_model = 3;
+    opts.image_size = 4 << 20;
+    let mut lab = FleetLab::start(opts).unwrap();
+    assert!(lab.wait_joined(Duration::from_secs(60)), "{}", lab.status());
+    lab.control("predownload all").unwrap();
+    // The first primary downloads from the controller; kill it once it is under way.
+    let primary = "branch-1-ap1g8-1";
+    let started = lab.wait(Duration::from_secs(60), |lab| {
+        lab.rows()
+            .iter()
+            .any(|r| r.name == primary && r.status == "Predownloading")
+    });
+    assert!(started, "{}", lab.status());
+    lab.kill(primary);
+    // Another is elected, downloads from the controller and serves the last one.
+    let done = lab.wait(Duration::from_secs(180), |lab| {
+        lab.rows()
+            .iter()
+            .filter(|r| r.name != primary && r.status == "Complete")
+            .count()
+            == 2
+    });
+    let status = lab.status();
+    assert!(done, "{status}");
+    let acsim = std::fs::read_to_string(lab.opts.dir.join("acsim.log")).unwrap();
+    assert!(
+        acsim.contains(&format!("(was {primary}, gone)")),
+        "no re-election in acsim's log"
+    );
+    let rows = lab.rows();
+    let survivors: Vec<&FleetRow> = rows.iter().filter(|r| r.name != primary).collect();
+    assert_eq!(
+        survivors.iter().filter(|r| r.role == "Master").count(),
+        1,
+        "{status}"
+    );
+    assert_images(&lab, &survivors.into_iter().cloned().collect::<Vec<_>>());
+    // The killed AP wrote nothing to its slot b: its environment still boots a with b good.
+    let killed = lab.aps.iter().find(|a| a.name == primary).unwrap();
+    let env = std::process::Command::new("fw_printenv")
+        .args(["-c", "fw_env.config"])
+        .current_dir(&killed.dir)
+        .output()
+        .unwrap();
+    let env = String::from_utf8_lossy(&env.stdout);
+    assert!(env.contains("boot_slot=a"), "{env}");
+    assert!(!env.contains("slot_b_version=17.9.4.27"), "{env}");
+}
+
+#[test]
+fn primaries_fetch_over_https_and_subordinates_from_them() {
+    let mut opts = options("https", FleetMethod::EfficientHttps);
+    opts.per_model = 3;
+    let mut lab = FleetLab::start(opts).unwrap();
+    assert!(lab.wait_joined(Duration::from_secs(60)), "{}", lab.status());
+    let rows = predownload(&mut lab, Duration::from_secs(120));
+    let master: Vec<_> = rows.iter().filter(|r| r.role == "Master").collect();
+    assert_eq!(master.len(), 1, "{rows:?}");
+    assert_eq!(master[0].method, "HTTPS");
+    assert!(rows
+        .iter()
+        .filter(|r| r.role == "Slave")
+        .all(|r| r.method == "TFTP from primary"));
+    assert_images(&lab, &rows);
+    let acsim = std::fs::read_to_string(lab.opts.dir.join("acsim.log")).unwrap();
+    assert!(acsim.contains("HTTPS: GET /ap1g8"), "acsim served no HTTPS");
+}
+
+#[test]
+fn a_rolling_activation_halts_on_an_image_that_never_commits() {
+    let mut opts = options("rolling", FleetMethod::Efficient);
+    opts.per_model = 4;
+    // The second wave's first AP (names sort: -1, -2 in wave 1; -3, -4 in wave 2).
+    opts.never_commit = vec!["branch-1-ap1g8-3".into()];
+    let mut lab = FleetLab::start(opts).unwrap();
+    assert!(lab.wait_joined(Duration::from_secs(60)), "{}", lab.status());
+    predownload(&mut lab, Duration::from_secs(120));
+    let answer = lab.control("activate-rolling 50").unwrap();
+    assert!(answer.contains("in 2 waves"), "{answer}");
+    let halted = lab.wait(Duration::from_secs(180), |lab| {
+        lab.status().contains("Rolling activation: HALTED")
+    });
+    let status = lab.status();
+    assert!(halted, "{status}");
+    assert!(
+        status.contains("branch-1-ap1g8-3 rejoined on 17.3.3.26, not 17.9.4.27"),
+        "{status}"
+    );
+    let rows = lab.rows();
+    let version = |n: &str| rows.iter().find(|r| r.name == n).unwrap().primary.clone();
+    // Wave 1 runs the new image; the AP that rolled back runs the old one again.
+    assert_eq!(version("branch-1-ap1g8-1"), CONTROLLER_VERSION);
+    assert_eq!(version("branch-1-ap1g8-2"), CONTROLLER_VERSION);
+    assert_eq!(version("branch-1-ap1g8-3"), "17.3.3.26");
+    let ap = lab.aps.iter().find(|a| a.name == "branch-1-ap1g8-3").unwrap();
+    assert!(ap.reboots >= 4, "trial boots then the rollback: {}", ap.reboots);
+}
