@@ -395,6 +395,9 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
     }
     let _ = std::fs::remove_dir_all(dir.join("state"));
     let _ = std::fs::remove_dir_all(dir.join("tmp"));
+    if opts.scenario == Scenario::Fleet {
+        return crate::fleet::demo(dir, opts.image_size);
+    }
     let port = free_port_pair().map_err(io("pick a UDP port"))?;
     let listen = write_lab(&dir, opts.dtls, port)?;
     prepare_scenario(&dir, opts.scenario, opts.image_size)?;
@@ -467,6 +470,8 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
                 ok
             };
         match sc {
+            // Run by `fleet::demo` above.
+            Scenario::Fleet => {}
             Scenario::Join => {
                 if expect(&mut notes, &mut tails, &wlog, "CAPWAP State: Run", 60) {
                     wait_until(Duration::from_secs(opts.hold_secs), &mut tails, || false);
@@ -813,6 +818,8 @@ pub enum Scenario {
     Stall,
     /// acsim tears DTLS down in the middle of the transfer.
     Teardown,
+    /// A fleet at two sites, predownloaded efficiently, activated in waves (`fleet::demo`).
+    Fleet,
 }
 
 impl FromStr for Scenario {
@@ -826,9 +833,10 @@ impl FromStr for Scenario {
             "timeout" => Scenario::Timeout,
             "stall" => Scenario::Stall,
             "teardown" => Scenario::Teardown,
+            "fleet" => Scenario::Fleet,
             other => {
                 return Err(format!(
-                    "--scenario {other}: use join, upgrade, predownload, missing-image, timeout, stall or teardown"
+                    "--scenario {other}: use join, upgrade, predownload, missing-image, timeout, stall, teardown or fleet"
                 ))
             }
         })

@@ -34,6 +34,9 @@ USAGE:
                                        Echoes, then activate
                                      missing-image, timeout, stall, teardown: the seed's
                                        failures, each aborted cleanly and retried
+                                     fleet: 8 wtpd of two types at two sites, efficient
+                                       predownload, rolling activation, WAN bytes
+                                       (docs/fleet.md)
                                      --source tftp|sftp|https: acsim fetches the image
                                        from a real tftpd-hpa, sshd or nginx the demo
                                        starts on loopback (docs/image-servers.md)
