@@ -271,6 +271,8 @@ impl Ac {
                 }
                 if s.fleet.role == Role::Primary {
                     info!("Efficient upgrade: primary {name} serves its image to its subordinates");
+                    // Its subordinates' predownloads go now, not at the next tick.
+                    self.advance_fleet(now);
                 }
             }
             // The reason comes in the Download Failure element beside it.
