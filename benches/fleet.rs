@@ -10,7 +10,7 @@
 //!
 //!     cargo build --release --bins && cargo bench --bench fleet
 //!
-//! Knobs: WTPD_FLEET_IMAGE (bytes of each image's rootfs, default 262144), WTPD_FLEET_PER_MODEL,
+//! Knobs: WTPD_FLEET_IMAGE (bytes of each image's rootfs, default 1048576), WTPD_FLEET_PER_MODEL,
 //! WTPD_FLEET_LOSS, WTPD_FLEET_SINGLE_IMAGE (the single-AP image, default 524288).
 
 use std::time::{Duration, Instant};
@@ -90,10 +90,14 @@ fn run(method: FleetMethod, name: &'static str, per_model: usize, size: u64, los
     assert!(done, "{name}: not every AP predownloaded:\n{}", lab.status());
     let wan_down = lab.wan_bytes().iter().map(|(_, d, _)| d).sum::<u64>() - base;
     let rows = lab.rows();
-    let from_controller = rows
-        .iter()
-        .filter(|r| r.method == "CAPWAP" || r.method == "HTTPS")
-        .count();
+    // Without a fleet configured acsim prints no fleet table: every AP is served by CAPWAP.
+    let from_controller = if method == FleetMethod::Capwap {
+        n as usize
+    } else {
+        rows.iter()
+            .filter(|r| r.method == "CAPWAP" || r.method == "HTTPS")
+            .count()
+    };
     let models = lab.opts.models.clone();
     let sites = lab.opts.sites.len();
     let img = models.iter().map(|m| image_bytes(&lab, m)).max().unwrap_or(0) as f64;
@@ -157,7 +161,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let size = env("WTPD_FLEET_IMAGE", 256 * 1024);
+    let size = env("WTPD_FLEET_IMAGE", 1024 * 1024);
     let per_model = env("WTPD_FLEET_PER_MODEL", 5) as usize;
     let loss = std::env::var("WTPD_FLEET_LOSS")
         .ok()
