@@ -87,7 +87,11 @@ fn run(method: FleetMethod, name: &'static str, per_model: usize, size: u64, los
         lab.counter("Completed predownloading") == Some(n)
     });
     let secs = start.elapsed().as_secs_f64();
-    assert!(done, "{name}: not every AP predownloaded:\n{}", lab.status());
+    assert!(
+        done,
+        "{name}: not every AP predownloaded:\n{}",
+        lab.status()
+    );
     let wan_down = lab.wan_bytes().iter().map(|(_, d, _)| d).sum::<u64>() - base;
     let rows = lab.rows();
     // Without a fleet configured acsim prints no fleet table: every AP is served by CAPWAP.
@@ -100,7 +104,11 @@ fn run(method: FleetMethod, name: &'static str, per_model: usize, size: u64, los
     };
     let models = lab.opts.models.clone();
     let sites = lab.opts.sites.len();
-    let img = models.iter().map(|m| image_bytes(&lab, m)).max().unwrap_or(0) as f64;
+    let img = models
+        .iter()
+        .map(|m| image_bytes(&lab, m))
+        .max()
+        .unwrap_or(0) as f64;
     let rate = RATE_BPS as f64 / 8.0;
     let blocks = (img / BLOCK).ceil();
     let per_site_aps = (models.len() * per_model) as f64;
@@ -158,7 +166,8 @@ fn single(method: FleetMethod, size: u64) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("fleet bench: skipped (run it with `cargo bench --bench fleet`)");
         return;
     }
     let size = env("WTPD_FLEET_IMAGE", 1024 * 1024);
@@ -175,12 +184,24 @@ fn main() {
     let results = [
         run(FleetMethod::Capwap, "capwap", per_model, size, loss),
         run(FleetMethod::Efficient, "efficient", per_model, size, loss),
-        run(FleetMethod::EfficientHttps, "efficient-https", per_model, size, loss),
+        run(
+            FleetMethod::EfficientHttps,
+            "efficient-https",
+            per_model,
+            size,
+            loss,
+        ),
     ];
     let base = results[0].secs;
     println!(
         "\n{:<16} {:>9} {:>9} {:>13} {:>14} {:>16} {:>12}",
-        "method", "time s", "ideal s", "ideal/time", "vs baseline", "WAN bytes down", "APs from AC/groups"
+        "method",
+        "time s",
+        "ideal s",
+        "ideal/time",
+        "vs baseline",
+        "WAN bytes down",
+        "APs from AC/groups"
     );
     for r in &results {
         println!(

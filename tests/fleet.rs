@@ -210,6 +210,52 @@ fn a_rolling_activation_halts_on_an_image_that_never_commits() {
     assert_eq!(version("branch-1-ap1g8-1"), CONTROLLER_VERSION);
     assert_eq!(version("branch-1-ap1g8-2"), CONTROLLER_VERSION);
     assert_eq!(version("branch-1-ap1g8-3"), "17.3.3.26");
-    let ap = lab.aps.iter().find(|a| a.name == "branch-1-ap1g8-3").unwrap();
-    assert!(ap.reboots >= 4, "trial boots then the rollback: {}", ap.reboots);
+    let ap = lab
+        .aps
+        .iter()
+        .find(|a| a.name == "branch-1-ap1g8-3")
+        .unwrap();
+    assert!(
+        ap.reboots >= 4,
+        "trial boots then the rollback: {}",
+        ap.reboots
+    );
+}
+
+#[test]
+fn a_subordinate_whose_primary_hangs_falls_back_to_the_controller_after_its_retries() {
+    let mut opts = options("fallback", FleetMethod::Efficient);
+    opts.per_model = 2;
+    opts.max_retries = 2;
+    opts.fetch_timeout = 0.5;
+    opts.fetch_retries = 1;
+    opts.backoff = (0.2, 0.4);
+    let mut lab = FleetLab::start(opts).unwrap();
+    assert!(lab.wait_joined(Duration::from_secs(60)), "{}", lab.status());
+    let (primary, sub) = ("branch-1-ap1g8-1", "branch-1-ap1g8-2");
+    // The primary alone first; once it serves, it hangs.
+    let answer = lab.control(&format!("predownload {primary}")).unwrap();
+    assert!(answer.contains(": sent"), "{answer}");
+    assert!(lab.wait(Duration::from_secs(60), |lab| {
+        lab.rows()
+            .iter()
+            .any(|r| r.name == primary && r.status == "Complete")
+    }));
+    lab.freeze(primary);
+    lab.control(&format!("predownload {sub}")).unwrap();
+    let done = lab.wait(Duration::from_secs(90), |lab| {
+        lab.rows()
+            .iter()
+            .any(|r| r.name == sub && r.status == "Complete")
+    });
+    let status = lab.status();
+    assert!(done, "{status}");
+    let row = lab.rows().into_iter().find(|r| r.name == sub).unwrap();
+    assert_eq!(row.method, "CAPWAP", "{status}");
+    assert_eq!(row.retry, 2, "{status}");
+    let ap = lab.aps.iter().find(|a| a.name == sub).unwrap();
+    let log = std::fs::read_to_string(ap.dir.join("wtpd.log")).unwrap();
+    assert!(log.contains("retry 2 of 2 in"), "{log}");
+    assert!(log.contains("then from the controller"), "{log}");
+    assert_images(&lab, &[row]);
 }

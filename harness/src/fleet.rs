@@ -72,6 +72,11 @@ pub struct FleetOptions {
     pub backoff: (f64, f64),
     /// Print the agents' and acsim's logs as they come (the demo).
     pub echo_logs: bool,
+    /// The agents' out-of-band attempts before CAPWAP (`[fleet] max_retries`).
+    pub max_retries: u16,
+    /// One TFTP/HTTPS attempt's wait per packet and its retransmissions (`[fetch]`).
+    pub fetch_timeout: f64,
+    pub fetch_retries: u32,
 }
 
 impl Default for FleetOptions {
@@ -87,6 +92,9 @@ impl Default for FleetOptions {
             never_commit: Vec::new(),
             backoff: (0.3, 1.5),
             echo_logs: false,
+            max_retries: 44,
+            fetch_timeout: 3.0,
+            fetch_retries: 4,
         }
     }
 }
@@ -437,6 +445,19 @@ impl FleetLab {
         }
     }
 
+    /// Freezes an AP's agent (SIGSTOP): it stays joined at the controller until its Echoes are
+    /// missed, and answers nothing meanwhile (a primary that hangs).
+    pub fn freeze(&mut self, name: &str) {
+        if let Some(ap) = self.aps.iter().find(|a| a.name == name) {
+            if let Some(c) = ap.proc.as_ref().and_then(|p| p.0.as_ref()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGSTOP,
+                );
+            }
+        }
+    }
+
     /// The WAN bytes toward the APs of each site so far (payload and headers), and toward
     /// the controller.
     pub fn wan_bytes(&self) -> Vec<(String, u64, u64)> {
@@ -542,8 +563,8 @@ fn write_ap(
         String::new()
     } else {
         format!(
-            "[fleet]\nenabled = true\nserve = \"127.0.0.1:0\"\nbackoff_min = {}\nbackoff_max = {}\n",
-            opts.backoff.0, opts.backoff.1
+            "[fleet]\nenabled = true\nserve = \"127.0.0.1:0\"\nbackoff_min = {}\nbackoff_max = {}\nmax_retries = {}\n",
+            opts.backoff.0, opts.backoff.1, opts.max_retries
         )
     };
     let config = |controller: SocketAddr| {
@@ -560,7 +581,7 @@ fn write_ap(
              [dtls]\nmode = \"certificate\"\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\npeer_name = \"acsim.lab\"\n\n\
              [timers]\ndiscovery_interval = 1\ndata_channel_keep_alive = 2\ndata_channel_dead_interval = 10\nimage_data_start = 15\n\n\
              [download]\ndir = \"tmp\"\nretry_base = 2\nretry_max = 10\nrequired_bytes = {}\n\n\
-             [fetch]\ntimeout = 3\nretries = 4\nblksize = 1468\nwindowsize = 8\n\n\
+             [fetch]\ntimeout = {}\nretries = {}\nblksize = 1468\nwindowsize = 8\n\n\
              {fleet}\n\
              [log]\ntarget = \"{}\"\n",
             abs(&pki.join("image-root.pem")),
@@ -568,6 +589,8 @@ fn write_ap(
             abs(&pki.join("wtp.key")),
             abs(&pki.join("ca.pem")),
             opts.image_size,
+            opts.fetch_timeout,
+            opts.fetch_retries,
             abs(&ap_dir.join("wtpd.log")),
         )
     };
