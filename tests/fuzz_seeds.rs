@@ -391,6 +391,7 @@ fn write_fuzz_seeds() {
 
     images(&work);
     owned("packet", packets());
+    owned("fleet", fleet_seeds());
     owned("bootenv", bootenv());
     owned("board", board_files("toml", &root.join("board")));
     owned(
@@ -511,4 +512,59 @@ fn write_fuzz_seeds() {
             .collect();
         owned(target, seeds);
     }
+}
+
+/// The fleet target's seeds (fuzz/fuzz_targets/fleet.rs): a selector byte (0 Offer, 1
+/// Direction, 2 Report, 3 a datagram at the primary's TFTP server), a byte of active
+/// transfers, then the payload, each from the code's own encoders.
+fn fleet_seeds() -> Vec<(String, Vec<u8>)> {
+    use wtpd::capwap::fleet::{Direction, Method, Offer, Report, ReportState, Role};
+    let with = |sel: u8, f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = vec![sel, 1];
+        f(&mut v);
+        v
+    };
+    let offer = Offer {
+        image_type: Some("ap1g8".into()),
+        caps: 7,
+        server: Some("127.0.0.1:69".parse().unwrap()),
+        retry: 3,
+        fallback: false,
+    };
+    let sub = Direction {
+        role: Role::Subordinate,
+        method: Method::Tftp,
+        server: Some("[2001:db8::1]:69".parse().unwrap()),
+        file: Some("ap1g8".into()),
+        ..Direction::default()
+    };
+    let https = Direction {
+        role: Role::Primary,
+        method: Method::Https,
+        url: Some("https://127.0.0.1:8443/ap1g8".into()),
+        pin: Some([9; 32]),
+        size: Some(1 << 20),
+        ..Direction::default()
+    };
+    let report = Report {
+        state: ReportState::Fetching,
+        bytes: 4096,
+        total: Some(1 << 20),
+        method: Method::Tftp,
+        retry: 1,
+    };
+    let rrq = b"\x00\x01ap1g8\x00octet\x00blksize\x001468\x00windowsize\x008\x00tsize\x000\x00";
+    vec![
+        ("offer".into(), with(0, &|v| offer.encode(v))),
+        ("direction-tftp".into(), with(1, &|v| sub.encode(v))),
+        ("direction-https".into(), with(1, &|v| https.encode(v))),
+        ("report".into(), with(2, &|v| report.encode(v))),
+        ("rrq".into(), with(3, &|v| v.extend_from_slice(rrq))),
+    ]
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus-seeds/fleet; run by hand when the fleet format changes"]
+fn write_fleet_seeds() {
+    owned("fleet", fleet_seeds());
 }

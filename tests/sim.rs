@@ -118,6 +118,7 @@ fn new_wtp(seed: u64, primary: &str, store: &Shared) -> Wtp {
             can_switch: false,
             hold: None,
             seed,
+            fleet: Default::default(),
             // Half the seeds run with an upgrade hook whose PRECHECK says yes at once.
             hooks: seed % 2 == 0,
         },
@@ -216,7 +217,12 @@ fn run_net(
                             wtp.precheck_done(Ok(()), now);
                         }
                     }
-                    Action::ActivateImage { .. } | Action::Exit => {
+                    // The simulated WTP has fleet upgrades off: no out-of-band fetch, no serving.
+                    Action::ActivateImage { .. }
+                    | Action::Exit
+                    | Action::FetchImage { .. }
+                    | Action::CancelFetch
+                    | Action::ServeImage { .. } => {
                         panic!("seed {seed}: unexpected {a:?}")
                     }
                 }

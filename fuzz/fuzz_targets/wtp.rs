@@ -191,6 +191,7 @@ impl Harness {
                 hold,
                 seed: 7,
                 hooks: false,
+                fleet: Default::default(),
             },
             Box::new(MemStore::new(1 << 20)),
         );
@@ -310,6 +311,8 @@ impl Harness {
                 Action::VerifyImage { .. } => self.verify_pending = true,
                 Action::InstallImage { .. } => self.install_pending = true,
                 Action::ActivateImage { .. } | Action::Hook(_) => {}
+                // Fleet upgrades are off in this target: nothing is fetched or served.
+                Action::FetchImage { .. } | Action::CancelFetch | Action::ServeImage { .. } => {}
                 Action::Reboot { .. } | Action::Exit => self.stopped = true,
             }
         }

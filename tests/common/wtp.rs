@@ -63,6 +63,7 @@ pub fn config(hold: Option<Hold>) -> WtpConfig {
         hold,
         seed: 11,
         hooks: false,
+        fleet: Default::default(),
     }
 }
 
