@@ -156,18 +156,7 @@ fn fleet_table(ac: &Ac, rows: &[(&WtpSession, bool)], now: Instant, s: &mut Stri
             ImageStatus::Predownloaded | ImageStatus::Downloaded => "Complete",
             k => k.column(),
         };
-        let ap_eta = match d {
-            Some(d) => format!(
-                "{} {}",
-                d.eta(now)
-                    .map(|e| crate::status::format_eta(e.as_secs()))
-                    .unwrap_or_else(|| "--:--:--".into()),
-                d.percent()
-                    .map(|p| format!("{p}%"))
-                    .unwrap_or_else(|| "-".into())
-            ),
-            None => "NA NA".into(),
-        };
+        let ap_eta = d.map_or_else(|| "NA NA".into(), |d| eta_percent(d, now));
         let image_type = w
             .fleet
             .offer
@@ -238,18 +227,7 @@ fn render(rows: &[(&WtpSession, bool)], now: Instant) -> String {
     let _ = writeln!(s, "{}", "-".repeat(128));
     for ((w, connected), kind) in rows.iter().zip(&kinds) {
         let d = w.download.as_ref();
-        let eta_pct = match d {
-            Some(d) => format!(
-                "{} {}",
-                d.eta(now)
-                    .map(|e| crate::status::format_eta(e.as_secs()))
-                    .unwrap_or_else(|| "--:--:--".into()),
-                d.percent()
-                    .map(|p| format!("{p}%"))
-                    .unwrap_or_else(|| "-".into())
-            ),
-            None => "-".into(),
-        };
+        let eta_pct = d.map_or_else(|| "-".into(), |d| eta_percent(d, now));
         let _ = writeln!(
             s,
             "{:<18} {:<21} {:<10} {:<12} {:<12} {:<15} {:<12} {:<14} {:>6}",
@@ -273,6 +251,19 @@ fn render(rows: &[(&WtpSession, bool)], now: Instant) -> String {
         }
     }
     s
+}
+
+/// The ETA/Percent cell of a transfer: `00:01:23 45%`, with `--:--:--` and `-` where unknown.
+fn eta_percent(d: &AcDownload, now: Instant) -> String {
+    format!(
+        "{} {}",
+        d.eta(now)
+            .map(|e| crate::status::format_eta(e.as_secs()))
+            .unwrap_or_else(|| "--:--:--".into()),
+        d.percent()
+            .map(|p| format!("{p}%"))
+            .unwrap_or_else(|| "-".into())
+    )
 }
 
 fn dash(v: &str) -> String {

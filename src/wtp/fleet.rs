@@ -212,18 +212,10 @@ impl Wtp {
         if let Some(t) = self.download.transfer.as_mut() {
             t.expected_size = Some(size);
         }
-        if let Some(space) = self.download.space {
-            let needed_kib = size.div_ceil(1024);
-            if needed_kib > space.available_kib {
-                let reason = format!(
-                    "image download cannot start: {}: NOT OK available {}, required {needed_kib}",
-                    self.download.store.room(),
-                    space.available_kib
-                );
-                warn!("{reason}");
-                self.stop_fetch();
-                self.fail_download(&reason, true, true, now);
-            }
+        if let Some(reason) = self.too_large(size) {
+            warn!("{reason}");
+            self.stop_fetch();
+            self.fail_download(&reason, true, true, now);
         }
     }
 

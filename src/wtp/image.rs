@@ -256,18 +256,10 @@ impl Wtp {
         if let (Some((size, md5)), Some(t)) = (info, self.download.transfer.as_mut()) {
             t.set_info(size, md5);
             info!("Image Information: {size} bytes, MD5 {}", hex(&md5));
-            let needed_kib = (size as u64).div_ceil(1024);
-            if let Some(space) = self.download.space {
-                if needed_kib > space.available_kib {
-                    let reason = format!(
-                        "image download cannot start: {}: NOT OK available {}, required {needed_kib}",
-                        self.download.store.room(),
-                        space.available_kib
-                    );
-                    warn!("{reason}");
-                    // The AC's first Image Data Request is answered with the refusal.
-                    self.download.refusal = Some(reason);
-                }
+            if let Some(reason) = self.too_large(size as u64) {
+                warn!("{reason}");
+                // The AC's first Image Data Request is answered with the refusal.
+                self.download.refusal = Some(reason);
             }
         }
         self.download.image_deadline = Some(now + self.cfg.timers.image_data_start);
@@ -515,6 +507,20 @@ impl Wtp {
                 reason,
             )
         });
+    }
+
+    /// PRECHECK's refusal of an image of `size` bytes that the download directory has no
+    /// room for (the seed's `upgrade.sh` words), `None` when it fits.
+    pub(super) fn too_large(&self, size: u64) -> Option<String> {
+        let space = self.download.space?;
+        let needed_kib = size.div_ceil(1024);
+        (needed_kib > space.available_kib).then(|| {
+            format!(
+                "image download cannot start: {}: NOT OK available {}, required {needed_kib}",
+                self.download.store.room(),
+                space.available_kib
+            )
+        })
     }
 
     /// Bytes received of the transfer under way, if one is.
