@@ -276,14 +276,22 @@ pub fn boot_sim_board(dir: &Path) -> Result<String, DemoError> {
 }
 
 /// Follows a log file and prints new lines with a prefix.
-struct Tail {
-    path: PathBuf,
-    prefix: &'static str,
-    pos: u64,
+pub(crate) struct Tail {
+    pub(crate) path: PathBuf,
+    pub(crate) prefix: String,
+    pub(crate) pos: u64,
 }
 
 impl Tail {
-    fn pump(&mut self) {
+    pub(crate) fn new(path: PathBuf, prefix: impl Into<String>) -> Tail {
+        Tail {
+            path,
+            prefix: prefix.into(),
+            pos: 0,
+        }
+    }
+
+    pub(crate) fn pump(&mut self) {
         let Ok(mut f) = std::fs::File::open(&self.path) else {
             return;
         };
@@ -433,16 +441,8 @@ pub fn run(opts: DemoOptions) -> Result<i32, DemoError> {
     let acsim_bin = std::env::current_exe().map_err(io("current executable"))?;
     let wtpd_bin = sibling_binary("wtpd")?;
     let mut tails = vec![
-        Tail {
-            path: dir.join("acsim.log"),
-            prefix: "acsim",
-            pos: 0,
-        },
-        Tail {
-            path: dir.join("wtpd.log"),
-            prefix: "wtpd ",
-            pos: 0,
-        },
+        Tail::new(dir.join("acsim.log"), "acsim"),
+        Tail::new(dir.join("wtpd.log"), "wtpd "),
     ];
     let wlog = dir.join("wtpd.log");
     let alog = dir.join("acsim.log");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::demo::{
     free_port_pair, io, sibling_binary, spawn, write_board_storage, write_image_folder, DemoError,
-    Proc, AP_BACKUP_VERSION, AP_VERSION, CONTROLLER_VERSION, SIM_BOARD,
+    Proc, Tail, AP_BACKUP_VERSION, AP_VERSION, CONTROLLER_VERSION, SIM_BOARD,
 };
 use crate::wan::{Link, WanConfig, WanTcp, WanUdp};
 
@@ -141,10 +141,11 @@ struct SiteLink {
 pub struct FleetLab {
     pub opts: FleetOptions,
     pub aps: Vec<FleetAp>,
-    acsim: Proc,
+    /// Held so that acsim is stopped when the lab is dropped.
+    _acsim: Proc,
     wtpd_bin: PathBuf,
     links: Vec<SiteLink>,
-    tails: Vec<(PathBuf, String, u64)>,
+    tails: Vec<Tail>,
 }
 
 /// The binary next to this one (acsim running the demo), else the tests' and benches'.
@@ -193,8 +194,8 @@ impl FleetLab {
         let mut links = Vec::new();
         let mut site_tables = String::new();
         for (si, site) in opts.sites.iter().enumerate() {
-            let (controller, https_url, link) = match opts.wan {
-                None => (ac, None, None),
+            let (controller, https_url) = match opts.wan {
+                None => (ac, None),
                 Some(cfg) => {
                     let link = Link::new(cfg).map_err(io("WAN link"))?;
                     let p = free_port_pair().map_err(io("pick UDP ports"))?;
@@ -218,15 +219,14 @@ impl FleetLab {
                     let url = tcp.as_ref().map(|t| format!("https://{}", t.local_addr()));
                     links.push(SiteLink {
                         name: site.clone(),
-                        link: link.clone(),
+                        link,
                         _control: control,
                         _data: data,
                         _https: tcp,
                     });
-                    (SocketAddr::from(([127, 0, 0, 1], p)), url, Some(link))
+                    (SocketAddr::from(([127, 0, 0, 1], p)), url)
                 }
             };
-            let _ = link;
             let mut names = Vec::new();
             for (mi, model) in opts.models.iter().enumerate() {
                 for i in 0..opts.per_model {
@@ -286,14 +286,17 @@ impl FleetLab {
         let acsim_bin = binary("acsim");
         let wtpd_bin = binary("wtpd");
         let acsim = spawn(&acsim_bin, &["run", "--config", "acsim.toml"], &dir)?;
-        let mut tails = vec![(dir.join("acsim.log"), "acsim".to_string(), 0)];
+        let mut tails = vec![Tail::new(dir.join("acsim.log"), format!("{:>16}", "acsim"))];
         for ap in &aps {
-            tails.push((ap.dir.join("wtpd.log"), ap.name.clone(), 0));
+            tails.push(Tail::new(
+                ap.dir.join("wtpd.log"),
+                format!("{:>16}", ap.name),
+            ));
         }
         let mut lab = FleetLab {
             opts,
             aps,
-            acsim,
+            _acsim: acsim,
             wtpd_bin,
             links,
             tails,
@@ -319,8 +322,8 @@ impl FleetLab {
     /// Supervises the agents (reboots, the stand-in watchdog) and prints logs when asked.
     pub fn pump(&mut self) {
         if self.opts.echo_logs {
-            for (path, prefix, pos) in &mut self.tails {
-                echo_new_lines(path, prefix, pos);
+            for t in &mut self.tails {
+                t.pump();
             }
         }
         let now = Instant::now();
@@ -476,30 +479,9 @@ impl Drop for FleetLab {
         for ap in &mut self.aps {
             ap.proc = None;
         }
-        let _ = &self.acsim;
         for l in &self.links {
             l.link.stop();
         }
-    }
-}
-
-fn echo_new_lines(path: &Path, prefix: &str, pos: &mut u64) {
-    use std::io::{BufRead, BufReader, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return;
-    };
-    if f.seek(SeekFrom::Start(*pos)).is_err() {
-        return;
-    }
-    let mut r = BufReader::new(f);
-    let mut line = String::new();
-    while let Ok(n) = r.read_line(&mut line) {
-        if n == 0 || !line.ends_with('\n') {
-            break;
-        }
-        *pos += n as u64;
-        print!("{prefix:>16} | {line}");
-        line.clear();
     }
 }
 

@@ -1101,6 +1101,17 @@ mod tests {
         done()
     }
 
+    /// A transfer took `e` seconds for `ideal` seconds of link time: not faster than the
+    /// link allows (0.95 of it), nor slower than 1.3 times it plus `slack` seconds.
+    fn assert_link_time(e: f64, ideal: f64, slack: f64) {
+        eprintln!("{e:.3} s for {ideal:.3} s of link time");
+        assert!(e >= 0.95 * ideal, "{e} s for {ideal} s of link time");
+        assert!(
+            e <= 1.3 * (ideal + slack),
+            "{e} s for {ideal} s of link time"
+        );
+    }
+
     fn secs(bytes: u64, rate: u64) -> f64 {
         bytes as f64 * 8.0 / rate as f64
     }
@@ -1153,13 +1164,7 @@ mod tests {
         assert_eq!((s.up.packets, s.up.dropped), (240, 0));
         assert_eq!(s.up.bytes, 240 * 1028);
         let ideal = secs(s.up.bytes, rate);
-        let e = elapsed.as_secs_f64();
-        eprintln!("{e:.3} s for {ideal:.3} s of link time");
-        assert!(e >= 0.95 * ideal, "{e} s for {ideal} s of link time");
-        assert!(
-            e <= 1.3 * (ideal + 0.025),
-            "{e} s for {ideal} s of link time"
-        );
+        assert_link_time(elapsed.as_secs_f64(), ideal, 0.025);
         // In order.
         let seqs: Vec<u32> = got
             .lock()
@@ -1195,13 +1200,7 @@ mod tests {
         let s = wan.stats();
         assert_eq!((s.up.packets, s.up.dropped), (240, 0));
         let ideal = secs(s.up.bytes, rate);
-        let e = elapsed.as_secs_f64();
-        eprintln!("{e:.3} s for {ideal:.3} s of link time");
-        assert!(e >= 0.95 * ideal, "{e} s for {ideal} s of link time");
-        assert!(
-            e <= 1.3 * (ideal + 0.025),
-            "{e} s for {ideal} s of link time"
-        );
+        assert_link_time(elapsed.as_secs_f64(), ideal, 0.025);
         assert_eq!(wan.clients(), 2);
     }
 
@@ -1485,9 +1484,7 @@ mod tests {
         assert_eq!(s.up.dropped, 0);
         assert_eq!(s.up.payload_bytes, 200_000 + 100 * 1000);
         let ideal = secs(s.up.bytes, rate);
-        eprintln!("{e:.3} s for {ideal:.3} s of link time");
-        assert!(e >= 0.95 * ideal, "{e} s for {ideal} s of link time");
-        assert!(e <= 1.3 * (ideal + 0.1), "{e} s for {ideal} s of link time");
+        assert_link_time(e, ideal, 0.1);
         // The UDP burst went out while TCP was sending: it waited behind TCP segments, so it
         // took longer than alone (0.82 s of link time).
         let udp_alone = secs(100 * 1028, rate);

@@ -367,7 +367,7 @@ impl Agent {
                 ))
             }
         };
-        let wtp = Wtp::new(
+        let mut wtp = Wtp::new(
             WtpConfig {
                 identity: cfg.wtp.clone(),
                 can_switch: updater.is_some(),
@@ -382,7 +382,6 @@ impl Agent {
             },
             store,
         );
-        let mut wtp = wtp;
         let tftpd = match cfg.fleet.serve.filter(|_| cfg.fleet.enabled) {
             Some(bind) => {
                 let server =
