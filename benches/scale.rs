@@ -17,7 +17,8 @@
 //! 3. Concurrent downloads: `WTPD_SCALE_DL` APs (default 100) download an image of
 //!    `WTPD_SCALE_IMAGE_MIB` MiB (default 16) at once, with acsim's `max_transfers` at
 //!    `WTPD_SCALE_DL_LIMIT` (default: as many as there are APs). Aggregate MB/s (all bytes over
-//!    the time from the first AP in Image Data to the last AP done) against the machine's
+//!    the time from the first AP in Image Data to the last AP out of it: the last block
+//!    acknowledged, before the agent's 5 s DTLSSessionDelete wait) against the machine's
 //!    limit for this work: its cores divided by the CPU seconds per MB of both ends together
 //!    (acsim's and the load process's CPU time over the bytes), measured in the same run; and
 //!    fairness: the fastest AP's download time over the slowest's.

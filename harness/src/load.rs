@@ -95,6 +95,11 @@ pub struct ApRecord {
     pub run: Option<f64>,
     /// First time in Image Data.
     pub image_data: Option<f64>,
+    /// First time out of Image Data again (the last block acknowledged, or the transfer
+    /// failed). A downloaded image's time ends here, not at the exit: the agent then waits
+    /// DTLSSessionDelete (5 s, RFC 5415 §4.7) in DTLS Teardown before it reboots, and that
+    /// wait is the agent's, not the controller's transfer.
+    pub image_done: Option<f64>,
     /// When its runtime returned, and with what.
     pub exited: Option<(f64, i32)>,
     pub error: Option<String>,
@@ -140,8 +145,8 @@ impl LoadReport {
         let downloads: Vec<(f64, f64)> = self
             .aps
             .iter()
-            .filter_map(|a| match (a.image_data, a.exited) {
-                (Some(s), Some((e, code))) if code == EXIT_REBOOT => Some((s, e)),
+            .filter_map(|a| match (a.image_data, a.image_done, a.exited) {
+                (Some(s), Some(e), Some((_, code))) if code == EXIT_REBOOT => Some((s, e)),
                 _ => None,
             })
             .collect();
@@ -366,7 +371,7 @@ async fn drive(mut opts: LoadOptions) -> Result<LoadReport, DemoError> {
             let recs = records.clone();
             let path = cfg_path.clone();
             let extra = extra.clone();
-            // Watches the agent's state: the first Run, the first Image Data.
+            // Watches the agent's state: the first Run, the first Image Data and the state after it.
             let recs_w = records.clone();
             tokio::task::spawn_local(async move {
                 while state_rx.changed().await.is_ok() {
@@ -377,6 +382,10 @@ async fn drive(mut opts: LoadOptions) -> Result<LoadReport, DemoError> {
                         State::Run if r[i].run.is_none() => r[i].run = Some(now),
                         State::ImageData if r[i].image_data.is_none() => {
                             r[i].image_data = Some(now)
+                        }
+                        State::ImageData => {}
+                        _ if r[i].image_data.is_some() && r[i].image_done.is_none() => {
+                            r[i].image_done = Some(now)
                         }
                         _ => {}
                     }
@@ -451,4 +460,41 @@ async fn drive(mut opts: LoadOptions) -> Result<LoadReport, DemoError> {
     let _ = std::fs::remove_dir_all(&tmp);
     let aps = records.borrow().clone();
     Ok(LoadReport { aps, all_done })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ap(image_data: f64, image_done: Option<f64>, exited: f64, code: i32) -> ApRecord {
+        ApRecord {
+            started: Some(0.0),
+            run: Some(0.5),
+            image_data: Some(image_data),
+            image_done,
+            exited: Some((exited, code)),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_download_ends_when_image_data_does_not_at_the_reboot() {
+        let report = LoadReport {
+            // Out of Image Data at 1.5 and 2.0; both reboot 5 s later (DTLSSessionDelete).
+            aps: vec![
+                ap(1.0, Some(1.5), 6.5, EXIT_REBOOT),
+                ap(1.0, Some(2.0), 7.0, EXIT_REBOOT),
+                // Failed: out of Image Data, but no reboot into an image.
+                ap(1.0, Some(1.2), 9.0, 0),
+            ],
+            all_done: Some(7.0),
+        };
+        let s = report.summary();
+        assert!(s.contains("load.downloaded 2\n"), "{s}");
+        assert!(s.contains("load.download_span_s 1.000\n"), "{s}");
+        assert!(
+            s.contains("load.download_s min 0.500 p50 1.000 max 1.000\n"),
+            "{s}"
+        );
+    }
 }
