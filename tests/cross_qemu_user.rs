@@ -10,9 +10,13 @@
 //! - armv7: `cargo build --target armv7-unknown-linux-gnueabihf --bins` (scripts/test-all does it,
 //!   then runs `cargo test --test cross_qemu_user -- --ignored armv7`);
 //! - mips: `scripts/build-boards mips`, then `cargo test --test cross_qemu_user -- --ignored mips`;
-//!   aarch64 (static musl) likewise.
+//!   aarch64 (static musl) likewise;
+//! - the static musl builds of OpenWrt-class boards: `scripts/build-boards armv7-musl mips-musl
+//!   mipsel-musl`, then `cargo test --test cross_qemu_user -- --ignored musl` (scripts/test-musl
+//!   does both, and the unit tests of each under qemu-user).
 //!
-//! `WTPD_CROSS_BIN_ARMV7`, `_AARCH64` and `_MIPS` name another binary. Each run also checks the
+//! `WTPD_CROSS_BIN_ARMV7`, `_AARCH64`, `_MIPS`, `_ARMV7_MUSL`, `_MIPS_MUSL` and `_MIPSEL_MUSL`
+//! name another binary. Each run also checks the
 //! environment the agent wrote after installing, rebooting into slot b and marking it good:
 //! `boot_slot`, `upgrade_available`, `bootcount`, the slots' versions and states, and, byte for
 //! byte, that the current copy equals what `mkenvimage [-b] -r` makes of the same variables.
@@ -55,6 +59,28 @@ const MIPS: Arch = Arch {
     byte_order: ByteOrder::Big,
 };
 
+/// The static musl builds: the board each stands for is `real` (its image type and byte order).
+const ARMV7_MUSL: Arch = Arch {
+    name: "armv7-musl",
+    triple: "armv7-unknown-linux-musleabihf",
+    file_says: &["ELF 32-bit LSB", "ARM, EABI5", "statically linked"],
+    byte_order: ByteOrder::Little,
+};
+
+const MIPS_MUSL: Arch = Arch {
+    name: "mips-musl",
+    triple: "mips-unknown-linux-musl",
+    file_says: &["ELF 32-bit MSB", "MIPS", "statically linked"],
+    byte_order: ByteOrder::Big,
+};
+
+const MIPSEL_MUSL: Arch = Arch {
+    name: "mipsel-musl",
+    triple: "mipsel-unknown-linux-musl",
+    file_says: &["ELF 32-bit LSB", "MIPS", "statically linked"],
+    byte_order: ByteOrder::Little,
+};
+
 fn acsim() -> &'static str {
     wtpd_harness::bins::acsim()
 }
@@ -71,7 +97,10 @@ fn target_dir() -> PathBuf {
 /// The cross-built wtpd: `WTPD_CROSS_BIN_<ARCH>`, else the debug build, else
 /// scripts/build-boards' copy, else the board-profile build.
 fn cross_bin(a: &Arch) -> PathBuf {
-    let var = format!("WTPD_CROSS_BIN_{}", a.name.to_ascii_uppercase());
+    let var = format!(
+        "WTPD_CROSS_BIN_{}",
+        a.name.to_ascii_uppercase().replace('-', "_")
+    );
     if let Some(p) = std::env::var_os(&var) {
         return PathBuf::from(p);
     }
@@ -273,16 +302,45 @@ fn mips_upgrade_under_qemu_mips() {
     upgrade_under_qemu(&MIPS);
 }
 
+#[test]
+#[ignore = "needs scripts/build-boards armv7-musl (nightly, build-std)"]
+fn armv7_musl_upgrade_under_qemu_arm() {
+    upgrade_under_qemu(&ARMV7_MUSL);
+}
+
+#[test]
+#[ignore = "needs scripts/build-boards mips-musl (nightly, build-std, scripts/musl-libc)"]
+fn mips_musl_upgrade_under_qemu_mips() {
+    upgrade_under_qemu(&MIPS_MUSL);
+}
+
+#[test]
+#[ignore = "needs scripts/build-boards mipsel-musl (nightly, build-std, scripts/musl-libc)"]
+fn mipsel_musl_upgrade_under_qemu_mipsel() {
+    upgrade_under_qemu(&MIPSEL_MUSL);
+}
+
 /// Host-only, always run: every qemu-user variant and every shipped fw_env.config parses, and
 /// each variant keeps the image type, target and byte order of the board it stands for.
 #[test]
 fn qemu_user_boards_match_their_boards() {
     let dir = Path::new(REPO).join("board");
-    for a in ["armv7", "aarch64", "mips"] {
-        let real = Board::load(&dir.join(format!("{a}-ap.toml"))).unwrap();
+    for (a, real, triple) in [
+        ("armv7", "armv7-ap", None),
+        ("aarch64", "aarch64-ap", None),
+        ("mips", "mips-ap", None),
+        // The musl builds stand for the same boards with another C library.
+        ("armv7-musl", "armv7-ap", Some(ARMV7_MUSL.triple)),
+        ("mips-musl", "mips-ap", Some(MIPS_MUSL.triple)),
+        ("mipsel-musl", "malta", Some(MIPSEL_MUSL.triple)),
+    ] {
+        let real = Board::load(&dir.join(format!("{real}.toml"))).unwrap();
         let user = Board::load(&dir.join(format!("qemu-user/{a}-ap.toml"))).unwrap();
         assert_eq!(real.image_type, user.image_type, "{a}");
-        assert_eq!(real.target, user.target, "{a}");
+        match triple {
+            None => assert_eq!(real.target, user.target, "{a}"),
+            Some(t) => assert_eq!(user.target.as_deref(), Some(t), "{a}"),
+        }
         assert_eq!(real.byte_order, user.byte_order, "{a}");
         assert_eq!(
             real.bootenv.as_ref().unwrap().boot_limit,
@@ -305,7 +363,7 @@ fn qemu_user_boards_match_their_boards() {
 /// and would catch a wrong byte order.
 #[test]
 fn the_switch_check_accepts_the_agents_write() {
-    for a in [&ARMV7, &MIPS] {
+    for a in [&ARMV7, &MIPS, &MIPS_MUSL, &MIPSEL_MUSL] {
         let dir = lab(&format!("switch-{}", a.name));
         let (board, cfg) = install_board(&dir, a);
         let (mut env, _) = bootenv::read(&cfg).unwrap();

@@ -29,7 +29,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -72,7 +71,8 @@ pub struct RequestRecord {
 
 struct Shared {
     root: PathBuf,
-    bytes_sent: AtomicU64,
+    /// A lock, not an AtomicU64: 32-bit MIPS has no 64-bit atomics.
+    bytes_sent: std::sync::Mutex<u64>,
     records: Mutex<Vec<RequestRecord>>,
 }
 
@@ -147,7 +147,7 @@ impl HttpsImageServer {
             .map_err(|e| format!("HTTPS runtime: {e}"))?;
         let shared = Arc::new(Shared {
             root,
-            bytes_sent: AtomicU64::new(0),
+            bytes_sent: std::sync::Mutex::new(0),
             records: Mutex::new(Vec::new()),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -186,7 +186,11 @@ impl HttpsImageServer {
     /// Body bytes handed to the connections so far, over all requests (what a WAN link
     /// carries, less the HTTP heads and the TLS overhead).
     pub fn bytes_sent(&self) -> u64 {
-        self.shared.bytes_sent.load(Ordering::Relaxed)
+        *self
+            .shared
+            .bytes_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The requests so far, in arrival order.
@@ -413,9 +417,11 @@ struct Track {
 impl Track {
     fn add(&mut self, n: usize) {
         self.sent += n as u64;
-        self.shared
+        *self
+            .shared
             .bytes_sent
-            .fetch_add(n as u64, Ordering::Relaxed);
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) += n as u64;
         if let Ok(mut r) = self.shared.records.lock() {
             if let Some(r) = r.get_mut(self.index) {
                 r.bytes = self.sent;

@@ -25,7 +25,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -626,12 +626,9 @@ struct Shared {
     /// The clients with a transfer running.
     active: Mutex<HashSet<SocketAddr>>,
     stop: AtomicBool,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    refused_busy: AtomicU64,
-    refused: AtomicU64,
-    bytes_sent: AtomicU64,
-    retransmissions: AtomicU64,
+    /// The counters (`active` unused: that is `active.len()`). A lock, not atomics: 32-bit
+    /// MIPS has no 64-bit atomics, and the counters change once a datagram at most.
+    counters: Mutex<TftpdStats>,
 }
 
 /// A lock that a panicked holder did not poison for the others (the data stays consistent:
@@ -659,12 +656,7 @@ impl TftpServer {
             served: Mutex::new(None),
             active: Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
-            completed: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            refused_busy: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            bytes_sent: AtomicU64::new(0),
-            retransmissions: AtomicU64::new(0),
+            counters: Mutex::new(TftpdStats::default()),
         });
         let s = Arc::clone(&shared);
         let listener = std::thread::Builder::new()
@@ -700,12 +692,7 @@ impl TftpServer {
         let s = &self.shared;
         TftpdStats {
             active: lock(&s.active).len(),
-            completed: s.completed.load(Ordering::Relaxed),
-            failed: s.failed.load(Ordering::Relaxed),
-            refused_busy: s.refused_busy.load(Ordering::Relaxed),
-            refused: s.refused.load(Ordering::Relaxed),
-            bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
-            retransmissions: s.retransmissions.load(Ordering::Relaxed),
+            ..*lock(&s.counters)
         }
     }
 
@@ -854,9 +841,9 @@ fn refuse_to(
     why: &Refusal,
 ) {
     match why {
-        Refusal::Busy(_) => shared.refused_busy.fetch_add(1, Ordering::Relaxed),
-        _ => shared.refused.fetch_add(1, Ordering::Relaxed),
-    };
+        Refusal::Busy(_) => lock(&shared.counters).refused_busy += 1,
+        _ => lock(&shared.counters).refused += 1,
+    }
     match (name, why) {
         (_, Refusal::NotARequest(_) | Refusal::Malformed) => {
             debug!("TFTP: answered {peer}: {why}")
@@ -891,13 +878,11 @@ fn run_transfer(
                 debug!("TFTP: send to {}: {e}", tx.to);
             }
         }
-        shared
-            .bytes_sent
-            .fetch_add(t.bytes_sent() - reported.0, Ordering::Relaxed);
-        shared.retransmissions.fetch_add(
-            u64::from(t.retransmissions() - reported.1),
-            Ordering::Relaxed,
-        );
+        if (t.bytes_sent(), t.retransmissions()) != reported {
+            let mut c = lock(&shared.counters);
+            c.bytes_sent += t.bytes_sent() - reported.0;
+            c.retransmissions += u64::from(t.retransmissions() - reported.1);
+        }
         reported = (t.bytes_sent(), t.retransmissions());
         if t.outcome().is_some() {
             break;
@@ -928,7 +913,7 @@ fn run_transfer(
     let secs = origin.elapsed().as_secs_f64();
     match t.outcome() {
         Some(Ok(bytes)) => {
-            shared.completed.fetch_add(1, Ordering::Relaxed);
+            lock(&shared.counters).completed += 1;
             let again = match t.retransmissions() {
                 0 => String::new(),
                 n => format!(", {n} retransmissions"),
@@ -936,7 +921,7 @@ fn run_transfer(
             info!("TFTP: sent {name} to {peer}: {bytes} bytes in {secs:.1} s{again}");
         }
         Some(Err(e)) => {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
+            lock(&shared.counters).failed += 1;
             warn!(
                 "TFTP: transfer of {name} to {peer} {e} ({} of {size} bytes acknowledged, {secs:.1} s)",
                 t.acked_bytes()
