@@ -171,7 +171,8 @@ impl RecvBatch {
                 sock.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 slots as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                // c_int on glibc, c_uint on musl.
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
