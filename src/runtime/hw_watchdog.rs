@@ -51,9 +51,10 @@ impl Guard {
                 Err(e) => log::warn!("{e}: the timeout stays the driver's"),
             }
         }
+        let set = timeout.is_some();
         let timeout = match timeout.or_else(|| dev.timeout().ok()) {
             Some(t) if t > 0 => {
-                if w.timeout.is_none() {
+                if !set {
                     log::info!("Watchdog {path}: the driver's timeout is {t} s");
                 }
                 Duration::from_secs(t.into())
