@@ -25,6 +25,12 @@
 //! [bootenv]
 //! config = "/etc/fw_env.config" # fw_env.config lines: DEVICE OFFSET SIZE (two for redundant)
 //! boot_limit = 3               # boot attempts of a new slot before U-Boot falls back
+//!
+//! [watchdog]                   # optional: the hardware watchdog of a trial boot
+//! device = "/dev/watchdog"     # opened only while the booted slot is on trial
+//! timeout = 30                 # seconds (WDIOC_SETTIMEOUT); default: the driver's
+//! progress_window = 120        # seconds without progress toward joining: petting stops
+//! nowayout = false             # true: the driver cannot be stopped, petted after mark-good too
 //! ```
 //!
 //! Relative paths are relative to the board file.
@@ -55,6 +61,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, DownloadSection, RebootMethod};
 use crate::image::bootenv::{ByteOrder, EnvConfig};
+use crate::watchdog::WatchdogSection;
 use crate::wtp::config::Radio;
 
 /// Byte order as written in a board file.
@@ -248,6 +255,9 @@ pub struct Board {
     #[serde(default, rename = "slot")]
     pub slots: Vec<Slot>,
     pub bootenv: Option<BootEnvSection>,
+    /// The hardware watchdog of a trial boot ([`crate::watchdog`]).
+    #[serde(default)]
+    pub watchdog: Option<WatchdogSection>,
 }
 
 impl Board {
@@ -284,6 +294,15 @@ impl Board {
         }
         if let Some(d) = &mut b.download {
             rel(&mut d.dir);
+        }
+        if let Some(w) = &mut b.watchdog {
+            rel(&mut w.device);
+            w.validate().map_err(invalid)?;
+            if b.bootenv.is_none() {
+                return Err(invalid(
+                    "[watchdog] guards a trial boot: it needs a [bootenv] to know of one".into(),
+                ));
+            }
         }
         if b.image_type.is_empty() {
             return Err(invalid("image_type is empty".into()));
@@ -434,6 +453,22 @@ boot_limit = 3
             "device = \"a.img\"\nkind = \"mtd\"\nsim = { type = \"nor\", bad_blocks = [1] }\n",
             "no bad blocks",
         );
+        let wd = |section: &str| format!("{BOARD}[watchdog]\n{section}\n");
+        let b = Board::parse(&wd("timeout = 30"), Path::new("/etc/wtpd/b.toml")).unwrap();
+        let w = b.watchdog.unwrap();
+        assert_eq!(
+            (w.device.as_path(), w.timeout),
+            (Path::new("/dev/watchdog"), Some(30))
+        );
+        let e = Board::parse(&wd("progress_window = 0"), Path::new("b.toml")).unwrap_err();
+        assert!(e.to_string().contains("progress_window 0"), "{e}");
+        let no_env = wd("").replace(
+            "[bootenv]\nconfig = \"fw_env.config\"\nboot_limit = 3\n",
+            "",
+        );
+        let no_env = no_env.replace("[[slot]]\nname = \"a\"\ndevice = \"slots/a.img\"\nsize = 1048576\n[[slot]]\nname = \"b\"\ndevice = \"/dev/mmcblk0p3\"\nsize = 1048576\n", "");
+        let e = Board::parse(&no_env, Path::new("b.toml")).unwrap_err();
+        assert!(e.to_string().contains("needs a [bootenv]"), "{e}");
         let typo = BOARD.replace("boot_limit", "bootlimit");
         assert!(Board::parse(&typo, Path::new("b.toml")).is_err());
     }

@@ -34,4 +34,5 @@ pub mod runtime;
 pub mod status;
 pub mod time;
 pub mod uci;
+pub mod watchdog;
 pub mod wtp;

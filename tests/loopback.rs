@@ -1068,6 +1068,11 @@ fn a_bad_body_is_refused_in_the_answer_to_the_last_block() {
 /// A booted slot still on trial keeps the other (the last known-good) slot untouched: the agent
 /// joins without downloading, reaches Run, marks its slot good, and only then downloads the
 /// controller's version into the other slot.
+///
+/// The board guards the trial with a watchdog (`[watchdog]`), here a stand-in: a FIFO where
+/// /dev/watchdog would be (no watchdog driver on the build machine; the real i6300esb is
+/// tests/qemu_system.rs's aarch64 board). The agent opens it on trial, pets it (its writes come
+/// out of the FIFO) and disarms it with the magic close once the slot is marked good.
 #[test]
 fn on_trial_the_agent_is_marked_good_before_it_writes_the_other_slot() {
     let (dir, _ac) = lab_with_acsim("on-trial", DemoDtls::Certificate, |dir| {
@@ -1083,7 +1088,18 @@ fn on_trial_the_agent_is_marked_good_before_it_writes_the_other_slot() {
                 ("bootlimit", "3"),
             ],
         );
+        let board = dir.join("board.toml");
+        let text = read(&board);
+        std::fs::write(
+            &board,
+            format!("{text}\n[watchdog]\ndevice = \"watchdog-stand-in\"\ntimeout = 3\n"),
+        )
+        .unwrap();
     });
+    let fifo = dir.join("watchdog-stand-in");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Opens when the agent does, and ends when it closes the device.
+    let petted = std::thread::spawn(move || std::fs::read(&fifo).unwrap());
     let mut w = Command::new(wtpd())
         .args(["--config", "wtpd.toml"])
         .current_dir(&dir)
@@ -1109,9 +1125,13 @@ fn on_trial_the_agent_is_marked_good_before_it_writes_the_other_slot() {
         &log,
         &[
             "Booted slot b (17.9.4.26), on trial",
+            "watchdog-stand-in opened (driver unknown): the slot is on trial",
+            "WDIOC_SETTIMEOUT: ENOTTY",
+            "watchdog-stand-in: timeout unknown; petting as for 3 s",
             "Not downloading 17.9.4.27: the booted slot is on trial",
             "CAPWAP State: Run",
             "Slot b (17.9.4.26) marked good",
+            "watchdog-stand-in: slot marked good: disarmed (magic close)",
             "Trial over; the controller runs 17.9.4.27: restarting CAPWAP to download it",
             "Image Data Request sent to",
             "Image signing verify success.",
@@ -1128,6 +1148,16 @@ fn on_trial_the_agent_is_marked_good_before_it_writes_the_other_slot() {
         "the fallback is proven good"
     );
     assert_eq!(env.get("upgrade_available"), Some("1"));
+    // Petted at least once (a '.'), then the magic close and the close (the read ended).
+    let petted = petted.join().unwrap();
+    assert!(
+        petted.len() >= 2
+            && petted.ends_with(b"V")
+            && petted[..petted.len() - 1].iter().all(|&b| b == b'.'),
+        "{:?}",
+        String::from_utf8_lossy(&petted)
+    );
+    assert!(!log.contains("stopped petting"), "{log}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

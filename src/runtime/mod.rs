@@ -6,6 +6,7 @@ mod warnings;
 pub mod ac;
 mod fetch;
 pub mod hooks;
+mod hw_watchdog;
 pub mod notify;
 mod udp;
 pub mod wtp;

@@ -270,6 +270,10 @@ struct Agent {
     fetcher: Option<super::fetch::Fetcher>,
     /// The TFTP server that serves the staged image to subordinates (`[fleet] serve`).
     tftpd: Option<crate::fetch::tftpd::TftpServer>,
+    /// The board's hardware watchdog, open while the booted slot is on trial.
+    hw_watchdog: Option<super::hw_watchdog::Guard>,
+    /// The last wake of the event loop was a datagram on the control socket.
+    answered: bool,
 }
 
 impl Agent {
@@ -409,7 +413,22 @@ impl Agent {
         let watchdog = notifier
             .as_ref()
             .and_then(|_| super::notify::watchdog_interval());
+        let clock = Clock::new();
+        let hw_watchdog = updater.as_ref().and_then(|u| {
+            let w = u.board().watchdog.as_ref()?;
+            if u.on_trial() {
+                super::hw_watchdog::Guard::arm(w, clock.now())
+            } else {
+                info!(
+                    "Watchdog {} not opened: the booted slot is not on trial",
+                    w.device.display()
+                );
+                None
+            }
+        });
         Ok(Agent {
+            hw_watchdog,
+            answered: false,
             notifier,
             watchdog,
             hooks,
@@ -419,7 +438,7 @@ impl Agent {
             ctx,
             sock,
             data,
-            clock: Clock::new(),
+            clock,
             wtp,
             updater,
             install: download.install,
@@ -495,6 +514,7 @@ impl Agent {
                 _ = stop_requested(&mut notice, &mut signals) => Wake::Stop,
             };
             let now = self.clock.now();
+            self.answered = matches!(wake, Wake::Control(Ok(_)));
             match wake {
                 Wake::Control(Ok((n, from))) => {
                     on_control(&mut self.wtp, &mut self.link, &buf[..n], from, &self.clock)
@@ -853,6 +873,9 @@ impl Agent {
         if self.wtp.state() == crate::wtp::State::Run {
             self.mark_good();
         }
+        if let Some(g) = &mut self.hw_watchdog {
+            g.turn(self.wtp.state(), self.answered, self.clock.now());
+        }
     }
 
     /// The booted slot on trial reached Run: mark it good, and end the WTP's trial hold.
@@ -865,6 +888,9 @@ impl Agent {
                 if let Some(slot) = marked {
                     let running = self.wtp.config().versions.primary.clone();
                     info!("Slot {slot} ({running}) marked good");
+                    if let Some(g) = &mut self.hw_watchdog {
+                        g.trial_ended();
+                    }
                     self.runtime_hook(HookStage::MarkGood, &running);
                 }
                 self.wtp.release_hold(self.clock.now());
@@ -879,7 +905,11 @@ impl Agent {
             Link::Dtls { session, .. } => session.timeout().map(|d| self.clock.now() + d),
             _ => None,
         };
-        earliest(&self.clock, &[self.wtp.poll_timeout(), dtls_deadline])
+        let watchdog = self.hw_watchdog.as_ref().and_then(|g| g.next_wake());
+        earliest(
+            &self.clock,
+            &[self.wtp.poll_timeout(), dtls_deadline, watchdog],
+        )
     }
 
     fn save_status(&mut self) {
