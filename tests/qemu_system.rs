@@ -25,6 +25,13 @@ use wtpd_harness::demo::{AP_VERSION, CONTROLLER_VERSION};
 mod common;
 use common::qemu::{assert_env, read, Lab, System};
 
+/// For the host's fw_printenv: the two copies of the environment at raw offsets of the image's
+/// virtio disk (board/qemu-virt.toml; the aarch64 board keeps them where the ARM one does).
+fn disk_env(image: &std::path::Path) -> String {
+    let disk = image.join("disk.img");
+    format!("{0} 0x100000 0x4000\n{0} 0x104000 0x4000\n", disk.display())
+}
+
 /// The ARM virt image: the environment at raw offsets of the virtio disk (board/qemu-virt.toml).
 static SYSTEM: System = System {
     dir: "qemu-system",
@@ -35,10 +42,7 @@ static SYSTEM: System = System {
     run_script: "scripts/qemu-run",
     slot_file: "rootfs-b.img",
     wtp_name: "wtp-qemu-1",
-    fw_env: |image| {
-        let disk = image.join("disk.img");
-        format!("{0} 0x100000 0x4000\n{0} 0x104000 0x4000\n", disk.display())
-    },
+    fw_env: disk_env,
 };
 
 #[test]
@@ -228,10 +232,7 @@ static ARM64: System = System {
     run_script: "scripts/qemu-run",
     slot_file: "rootfs-b.img",
     wtp_name: "wtp-qemu-1",
-    fw_env: |image| {
-        let disk = image.join("disk.img");
-        format!("{0} 0x100000 0x4000\n{0} 0x104000 0x4000\n", disk.display())
-    },
+    fw_env: disk_env,
 };
 
 /// The watchdog rollback: acsim upgrades the aarch64 board to an image whose agent hangs on
