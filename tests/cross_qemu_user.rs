@@ -8,8 +8,10 @@
 //!
 //! The runs are `#[ignore]`d because they need a cross build first:
 //! - armv7: `cargo build --target armv7-unknown-linux-gnueabihf --bins` (scripts/test-all does it,
-//!   then runs `cargo test --test cross_qemu_user -- --ignored armv7`);
-//! - mips: `scripts/build-boards mips`, then `cargo test --test cross_qemu_user -- --ignored mips`;
+//!   then runs `cargo test --test cross_qemu_user -- --ignored --exact armv7_upgrade_under_qemu_arm`;
+//!   a bare `armv7` filter would take the musl run too);
+//! - mips: `scripts/build-boards mips`, then `cargo test --test cross_qemu_user -- --ignored
+//!   mips_upgrade`;
 //!   aarch64 (static musl) likewise;
 //! - the static musl builds of OpenWrt-class boards: `scripts/build-boards armv7-musl mips-musl
 //!   mipsel-musl`, then `cargo test --test cross_qemu_user -- --ignored musl` (scripts/test-musl
