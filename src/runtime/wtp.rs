@@ -272,8 +272,6 @@ struct Agent {
     tftpd: Option<crate::fetch::tftpd::TftpServer>,
     /// The board's hardware watchdog, open while the booted slot is on trial.
     hw_watchdog: Option<super::hw_watchdog::Guard>,
-    /// The last wake of the event loop was a datagram on the control socket.
-    answered: bool,
 }
 
 impl Agent {
@@ -428,7 +426,6 @@ impl Agent {
         });
         Ok(Agent {
             hw_watchdog,
-            answered: false,
             notifier,
             watchdog,
             hooks,
@@ -487,6 +484,8 @@ impl Agent {
             i
         });
         self.wtp.start(self.clock.now());
+        // The last wake was a datagram on the control socket (for the trial's watchdog).
+        let mut answered = false;
         loop {
             // An image this board would refuse stops as soon as its manifest is on disk.
             if let Some(u) = self.updater.as_mut() {
@@ -495,7 +494,7 @@ impl Agent {
             if let Some(code) = self.carry_out_turn().await? {
                 return Ok(code);
             }
-            self.after_turn();
+            self.after_turn(answered);
             if let Some(tx) = &state_tx {
                 let state = self.wtp.state();
                 tx.send_if_modified(|s| std::mem::replace(s, state) != state);
@@ -514,7 +513,7 @@ impl Agent {
                 _ = stop_requested(&mut notice, &mut signals) => Wake::Stop,
             };
             let now = self.clock.now();
-            self.answered = matches!(wake, Wake::Control(Ok(_)));
+            answered = matches!(wake, Wake::Control(Ok(_)));
             match wake {
                 Wake::Control(Ok((n, from))) => {
                     on_control(&mut self.wtp, &mut self.link, &buf[..n], from, &self.clock)
@@ -867,14 +866,16 @@ impl Agent {
 
     /// Everything of this turn is sent: now the work that may wait (hashing, file writes),
     /// the status file, and marking a slot on trial good once in Run.
-    fn after_turn(&mut self) {
+    /// `answered`: the loop's last wake was a datagram on the control socket (progress for
+    /// the trial's watchdog).
+    fn after_turn(&mut self, answered: bool) {
         self.wtp.idle_work();
         self.save_status();
         if self.wtp.state() == crate::wtp::State::Run {
             self.mark_good();
         }
         if let Some(g) = &mut self.hw_watchdog {
-            g.turn(self.wtp.state(), self.answered, self.clock.now());
+            g.turn(self.wtp.state(), answered, self.clock.now());
         }
     }
 
